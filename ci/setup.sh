@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# One-time (and idempotent) set-up of a Debian 12 machine for vpnlab, as root:
+# the Debian packages the testbed drives, and a virtual environment in .venv with the project
+# installed in editable mode. Re-running it is cheap: it skips what is already there.
+set -euo pipefail
+here=$(cd "$(dirname "$0")/.." && pwd)
+cd "$here"
+
+if [ "$(id -u)" -ne 0 ]; then
+  echo "vpnlab set-up: run as root (it installs Debian packages and creates network namespaces)" >&2
+  exit 2
+fi
+
+apt_packages=(mininet iproute2 iptables tcpdump tshark dnsmasq-base iperf3 bridge-utils ethtool
+              procps iputils-ping python3-venv python3-pip conntrack util-linux)
+missing=()
+for p in "${apt_packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "vpnlab set-up: installing Debian packages: ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  echo "wireshark-common wireshark-common/install-setuid boolean false" | debconf-set-selections
+  apt-get update -q >/dev/null
+  apt-get install -y -q --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# Debian's python3 carries Debian's mininet module; the venv sees it through system site-packages.
+if [ ! -x .venv/bin/python ] || ! .venv/bin/python -c 'import mininet.net' 2>/dev/null; then
+  echo "vpnlab set-up: creating virtual environment .venv"
+  rm -rf .venv
+  /usr/bin/python3 -m venv --system-site-packages .venv
+fi
+stamp=.venv/.vpnlab-installed
+if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
+  echo "vpnlab set-up: installing Python dependencies"
+  .venv/bin/pip install -q --disable-pip-version-check -e . ruff 2>&1 | { grep -v "is ignored: it is neither" || true; }
+  touch "$stamp"
+fi
