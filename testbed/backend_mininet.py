@@ -45,7 +45,7 @@ class MininetNetwork:
                             autoSetMacs=False, autoStaticArp=False, waitConnected=False)
         for name in hosts:
             self._net.addHost(name, cls=Host, ip=None, inNamespace=True)
-        for name, bridge in switches.items():
+        for bridge in switches.values():
             self._net.addSwitch(bridge, cls=LinuxBridge, stp=False)
         for link in links:
             self._net.addLink(self._lookup(link.a), self._lookup(link.b),

@@ -26,17 +26,8 @@ def _scenarios() -> dict:
     return SCENARIOS
 
 
-def _process_start(pid: int) -> str:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
-    except (OSError, IndexError):
-        return ""
-
-
 def _supervise(argv: list[str]) -> int:
-    """Outside the sandbox: record who we are, then run the same command inside it."""
-    os.environ["VPNLAB_SUPERVISOR_PID"] = str(os.getpid())
-    os.environ["VPNLAB_SUPERVISOR_START"] = _process_start(os.getpid())
+    """Outside the sandbox: run the same command inside one."""
     return sandbox.run_in_sandbox([sys.executable, "-m", "testbed.cli", *argv])
 
 
@@ -131,12 +122,12 @@ def _states() -> list[tuple[Path, dict]]:
 
 def _alive(state: dict) -> bool:
     pid = int(state.get("supervisor_pid") or 0)
-    return pid > 0 and _process_start(pid) == state.get("supervisor_start") != ""
+    return pid > 0 and sandbox.process_start(pid) == state.get("supervisor_start") != ""
 
 
 def cmd_down(args: argparse.Namespace) -> int:
     found = 0
-    for path, state in _states():
+    for _path, state in _states():
         if args.name and args.name not in (state.get("lab"), state.get("scenario")):
             continue
         if _alive(state):

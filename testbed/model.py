@@ -201,4 +201,6 @@ def _interface(text: str, what: str) -> ipaddress.IPv4Interface:
     try:
         return ipaddress.IPv4Interface(text)
     except ValueError:
-        raise SpecError(f"{what}: {text!r}: expected address/prefix-length like 10.0.0.1/24") from None
+        raise SpecError(
+            f"{what}: {text!r}: expected address/prefix-length like 10.0.0.1/24"
+        ) from None

@@ -36,7 +36,8 @@ def send(proto: str, dst: str, port: int | None, sport: int | None, count: int) 
             number = socket.IPPROTO_GRE if proto == "gre" else 50
             with socket.socket(socket.AF_INET, socket.SOCK_RAW, number) as s:
                 # GRE: flags/version 0, protocol 0x0800; ESP: SPI 0x00000101, seq 1
-                head = b"\x00\x00\x08\x00" if proto == "gre" else b"\x00\x00\x01\x01\x00\x00\x00\x01"
+                gre, esp = b"\x00\x00\x08\x00", b"\x00\x00\x01\x01\x00\x00\x00\x01"
+                head = gre if proto == "gre" else esp
                 s.sendto(head + MARKER, (dst, 0))
         else:
             raise SystemExit(f"probe: unknown protocol {proto!r}: expected udp, tcp, gre or esp")

@@ -109,7 +109,8 @@ class Daemon:
         try:
             return self._proc.wait(timeout)
         except subprocess.TimeoutExpired:
-            raise TestbedError(f"{self.name} on {self.node} still running after {timeout}s") from None
+            raise TestbedError(
+                f"{self.name} on {self.node} still running after {timeout}s") from None
 
     def send_signal(self, signum: int) -> None:
         if self.running():

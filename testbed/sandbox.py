@@ -55,6 +55,15 @@ def sandbox_argv(argv: list[str]) -> list[str]:
             "--kill-child=SIGKILL", "--propagation", "private", *argv]
 
 
+def process_start(pid: int) -> str:
+    """The start time of a process (clock ticks since boot): with the PID, an identity that a
+    recycled PID cannot fake."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return ""
+
+
 def _child_of(pid: int) -> int | None:
     """The process whose parent is `pid` (unshare has exactly one: the sandbox's PID 1)."""
     for entry in Path("/proc").iterdir():
@@ -73,7 +82,9 @@ def _child_of(pid: int) -> int | None:
 def run_in_sandbox(argv: list[str]) -> int:
     """Run `argv` as PID 1 of a fresh sandbox; return its exit status."""
     check_can_sandbox()
-    env = dict(os.environ, **{SANDBOX_ENV: "1"})
+    # Labs record who supervises them, so `vpnlab down/clean` can tell live from dead.
+    env = dict(os.environ, **{SANDBOX_ENV: "1", "VPNLAB_SUPERVISOR_PID": str(os.getpid()),
+                              "VPNLAB_SUPERVISOR_START": process_start(os.getpid())})
     proc = subprocess.Popen(sandbox_argv(argv), env=env, preexec_fn=_die_with_parent)
 
     def forward(signum: int, _frame: object) -> None:

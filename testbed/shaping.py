@@ -62,7 +62,8 @@ class LinkShape:
             if self.reverse_rate_bps and self.reverse_rate_bps != self.rate_bps:
                 parts[-1] += f"/{_rate_text(self.reverse_rate_bps)}"
         if self.delay_ms:
-            parts.append(f"{self.delay_ms:g} ms" + (f"±{self.jitter_ms:g}" if self.jitter_ms else ""))
+            jitter = f"±{self.jitter_ms:g}" if self.jitter_ms else ""
+            parts.append(f"{self.delay_ms:g} ms{jitter}")
         if self.loss_pct:
             parts.append(f"{self.loss_pct:g}% loss")
         return ", ".join(parts) or "unshaped"

@@ -63,7 +63,7 @@ def check_reachability(lab: Lab, params: Mapping[str, str]) -> list[CheckResult]
                                   lab.address(dst)], timeout=10).ok
 
     with concurrent.futures.ThreadPoolExecutor(len(expected)) as pool:
-        seen = dict(zip(expected, pool.map(ping, expected)))
+        seen = dict(zip(expected, pool.map(ping, expected), strict=True))
     return [CheckResult(f"ping {src} -> {dst}", seen[(src, dst)] == want,
                         f"expected {'reachable' if want else 'unreachable'}, got "
                         f"{'reachable' if seen[(src, dst)] else 'unreachable'}")

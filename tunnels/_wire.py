@@ -19,7 +19,8 @@ class Reader:
 
     __slots__ = ("_data", "_pos", "_end")
 
-    def __init__(self, data: bytes | bytearray | memoryview, start: int = 0, end: int | None = None):
+    def __init__(self, data: bytes | bytearray | memoryview, start: int = 0,
+                 end: int | None = None):
         self._data = bytes(data) if not isinstance(data, bytes) else data
         self._pos = start
         self._end = len(self._data) if end is None else end
