@@ -60,7 +60,7 @@ def _lab_links(lab_id: str) -> set[str]:
 
 def test_normal_stop_and_exception_leave_nothing():
     before = _descendants(os.getpid())
-    with start_scenario("internet", link="isdn-128k") as lab:
+    with start_scenario("internet", link="isdn-128k", clients="2") as lab:
         assert _lab_links(lab.lab_id)  # bridges exist while the lab runs
         assert _descendants(os.getpid()) - before  # node shells, captures
         state = STATE_DIR / f"{lab.lab_id}.json"

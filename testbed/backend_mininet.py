@@ -41,6 +41,8 @@ class MininetNetwork:
             raise MissingTool("Mininet's Python library", "apt-get install mininet")
         setLogLevel("error")
         self._switch_names = switches  # lab name -> bridge name
+        self._port_count = {bridge: sum(name in (link.a, link.b) for link in links)
+                            for name, bridge in switches.items()}
         self._net = Mininet(topo=None, build=False, controller=None, switch=LinuxBridge,
                             autoSetMacs=False, autoStaticArp=False, waitConnected=False)
         for name in hosts:
@@ -71,7 +73,10 @@ class MininetNetwork:
         while time.monotonic() < deadline:
             pending = []
             for bridge in self._switch_names.values():
-                for port in Path(f"/sys/class/net/{bridge}/brif").iterdir():
+                ports = list(Path(f"/sys/class/net/{bridge}/brif").iterdir())
+                if len(ports) != self._port_count[bridge]:
+                    pending.append(f"{bridge} has {len(ports)} of {self._port_count[bridge]} ports")
+                for port in ports:
                     state = (port / "state").read_text().strip()
                     if state != "3":  # BR_STATE_FORWARDING
                         pending.append(f"{bridge}/{port.name}")

@@ -119,6 +119,26 @@ class LinkHandle:
         time.sleep(down_for)
         self.up()
 
+    def cut(self, cut: bool = True) -> None:
+        """Drop everything silently, carrier still up (a failure somewhere in the Internet, not
+        an unplugged cable): what keepalives exist to notice."""
+        if self.link_node is None or self.link_node not in self.lab._wires:
+            raise TestbedError(f"link {self.spec.label}: cut() needs a shaped link (the wire)")
+        from testbed.wire import send_wire_control
+
+        send_wire_control(str(self.lab.run_dir / f"{self.link_node}.ctl"), down=cut)
+
+    def restore(self) -> None:
+        self.cut(False)
+
+    def stats(self) -> dict:
+        """The wire's counters per direction (forwarded, lost, overflow, queued)."""
+        if self.link_node is None or self.link_node not in self.lab._wires:
+            raise TestbedError(f"link {self.spec.label}: no wire on this link")
+        from testbed.wire import send_wire_control
+
+        return send_wire_control(str(self.lab.run_dir / f"{self.link_node}.ctl"))
+
     def set_shape(self, shape: shaping.LinkShape) -> None:
         if self.link_node is None:
             raise TestbedError(f"link {self.spec.label} was built unshaped; give it a shape "
@@ -221,7 +241,8 @@ class Lab:
 
         def end_name(node: str, peer: str) -> str:
             if node in switches:
-                return f"{self._tag}p{next(port)}"
+                # Mininet's LinuxBridge enslaves only ports whose name contains its own
+                return f"{switches[node]}-{next(port)}"
             return self.spec.interface(node, peer)
 
         for i, link in enumerate(self.spec.links):
@@ -311,10 +332,15 @@ class Lab:
         the userspace wire; the wire is restarted with the new shape (a brief outage)."""
         n = self.nodes[hidden]
         netem = shaping.probe_netem()
-        old = self._wires.pop(hidden, None)
-        if old is not None:
-            old.stop()
-        wire = shaping.wire_argv(shape, "la", "lb", str(self.run_dir / f"{hidden}.ctl"), netem)
+        control = str(self.run_dir / f"{hidden}.ctl")
+        if hidden in self._wires and self._wires[hidden].running():
+            from testbed.wire import send_wire_control
+
+            send_wire_control(control, delay_ms=shape.delay_ms, jitter_ms=shape.jitter_ms,
+                              loss_pct=shape.loss_pct, rate_ab=shape.rate_bps or 0,
+                              rate_ba=shape.rate_b_to_a or 0)
+            return
+        wire = shaping.wire_argv(shape, "la", "lb", control, netem)
         if wire is None:
             # netem (or no shaping): a bridge inside the link namespace and qdiscs on its egress
             if not n.run(["ip", "link", "show", "br0"]).ok:

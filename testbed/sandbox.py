@@ -51,8 +51,12 @@ def _die_with_parent() -> None:
 
 
 def sandbox_argv(argv: list[str]) -> list[str]:
+    """unshare's command line; sysfs is mounted again so /sys/class/net shows the sandbox's
+    interfaces (it shows the namespace of whoever mounted it), then `argv` replaces the shell
+    as PID 1."""
     return ["unshare", "--net", "--pid", "--mount", "--fork", "--mount-proc",
-            "--kill-child=SIGKILL", "--propagation", "private", *argv]
+            "--kill-child=SIGKILL", "--propagation", "private",
+            "sh", "-c", 'mount -t sysfs sysfs /sys && exec "$@"', "vpnlab-sandbox", *argv]
 
 
 def process_start(pid: int) -> str:

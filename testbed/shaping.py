@@ -79,8 +79,9 @@ PRESETS: dict[str, LinkShape] = {
     "ethernet": LinkShape(),
     "t1": LinkShape(rate_bps=1_544_000, delay_ms=5),
     "isdn-128k": LinkShape(rate_bps=128_000, delay_ms=10),
-    # A V.90 modem: about 53 kbit/s toward the subscriber (B), 33.6 kbit/s back, 100 ms.
-    "modem-56k": LinkShape(rate_bps=53_000, reverse_rate_bps=33_600, delay_ms=100),
+    # A V.90 modem. By convention a link's A end is the subscriber: 33.6 kbit/s up (A→B),
+    # about 53 kbit/s down (B→A), 100 ms each way.
+    "modem-56k": LinkShape(rate_bps=33_600, reverse_rate_bps=53_000, delay_ms=100),
     "internet": LinkShape(rate_bps=10_000_000, delay_ms=20, loss_pct=0.5),
 }
 

@@ -10,8 +10,8 @@ from testbed.shaping import LinkShape
 
 
 def test_presets_match_the_issue():
-    assert shaping.preset("modem-56k").rate_bps == 53_000
-    assert shaping.preset("modem-56k").rate_b_to_a == 33_600
+    assert shaping.preset("modem-56k").rate_bps == 33_600  # up, from the subscriber (A)
+    assert shaping.preset("modem-56k").rate_b_to_a == 53_000  # down
     assert shaping.preset("modem-56k").delay_ms == 100
     internet = shaping.preset("internet")
     assert (internet.rate_bps, internet.delay_ms, internet.loss_pct) == (10_000_000, 20, 0.5)
@@ -58,5 +58,5 @@ def test_without_netem_the_wire_does_everything():
 def test_with_netem_each_egress_gets_its_direction():
     shape = shaping.preset("modem-56k")
     toward_b, toward_a = shaping.tc_commands(shape, "la", "lb", netem=True)
-    assert toward_b[4] == "lb" and "53000bit" in toward_b and "100ms" in toward_b
-    assert toward_a[4] == "la" and "33600bit" in toward_a
+    assert toward_b[4] == "lb" and "33600bit" in toward_b and "100ms" in toward_b
+    assert toward_a[4] == "la" and "53000bit" in toward_a

@@ -25,7 +25,9 @@ NAT_PROBE_PORT = 40001
 def build(params: Mapping[str, str]) -> LabSpec:
     b = Builder()
     shape = None if params["link"] == "none" else preset(params["link"])
-    home_behind_nat(b, pptp_helper=params["pptp_helper"] == "on", shape=shape)
+    extra = ("client2",) if params["clients"] == "2" else ()
+    home_behind_nat(b, pptp_helper=params["pptp_helper"] == "on", shape=shape,
+                    extra_clients=extra)
     internet_host(b)
     corporate_edge(b, ruleset=params["firewall"])
     b.isp_core()
@@ -83,7 +85,9 @@ def check_nat(lab: Lab) -> CheckResult:
     def marked(pkts: list) -> list:
         return [p for p in pkts if UDP in p and p[IP].dst == www and p[UDP].dport == 9]
 
-    inside = marked(pcap.wait_for(lab.capture_path("homenat", "client"), lambda p: bool(marked(p))))
+    lan_side = "client" if "client2" not in lab.nodes else "homenatsw"
+    inside = marked(pcap.wait_for(lab.capture_path("homenat", lan_side),
+                                  lambda p: bool(marked(p))))
     out = marked(pcap.wait_for(lab.capture_path("homenat", "isp"), lambda p: bool(marked(p))))
     if not inside or not out:
         return CheckResult("NAT rewrites source", False,
@@ -145,6 +149,7 @@ SCENARIO = Scenario(
     params={
         "firewall": Param("allow-all", tuple(RULESETS), "rule set on the edge's Internet side"),
         "pptp_helper": Param("on", ("on", "off"), "PPTP conntrack/NAT helper on the home NAT"),
+        "clients": Param("1", ("1", "2"), "clients on the home LAN (2: behind a switch)"),
         "link": Param("none", ("none", "ethernet", "t1", "isdn-128k", "modem-56k", "internet"),
                       "shape of the home NAT's link to the ISP"),
     },

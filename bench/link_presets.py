@@ -1,0 +1,91 @@
+"""Link presets: configured vs measured rate, RTT and loss, on this machine, in one run.
+
+    sudo .venv/bin/python bench/link_presets.py [--pings 500] [--json]
+
+Each preset shapes the home NAT's link of the `internet` scenario; the client measures toward
+the Internet host: TCP goodput with iperf3 (download: server → client, the A→B... direction of
+the preset's first rate), RTT and loss with ping. The unshaped `ethernet` row is the baseline
+of the same run. Goals (issue 2): rate within 5%, RTT within 5 ms, loss within 1 point.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from testbed import sandbox  # noqa: E402
+from testbed.shaping import PRESETS  # noqa: E402
+
+
+def measure(name: str, pings: int) -> dict:
+    from conformance.plugin import start_scenario
+
+    shape = PRESETS[name]
+    row: dict = {"preset": name, "configured": shape.describe()}
+    with start_scenario("internet", link=name) as lab:
+        client, www = lab.node("client"), lab.node("www")
+        server = www.start_daemon("iperf3", ["iperf3", "-s", "-1", "--forceflush"],
+                                    ready="listening")
+        seconds = "10" if (shape.rate_bps or 10**9) < 200_000 else "5"
+        res = client.run(["iperf3", "-c", lab.address("www"), "-R", "-t", seconds, "-J"],
+                         timeout=60)
+        server.stop()
+        if res.ok:
+            data = json.loads(res.stdout)
+            goodput = data["end"]["sum_received"]["bits_per_second"]
+            # TCP payload 1448 bytes per 1514-byte Ethernet frame: the rate the wire clocked
+            row["rate_bps"] = round(goodput * 1514 / 1448)
+        interval = "0.01" if shape.delay_ms < 50 else "0.05"
+        res = client.run(["ping", "-c", str(pings), "-i", interval, "-W", "2", "-q", "-n",
+                          lab.address("www")], timeout=pings * 0.1 + 30)
+        loss = re.search(r"([\d.]+)% packet loss", res.stdout)
+        rtt = re.search(r"= ([\d.]+)/([\d.]+)/([\d.]+)/([\d.]+) ms", res.stdout)
+        row["loss_pct"] = float(loss.group(1)) if loss else None
+        if rtt:
+            row["rtt_ms"], row["rtt_sd_ms"] = float(rtt.group(2)), float(rtt.group(4))
+    # a 98-byte ping frame is clocked out at the rate in each direction, as netem's rate does
+    want_rtt = 2 * shape.delay_ms + sum(98 * 8 * 1000 / r for r in (shape.rate_bps,
+                                        shape.rate_b_to_a) if r)
+    row["configured_rtt_ms"] = want_rtt
+    row["configured_rate_bps"] = shape.rate_b_to_a
+    return row
+
+
+def main() -> int:
+    p = argparse.ArgumentParser()
+    p.add_argument("--pings", type=int, default=400)
+    p.add_argument("--json", action="store_true")
+    p.add_argument("presets", nargs="*", default=list(PRESETS))
+    args = p.parse_args()
+    if not sandbox.in_sandbox():
+        return sandbox.reexec_in_sandbox()
+    os.environ["VPNLAB_QUIET"] = "1"
+    rows = []
+    for name in args.presets:
+        t0 = time.monotonic()
+        rows.append(measure(name, args.pings))
+        rows[-1]["seconds"] = round(time.monotonic() - t0, 1)
+    if args.json:
+        print(json.dumps(rows, indent=1))
+        return 0
+    print(f"{'preset':<10} {'rate want':>10} {'rate got':>10} {'ratio':>6} {'RTT want':>8} "
+          f"{'RTT got':>12} {'loss want':>9} {'loss got':>8}")
+    for r in rows:
+        want = r["configured_rate_bps"]
+        got = r.get("rate_bps")
+        ratio = f"{got / want:.3f}" if want and got else "-"
+        print(f"{r['preset']:<10} {want or '-':>10} {got or '-':>10} {ratio:>6} "
+              f"{r['configured_rtt_ms']:>8.2f} "
+              f"{r.get('rtt_ms', 0):>7.2f}±{r.get('rtt_sd_ms', 0):<4.2f} "
+              f"{PRESETS[r['preset']].loss_pct:>9g} {r.get('loss_pct')!s:>8}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
