@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import Enum, IntEnum
 from typing import Protocol
 
 Random = Callable[[int], bytes]
@@ -62,7 +62,7 @@ _OPTION_DATA = {
 }
 
 
-class WindowsError_(int, Enum):
+class WindowsError_(IntEnum):
     """Error codes carried in MS-CHAP Failure messages (RFC 2759 §6) and shown by clients."""
 
     RESTRICTED_LOGON_HOURS = 646

@@ -1,0 +1,273 @@
+"""CHAP (RFC 1994) with its three algorithms: MD5 (5), MS-CHAP v1 (0x80, RFC 2433) and
+MS-CHAP v2 (0x81, RFC 2759). One packet format, one retransmission rule, per-algorithm
+response and verification; the MS-CHAP v2 peer checks the authenticator's "S=" response
+(mutual authentication) and fails the link when it is wrong.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+from dataclasses import dataclass
+from enum import IntEnum
+
+from tunnels._wire import Reader, Writer
+from tunnels.errors import RemoteProtocolError
+from tunnels.ppp.auth import mscrypto
+from tunnels.ppp.auth.base import (
+    PPP_CHAP,
+    AuthMethod,
+    AuthOutcome,
+    MPPEMaterial,
+    Random,
+    Verifier,
+    WindowsError_,
+)
+
+
+class ChapCode(IntEnum):
+    CHALLENGE = 1
+    RESPONSE = 2
+    SUCCESS = 3
+    FAILURE = 4
+
+
+@dataclass(frozen=True, slots=True)
+class ChapPacket:
+    code: int
+    identifier: int
+    value: bytes = b""  # Challenge/Response only
+    name: bytes = b""  # Challenge/Response: the sender's name; Success/Failure: the message
+
+    def encode(self) -> bytes:
+        w = Writer().push_u8(self.code).push_u8(self.identifier).push_u16(0)
+        if self.code in (ChapCode.CHALLENGE, ChapCode.RESPONSE):
+            w.push_u8(len(self.value)).push_bytes(self.value)
+        w.push_bytes(self.name)
+        w.patch_u16(2, len(w))
+        return w.getvalue()
+
+    @classmethod
+    def decode(cls, info: bytes) -> ChapPacket:
+        r = Reader(info)
+        code, ident, length = r.pull_u8("code"), r.pull_u8("identifier"), r.pull_u16("length")
+        if length < 4 or length > len(info):
+            raise RemoteProtocolError(f"CHAP length {length} with {len(info)} octets")
+        body = r.sub_reader(length - 4, "CHAP data")
+        if code in (ChapCode.CHALLENGE, ChapCode.RESPONSE):
+            value = body.pull_bytes(body.pull_u8("value size"), "value")
+            return cls(code, ident, value, body.pull_rest())
+        if code in (ChapCode.SUCCESS, ChapCode.FAILURE):
+            return cls(code, ident, b"", body.pull_rest())
+        raise RemoteProtocolError(f"unknown CHAP code {code}")
+
+
+_FAILURE = re.compile(r"E=(\d+)")
+
+
+def parse_failure(message: bytes) -> tuple[int | None, str]:
+    """"E=691 R=0 C=... V=3 M=text" into (691, "text")."""
+    text = message.decode("utf-8", "replace")
+    m = _FAILURE.search(text)
+    msg = text.split("M=", 1)[1] if "M=" in text else text
+    return (int(m.group(1)) if m else None), msg
+
+
+class _Exchange:
+    protocol = PPP_CHAP
+
+    def __init__(self, method: AuthMethod, random: Random, restart: float = 3.0,
+                 max_tries: int = 10):
+        self.method = method
+        self.random = random
+        self.restart = restart
+        self.max_tries = max_tries
+        self._out: list[bytes] = []
+        self.deadline: float | None = None
+        self.outcome: AuthOutcome | None = None
+
+    def packets_to_send(self) -> list[bytes]:
+        out, self._out = self._out, []
+        return out
+
+    def get_timer(self) -> float | None:
+        return self.deadline
+
+    def _finish(self, outcome: AuthOutcome) -> None:
+        self.outcome = outcome
+        self.deadline = None
+
+
+class ChapAuthenticator(_Exchange):
+    """Sends the challenge, judges the response, answers Success or Failure."""
+
+    def __init__(self, method: AuthMethod, verifier: Verifier, name: str, random: Random,
+                 rechallenge: float | None = None, **kw: float):
+        super().__init__(method, random, **kw)
+        self.verifier = verifier
+        self.name = name.encode()
+        self.rechallenge = rechallenge
+        self._id = 0
+        self._challenge = b""
+        self._tries = 0
+        self._awaiting = False
+
+    def start(self, now: float) -> None:
+        self._id = (self._id + 1) & 0xFF
+        size = {AuthMethod.MSCHAPV2: 16, AuthMethod.MSCHAP: 8}.get(self.method, 16)
+        self._challenge = self.random(size)
+        self._tries = 0
+        self._awaiting = True
+        self._send_challenge(now)
+
+    def _send_challenge(self, now: float) -> None:
+        self._tries += 1
+        self._out.append(ChapPacket(ChapCode.CHALLENGE, self._id, self._challenge,
+                                    self.name).encode())
+        self.deadline = now + self.restart
+
+    def handle_timer(self, now: float) -> None:
+        if self.deadline is None or now < self.deadline:
+            return
+        if self._awaiting:
+            if self._tries >= self.max_tries:
+                self._finish(AuthOutcome(False, "", self.method, None, "no response to challenge"))
+            else:
+                self._send_challenge(now)
+        elif self.rechallenge:
+            self.start(now)  # RFC 1994 §2: the authenticator may challenge again at any time
+
+    def receive(self, info: bytes, now: float) -> None:
+        packet = ChapPacket.decode(info)
+        if packet.code != ChapCode.RESPONSE or packet.identifier != self._id:
+            return  # RFC 1994 §4.1: responses to other challenges are silently discarded
+        if not self._awaiting:
+            # A retransmitted response after our answer was lost: answer the same way again.
+            if self.outcome is not None and self._last_answer:
+                self._out.append(self._last_answer)
+            return
+        user = packet.name.decode("utf-8", "replace")
+        ok, message, material, code = self._verify(user, packet.value)
+        answer = ChapPacket(ChapCode.SUCCESS if ok else ChapCode.FAILURE, self._id, b"",
+                            message.encode()).encode()
+        self._last_answer = answer
+        self._out.append(answer)
+        self._awaiting = False
+        self.deadline = now + self.rechallenge if (ok and self.rechallenge) else None
+        self.outcome = AuthOutcome(ok, user, self.method, code, message, material)
+
+    _last_answer = b""
+
+    def _verify(self, user: str, value: bytes) -> tuple[bool, str, MPPEMaterial | None, int | None]:
+        account = self.verifier.lookup(user)
+        if self.method is AuthMethod.MSCHAPV2:
+            return self._verify_mschapv2(user, value, account)
+        if account is None:
+            return self._fail(WindowsError_.AUTHENTICATION_FAILURE, "unknown user or bad password")
+        if self.method is AuthMethod.CHAP:
+            want = hashlib.md5(bytes((self._id,)) + account.password.encode() +
+                               self._challenge).digest()
+            good = hmac.compare_digest(want, value)
+            material = None
+        else:  # MS-CHAP v1: 24 LM-response octets, 24 NT-response octets, use-NT flag
+            if len(value) != 49:
+                raise RemoteProtocolError(f"MS-CHAP v1 response of {len(value)} octets")
+            nt = mscrypto.nt_challenge_response_v1(self._challenge, account.password)
+            good = value[48] == 1 and hmac.compare_digest(nt, value[24:48])
+            material = MPPEMaterial(1, mscrypto.nt_password_hash(account.password),
+                                    challenge=self._challenge)
+        if not good:
+            return self._fail(WindowsError_.AUTHENTICATION_FAILURE, "unknown user or bad password")
+        if not account.dialin_allowed:
+            return self._fail(WindowsError_.NO_DIALIN_PERMISSION, "dial-in permission denied")
+        return True, "Access granted" if self.method is AuthMethod.CHAP else "", material, None
+
+    def _fail(self, code: int, text: str) -> tuple[bool, str, None, int]:
+        if self.method is AuthMethod.CHAP:
+            return False, text, None, code
+        return False, f"E={code} R=0 V=3 M={text}" if self.method is AuthMethod.MSCHAP else \
+            f"E={code} R=0 C={self._challenge.hex().upper()} V=3 M={text}", None, code
+
+    def _verify_mschapv2(self, user: str, value: bytes, account: object) -> tuple:
+        if len(value) != 49:
+            raise RemoteProtocolError(f"MS-CHAP v2 response value of {len(value)} octets, not 49")
+        peer_challenge, nt_response = value[:16], value[24:48]
+        if account is None:
+            return self._fail(WindowsError_.AUTHENTICATION_FAILURE, "unknown user or bad password")
+        password = account.password  # type: ignore[attr-defined]
+        want = mscrypto.generate_nt_response(self._challenge, peer_challenge, user, password)
+        if not hmac.compare_digest(want, nt_response):
+            return self._fail(WindowsError_.AUTHENTICATION_FAILURE, "unknown user or bad password")
+        if not account.dialin_allowed:  # type: ignore[attr-defined]
+            return self._fail(WindowsError_.NO_DIALIN_PERMISSION, "dial-in permission denied")
+        s = mscrypto.generate_authenticator_response(password, nt_response, peer_challenge,
+                                                     self._challenge, user)
+        material = MPPEMaterial(2, mscrypto.nt_password_hash(password), nt_response=nt_response)
+        return True, f"{s} M=Access granted", material, None
+
+
+class ChapPeer(_Exchange):
+    """Answers challenges; for MS-CHAP v2, checks the authenticator response."""
+
+    def __init__(self, method: AuthMethod, username: str, password: str, random: Random,
+                 **kw: float):
+        super().__init__(method, random, **kw)
+        self.username = username
+        self.password = password
+        self._expected_s = ""
+        self._material: MPPEMaterial | None = None
+        self._id: int | None = None
+
+    def start(self, now: float) -> None:
+        pass  # the authenticator speaks first
+
+    def handle_timer(self, now: float) -> None:
+        pass
+
+    def receive(self, info: bytes, now: float) -> None:
+        packet = ChapPacket.decode(info)
+        if packet.code == ChapCode.CHALLENGE:
+            self._answer(packet)
+        elif packet.code == ChapCode.SUCCESS and packet.identifier == self._id:
+            self._success(packet.name)
+        elif packet.code == ChapCode.FAILURE and packet.identifier == self._id:
+            code, msg = parse_failure(packet.name)
+            self._finish(AuthOutcome(False, self.username, self.method, code, msg))
+
+    def _answer(self, packet: ChapPacket) -> None:
+        self._id = packet.identifier
+        user = self.username.encode()
+        if self.method is AuthMethod.CHAP:
+            value = hashlib.md5(bytes((packet.identifier,)) + self.password.encode() +
+                                packet.value).digest()
+        elif self.method is AuthMethod.MSCHAP:
+            if len(packet.value) != 8:
+                raise RemoteProtocolError("MS-CHAP v1 challenge must have 8 octets")
+            nt = mscrypto.nt_challenge_response_v1(packet.value, self.password)
+            value = b"\0" * 24 + nt + b"\x01"
+            self._material = MPPEMaterial(1, mscrypto.nt_password_hash(self.password),
+                                          challenge=packet.value)
+        else:
+            if len(packet.value) != 16:
+                raise RemoteProtocolError("MS-CHAP v2 challenge must have 16 octets")
+            peer_challenge = self.random(16)
+            nt = mscrypto.generate_nt_response(packet.value, peer_challenge, self.username,
+                                               self.password)
+            value = peer_challenge + b"\0" * 8 + nt + b"\0"
+            self._expected_s = mscrypto.generate_authenticator_response(
+                self.password, nt, peer_challenge, packet.value, self.username)
+            self._material = MPPEMaterial(2, mscrypto.nt_password_hash(self.password),
+                                          nt_response=nt)
+        self._out.append(ChapPacket(ChapCode.RESPONSE, packet.identifier, value, user).encode())
+
+    def _success(self, message: bytes) -> None:
+        if self.method is AuthMethod.MSCHAPV2:
+            text = message.decode("utf-8", "replace")
+            if not hmac.compare_digest(text[:42].encode(), self._expected_s.encode()):
+                self._finish(AuthOutcome(False, self.username, self.method, None,
+                                         "the server's authenticator response is wrong: it "
+                                         "does not know the password (RFC 2759 §5)"))
+                return
+        self._finish(AuthOutcome(True, self.username, self.method, None,
+                                 message.decode("utf-8", "replace"), self._material))

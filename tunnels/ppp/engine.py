@@ -1,0 +1,354 @@
+"""The PPP engine: one link's phases, LCP, authentication, IPCP and the IP data path.
+
+Sans-I/O (docs/architecture.md): frames in with `receive_frame`, frames out with
+`frames_to_send`, events with `next_event`, one deadline with `get_timer`. The carrier (PPTP's
+GRE, L2TP, async HDLC) is invisible here. Malformed or out-of-phase input never raises out of
+`receive_frame`: it is answered as RFC 1661 says (Code-Reject, Protocol-Reject) or discarded and
+counted.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import struct
+from collections import deque
+from collections.abc import Callable
+
+from tunnels._wire import Reader
+from tunnels.errors import LocalProtocolError, RemoteProtocolError
+from tunnels.ppp import events as ev
+from tunnels.ppp.auth import make_authenticator, make_peer
+from tunnels.ppp.auth.base import AuthExchange, AuthMethod
+from tunnels.ppp.config import EncryptionLevel, PPPConfig
+from tunnels.ppp.events import Phase
+from tunnels.ppp.fsm import Automaton, State, Timers
+from tunnels.ppp.ipcp import IPCPOption, IPCPPolicy
+from tunnels.ppp.lcp import LCPPolicy
+from tunnels.ppp.packets import Code, ControlPacket
+
+PPP_IP = 0x0021
+PPP_IPCP = 0x8021
+PPP_LCP = 0xC021
+PPP_PAP = 0xC023
+PPP_CHAP = 0xC223
+_NCP_RANGE = range(0x8000, 0xC000)
+
+
+def split_frame(frame: bytes) -> tuple[int, bytes]:
+    """Protocol and information of a frame with or without address/control (ACFC) and with a
+    one- or two-octet protocol field (PFC), RFC 1661 §6.5-6.6."""
+    r = Reader(frame)
+    if r.remaining >= 2 and r.peek_u16("address/control") == 0xFF03:
+        r.skip(2)
+    first = r.pull_u8("protocol")
+    protocol = first if first & 1 else (first << 8) | r.pull_u8("protocol")
+    if not protocol & 1:
+        raise RemoteProtocolError(f"protocol field {protocol:#06x} is even in its low octet")
+    return protocol, r.pull_rest()
+
+
+def build_frame(protocol: int, info: bytes) -> bytes:
+    """Address and control are always sent: both ends accept them (no ACFC/PFC on send)."""
+    return b"\xff\x03" + struct.pack("!H", protocol) + info
+
+
+class PPPEngine:
+    def __init__(self, config: PPPConfig, *, random: Callable[[int], bytes] = os.urandom):
+        if config.encryption.key_bits is not None:
+            raise LocalProtocolError(
+                f"encryption={config.encryption.value}: MPPE is not implemented yet; use "
+                "encryption=none or optional")
+        self.config = config
+        self.random = random
+        self.phase = Phase.DEAD
+        self._frames: list[bytes] = []
+        self._events: deque[ev.PPPEvent] = deque()
+        timers = Timers(config.restart_timer, config.max_configure, config.max_terminate,
+                        config.max_failure)
+        methods = config.auth_methods
+        self.lcp_policy = LCPPolicy(random, mru=config.mru,
+                                    authenticate_with=methods if config.is_authenticator else (),
+                                    accept_auth=() if config.is_authenticator else methods)
+        self.lcp = Automaton("LCP", PPP_LCP, self.lcp_policy, self, self._send, timers,
+                             extra_codes=self._lcp_extra)
+        self.ipcp_policy = self._ipcp_policy()
+        self.ipcp = Automaton("IPCP", PPP_IPCP, self.ipcp_policy, self, self._send, timers)
+        self.auth: AuthExchange | None = None
+        self.username = ""
+        self.reason = ""
+        self._echo_deadline: float | None = None
+        self._echo_outstanding = 0
+        self._echo_id = 0
+        self.counters = {"frames_in": 0, "frames_out": 0, "ip_in": 0, "ip_out": 0,
+                         "discarded": 0, "protocol_rejects_sent": 0, "echo_requests": 0}
+
+    def _ipcp_policy(self) -> IPCPPolicy:
+        c = self.config
+        ip = ipaddress.IPv4Address
+        if c.is_authenticator:
+            servers = {}
+            for kind, value in zip((IPCPOption.PRIMARY_DNS, IPCPOption.SECONDARY_DNS), c.dns,
+                                   strict=False):
+                servers[kind] = ip(value)
+            for kind, value in zip((IPCPOption.PRIMARY_NBNS, IPCPOption.SECONDARY_NBNS), c.nbns,
+                                   strict=False):
+                servers[kind] = ip(value)
+            return IPCPPolicy(local=ip(c.local_address), assign=ip(c.peer_address),
+                              name_servers=servers)
+        ask = {k: ip(0) for k in (IPCPOption.PRIMARY_DNS, IPCPOption.SECONDARY_DNS,
+                                  IPCPOption.PRIMARY_NBNS, IPCPOption.SECONDARY_NBNS)}
+        return IPCPPolicy(local=ip(c.local_address) if c.local_address else None,
+                          name_servers=ask)
+
+    # -- API -------------------------------------------------------------------------------
+    def open(self, now: float) -> None:
+        self._set_phase(Phase.ESTABLISH)
+        self.lcp.open(now)
+        self.lcp.up(now)
+
+    def close(self, now: float, reason: str = "closed by administrator") -> None:
+        self.reason = self.reason or reason
+        if self.lcp.state in (State.INITIAL, State.STARTING, State.CLOSED):
+            self._finish(reason)
+            return
+        self._set_phase(Phase.TERMINATE)
+        self.lcp.close(now, reason)
+
+    def lower_layer_down(self, now: float, reason: str) -> None:
+        """The carrier is gone (call cleared, tunnel down): no Terminate exchange possible."""
+        self.reason = self.reason or reason
+        if self.lcp.state not in (State.INITIAL, State.STARTING):
+            self.lcp.down(now)
+        self._finish(self.reason)
+
+    def receive_frame(self, frame: bytes, now: float) -> None:
+        self.counters["frames_in"] += 1
+        try:
+            protocol, info = split_frame(frame)
+            self._dispatch(protocol, info, frame, now)
+        except RemoteProtocolError:
+            self.counters["discarded"] += 1
+
+    def send_datagram(self, packet: bytes, now: float) -> bool:
+        """Queue an IPv4 packet; False (and counted) when the network phase is not open."""
+        if self.ipcp.state is not State.OPENED:
+            self.counters["discarded"] += 1
+            return False
+        self.counters["ip_out"] += 1
+        self._send(PPP_IP, packet)
+        return True
+
+    def frames_to_send(self) -> list[bytes]:
+        out, self._frames = self._frames, []
+        return out
+
+    def next_event(self) -> ev.PPPEvent | None:
+        return self._events.popleft() if self._events else None
+
+    def get_timer(self) -> float | None:
+        deadlines = [d for d in (self.lcp.get_timer(), self.ipcp.get_timer(), self._echo_deadline,
+                                 self.auth.get_timer() if self.auth else None) if d is not None]
+        return min(deadlines) if deadlines else None
+
+    def handle_timer(self, now: float) -> None:
+        self.lcp.handle_timer(now)
+        self.ipcp.handle_timer(now)
+        if self.auth is not None:
+            self.auth.handle_timer(now)
+            self._auth_progress(now)
+        if self._echo_deadline is not None and now >= self._echo_deadline:
+            self._echo(now)
+
+    def status(self) -> dict:
+        return {
+            "phase": self.phase.value,
+            "lcp": self.lcp.state.name, "ipcp": self.ipcp.state.name,
+            "auth_method": (self.auth.outcome.method.value if self.auth and self.auth.outcome
+                            else None),
+            "username": self.username,
+            "local_address": str(self.ipcp_policy.local) if self.ipcp_policy.local else None,
+            "peer_address": str(self.ipcp_policy.peer) if self.ipcp_policy.peer else None,
+            "dns": list(self.ipcp_policy.dns()), "nbns": list(self.ipcp_policy.nbns()),
+            "encryption": None, "reason": self.reason, "counters": dict(self.counters),
+        }
+
+    # -- layers ----------------------------------------------------------------------------
+    def this_layer_up(self, fsm: Automaton) -> None:
+        if fsm is self.lcp:
+            policy = self.lcp_policy
+            self._emit(ev.LinkEstablished(policy.peer_mru, policy.auth_method and
+                                          policy.auth_method.value, policy.magic))
+            self._start_echo(self._now)
+            self._start_auth(self._now)
+        elif fsm is self.ipcp:
+            p = self.ipcp_policy
+            self._emit(ev.NetworkOpened(str(p.local), str(p.peer), p.dns(), p.nbns()))
+
+    def this_layer_down(self, fsm: Automaton) -> None:
+        if fsm is self.lcp:
+            self._echo_deadline = None
+            if self.ipcp.state not in (State.INITIAL, State.STARTING):
+                self.ipcp.down(self._now)
+
+    def this_layer_started(self, fsm: Automaton) -> None:
+        pass
+
+    def this_layer_finished(self, fsm: Automaton) -> None:
+        if fsm is self.lcp:
+            self._finish(self.reason or self.lcp.terminate_reason or "LCP negotiation failed")
+        elif fsm is self.ipcp and self.lcp.state is State.OPENED:
+            self.close(self._now, "IPCP could not be negotiated")
+
+    # -- internals -------------------------------------------------------------------------
+    _now = 0.0
+
+    def _send(self, protocol: int, info: bytes) -> None:
+        self.counters["frames_out"] += 1
+        self._frames.append(build_frame(protocol, info))
+
+    def _emit(self, event: ev.PPPEvent) -> None:
+        self._events.append(event)
+
+    def _set_phase(self, phase: Phase) -> None:
+        if phase is not self.phase:
+            self.phase = phase
+            self._emit(ev.PhaseChanged(phase))
+
+    def _finish(self, reason: str) -> None:
+        if self.phase is Phase.DEAD and self.reason:
+            return
+        self.reason = reason
+        self._echo_deadline = None
+        self.auth = self.auth if self.auth and self.auth.outcome else None
+        self._set_phase(Phase.DEAD)
+        self._emit(ev.LinkTerminated(reason))
+
+    def _dispatch(self, protocol: int, info: bytes, frame: bytes, now: float) -> None:
+        self._now = now
+        if protocol == PPP_LCP:
+            self.lcp.receive(info, now)
+            if self.lcp_policy.failure and self.lcp.state is not State.OPENED:
+                self.reason = self.lcp_policy.failure
+                self.lcp.close(now, self.lcp_policy.failure)
+            return
+        if self.lcp.state is not State.OPENED:
+            self.counters["discarded"] += 1  # RFC 1661 §3.4: only LCP before the link is up
+            return
+        if protocol in (PPP_PAP, PPP_CHAP):
+            if self.auth is not None and self.auth.protocol == protocol:
+                self.auth.receive(info, now)
+                self._auth_progress(now)
+            else:
+                self.counters["discarded"] += 1
+        elif protocol == PPP_IPCP:
+            if self.phase is Phase.NETWORK:
+                self.ipcp.receive(info, now)
+            else:
+                self.counters["discarded"] += 1  # NCP packets before Network: discarded
+        elif protocol == PPP_IP:
+            if self.ipcp.state is State.OPENED:
+                self.counters["ip_in"] += 1
+                self._emit(ev.DatagramReceived(info))
+            else:
+                self.counters["discarded"] += 1
+        else:
+            self._protocol_reject(protocol, frame, now)
+
+    def _protocol_reject(self, protocol: int, frame: bytes, now: float) -> None:
+        """RFC 1661 §5.7: the rejected protocol and as much of its packet as fits the MRU."""
+        self.counters["protocol_rejects_sent"] += 1
+        _, info = split_frame(frame)
+        data = struct.pack("!H", protocol) + info
+        self.lcp._identifier = (self.lcp._identifier + 1) & 0xFF
+        packet = ControlPacket(Code.PROTOCOL_REJECT, self.lcp._identifier,
+                               data[: self.lcp_policy.peer_mru - 4])
+        self._send(PPP_LCP, packet.encode())
+
+    def _lcp_extra(self, packet: ControlPacket, now: float) -> bool:
+        """LCP's own codes (RFC 1661 §5.7-5.9, RFC 1570): echo, discard, protocol-reject..."""
+        opened = self.lcp.state is State.OPENED
+        if packet.code == Code.ECHO_REQUEST:
+            if opened:
+                reply = ControlPacket(Code.ECHO_REPLY, packet.identifier,
+                                      struct.pack("!I", self.lcp_policy.magic) + packet.data[4:])
+                self._send(PPP_LCP, reply.encode())
+            return True
+        if packet.code == Code.ECHO_REPLY:
+            if opened and packet.identifier == self._echo_id:
+                self._echo_outstanding = 0
+            return True
+        if packet.code in (Code.DISCARD_REQUEST, Code.IDENTIFICATION, Code.TIME_REMAINING):
+            return True
+        if packet.code == Code.PROTOCOL_REJECT:
+            rejected = struct.unpack("!H", packet.data[:2])[0] if len(packet.data) >= 2 else 0
+            if rejected == PPP_IPCP and opened:
+                self.ipcp.receive_protocol_reject(now)
+            return True
+        return False
+
+    def _start_echo(self, now: float) -> None:
+        if self.config.echo_interval > 0:
+            self._echo_deadline = now + self.config.echo_interval
+
+    def _echo(self, now: float) -> None:
+        if self._echo_outstanding >= self.config.echo_failures:
+            self.reason = (f"no answer to {self._echo_outstanding} LCP Echo-Requests "
+                           f"({self.config.echo_interval:g}s apart): the peer or the path is gone")
+            self._echo_deadline = None
+            self.close(now, self.reason)
+            return
+        self._echo_outstanding += 1
+        self._echo_id = (self._echo_id + 1) & 0xFF
+        self.counters["echo_requests"] += 1
+        request = ControlPacket(Code.ECHO_REQUEST, self._echo_id,
+                                struct.pack("!I", self.lcp_policy.magic))
+        self._send(PPP_LCP, request.encode())
+        self._echo_deadline = now + self.config.echo_interval
+
+    def _start_auth(self, now: float) -> None:
+        c, policy = self.config, self.lcp_policy
+        if c.is_authenticator and policy.auth_method is not None:
+            self.auth = make_authenticator(policy.auth_method, c.verifier, c.name, self.random)
+        elif not c.is_authenticator and policy.peer_auth_method is not None:
+            self.auth = make_peer(policy.peer_auth_method, c.username, c.password, self.random)
+        elif not c.is_authenticator:
+            self.auth = None  # the server asked for no authentication: accepted
+        if self.auth is None and c.is_authenticator:
+            self.close(now, "no authentication method negotiated")
+            return
+        if self.auth is None:
+            self._enter_network(now)
+            return
+        self._set_phase(Phase.AUTHENTICATE)
+        self.auth.start(now)
+        self._auth_progress(now)
+
+    def _auth_progress(self, now: float) -> None:
+        auth = self.auth
+        if auth is None:
+            return
+        for info in auth.packets_to_send():
+            self._send(auth.protocol, info)
+        outcome = auth.outcome
+        if outcome is None or self.phase is not Phase.AUTHENTICATE:
+            return
+        method = outcome.method.value
+        if outcome.success:
+            self.username = outcome.username
+            self._emit(ev.Authenticated(outcome.username, method))
+            self._enter_network(now)
+        else:
+            self._emit(ev.AuthenticationFailed(outcome.username, method, outcome.error_code,
+                                               outcome.message))
+            code = f" (error {outcome.error_code})" if outcome.error_code else ""
+            self.close(now, f"authentication failed{code}: {outcome.message}")
+
+    def _enter_network(self, now: float) -> None:
+        self._set_phase(Phase.NETWORK)
+        self.ipcp.up(now)
+        self.ipcp.open(now)
+
+
+__all__ = ["AuthMethod", "EncryptionLevel", "PPPConfig", "PPPEngine", "build_frame",
+           "split_frame"]
