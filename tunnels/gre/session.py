@@ -1,0 +1,85 @@
+"""One call's GRE data channel (RFC 2637 §4.2-4.4): sequence numbers, acks, window.
+
+Sending: each data packet gets the next sequence number and carries the latest ack we owe.
+Receiving: a packet older than or equal to the last one delivered is a duplicate or late and is
+dropped (counted): PPP copes with loss, not with reordering, so the newest wins, as pptpd does.
+An ack we owe and cannot piggyback goes out alone after `ack_delay`. Sends beyond the peer's
+receive window of unacknowledged packets are still sent but counted, since PPP would rather
+lose than stall (§4.4 leaves the policy to the implementation).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from tunnels.gre.header import GREPacket
+
+
+def _newer(a: int, b: int) -> bool:
+    """Sequence `a` comes after `b` in 32-bit serial arithmetic."""
+    return 0 < (a - b) & 0xFFFFFFFF < 0x80000000
+
+
+@dataclass
+class GRESession:
+    peer_call_id: int  # goes in our packets' key field
+    peer_window: int = 64
+    ack_delay: float = 0.1
+    next_seq: int = 0
+    last_received: int | None = None
+    last_acked_by_us: int | None = None
+    last_acked_by_peer: int | None = None
+    ack_deadline: float | None = None
+    counters: dict[str, int] = field(default_factory=lambda: {
+        "sent": 0, "received": 0, "duplicates": 0, "out_of_order": 0, "acks_sent": 0,
+        "window_exceeded": 0})
+
+    def _owed_ack(self) -> int | None:
+        if self.last_received is None or self.last_received == self.last_acked_by_us:
+            return None
+        return self.last_received
+
+    def encapsulate(self, ppp_frame: bytes) -> bytes:
+        ack = self._owed_ack()
+        if ack is not None:
+            self.last_acked_by_us, self.ack_deadline = ack, None
+        if self.last_acked_by_peer is not None:
+            unacked = (self.next_seq - self.last_acked_by_peer - 1) & 0xFFFFFFFF
+            if unacked >= self.peer_window:
+                self.counters["window_exceeded"] += 1
+        packet = GREPacket(self.peer_call_id, ppp_frame, self.next_seq, ack)
+        self.next_seq = (self.next_seq + 1) & 0xFFFFFFFF
+        self.counters["sent"] += 1
+        return packet.encode()
+
+    def receive(self, packet: GREPacket, now: float) -> bytes | None:
+        """The PPP frame to deliver, or None (ack-only, duplicate or late)."""
+        if packet.ack is not None:
+            if self.last_acked_by_peer is None or _newer(packet.ack, self.last_acked_by_peer):
+                self.last_acked_by_peer = packet.ack
+        if packet.sequence is None:
+            return None
+        if self.last_received is not None and not _newer(packet.sequence, self.last_received):
+            key = "duplicates" if packet.sequence == self.last_received else "out_of_order"
+            self.counters[key] += 1
+            return None
+        self.last_received = packet.sequence
+        self.counters["received"] += 1
+        if self.ack_deadline is None:
+            self.ack_deadline = now + self.ack_delay
+        return packet.payload
+
+    def get_timer(self) -> float | None:
+        return self.ack_deadline if self._owed_ack() is not None else None
+
+    def handle_timer(self, now: float) -> bytes | None:
+        """An ack-only packet when an ack is still owed at its deadline."""
+        if self.ack_deadline is None or now < self.ack_deadline:
+            return None
+        self.ack_deadline = None
+        ack = self._owed_ack()
+        if ack is None:
+            return None
+        self.last_acked_by_us = ack
+        self.counters["acks_sent"] += 1
+        return GREPacket(self.peer_call_id, b"", None, ack).encode()

@@ -1,0 +1,390 @@
+"""PPTP control messages (RFC 2637 §2): one dataclass each, laid out by a field table.
+
+Every message starts with the common header (Length, PPTP Message Type 1, Magic Cookie
+0x1A2B3C4D, Control Message Type, Reserved0); each class lists its remaining fields as
+(name, struct code) in wire order, so encode and decode are one generic pair and a reader can
+check a class against the RFC's figure line by line. `ControlStream` splits TCP bytes into
+messages.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import astuple, dataclass, fields
+from enum import IntEnum
+from typing import ClassVar
+
+from tunnels._wire import fixed_string, parse_fixed_string
+from tunnels.errors import RemoteProtocolError, WireAnswer
+
+MAGIC_COOKIE = 0x1A2B3C4D
+PROTOCOL_VERSION = 0x0100
+CONTROL_MESSAGE = 1
+_HEADER = struct.Struct("!HHIHH")
+
+
+class ControlMessageType(IntEnum):
+    SCCRQ = 1  # Start-Control-Connection-Request
+    SCCRP = 2  # Start-Control-Connection-Reply
+    StopCCRQ = 3  # Stop-Control-Connection-Request
+    StopCCRP = 4  # Stop-Control-Connection-Reply
+    ECHORQ = 5  # Echo-Request
+    ECHORP = 6  # Echo-Reply
+    OCRQ = 7  # Outgoing-Call-Request
+    OCRP = 8  # Outgoing-Call-Reply
+    ICRQ = 9  # Incoming-Call-Request
+    ICRP = 10  # Incoming-Call-Reply
+    ICCN = 11  # Incoming-Call-Connected
+    CCRQ = 12  # Call-Clear-Request
+    CDN = 13  # Call-Disconnect-Notify
+    WEN = 14  # WAN-Error-Notify
+    SLI = 15  # Set-Link-Info
+
+
+class StartResult(IntEnum):
+    """SCCRP Result Code (§2.2)."""
+
+    SUCCESSFUL = 1
+    GENERAL_ERROR = 2
+    ALREADY_EXISTS = 3
+    NOT_AUTHORIZED = 4
+    BAD_PROTOCOL_VERSION = 5
+
+
+class StopReason(IntEnum):
+    """StopCCRQ Reason (§2.3)."""
+
+    NONE = 1
+    STOP_PROTOCOL = 2  # the peer's protocol version is not supported
+    STOP_LOCAL_SHUTDOWN = 3
+
+
+class CallResult(IntEnum):
+    """OCRP Result Code (§2.8)."""
+
+    CONNECTED = 1
+    GENERAL_ERROR = 2
+    NO_CARRIER = 3
+    BUSY = 4
+    NO_DIAL_TONE = 5
+    TIME_OUT = 6
+    DO_NOT_ACCEPT = 7
+
+
+class DisconnectResult(IntEnum):
+    """CDN Result Code (§2.13)."""
+
+    LOST_CARRIER = 1
+    GENERAL_ERROR = 2
+    ADMIN_SHUTDOWN = 3
+    REQUEST = 4
+
+
+class GeneralError(IntEnum):
+    """General error codes (§2.16)."""
+
+    NONE = 0
+    NOT_CONNECTED = 1
+    BAD_FORMAT = 2
+    BAD_VALUE = 3
+    NO_RESOURCE = 4
+    BAD_CALL_ID = 5
+    PAC_ERROR = 6
+
+
+class ControlMessage:
+    TYPE: ClassVar[ControlMessageType]
+    LAYOUT: ClassVar[tuple[tuple[str, str], ...]]
+    _struct: ClassVar[struct.Struct]
+
+    def __init_subclass__(cls) -> None:
+        cls._struct = struct.Struct("!" + "".join(code for _, code in cls.LAYOUT))
+
+    @classmethod
+    def length(cls) -> int:
+        return _HEADER.size + cls._struct.size
+
+    def encode(self) -> bytes:
+        values = [fixed_string(v, 64) if isinstance(v, str) else v for v in astuple(self)]
+        return _HEADER.pack(self.length(), CONTROL_MESSAGE, MAGIC_COOKIE, self.TYPE, 0) + \
+            self._struct.pack(*values)
+
+    @classmethod
+    def decode_body(cls, body: bytes) -> ControlMessage:
+        values = cls._struct.unpack(body[: cls._struct.size])
+        kinds = {f.name: f.type for f in fields(cls)}
+        out = [parse_fixed_string(v) if kinds[name] in ("str", str) else v
+               for (name, _), v in zip(cls.LAYOUT, values, strict=True)]
+        return cls(*out)
+
+
+_TEXT = "64s"
+
+
+@dataclass(frozen=True, slots=True)
+class StartControlConnectionRequest(ControlMessage):
+    protocol_version: int = PROTOCOL_VERSION
+    reserved1: int = 0
+    framing_capabilities: int = 3  # async and sync
+    bearer_capabilities: int = 3  # analog and digital
+    maximum_channels: int = 0
+    firmware_revision: int = 1
+    host_name: str = ""
+    vendor_string: str = "vpnlab"
+    TYPE = ControlMessageType.SCCRQ
+    LAYOUT = (("protocol_version", "H"), ("reserved1", "H"), ("framing_capabilities", "I"),
+              ("bearer_capabilities", "I"), ("maximum_channels", "H"),
+              ("firmware_revision", "H"), ("host_name", _TEXT), ("vendor_string", _TEXT))
+
+
+@dataclass(frozen=True, slots=True)
+class StartControlConnectionReply(ControlMessage):
+    protocol_version: int = PROTOCOL_VERSION
+    result_code: int = StartResult.SUCCESSFUL
+    error_code: int = 0
+    framing_capabilities: int = 3
+    bearer_capabilities: int = 3
+    maximum_channels: int = 0
+    firmware_revision: int = 1
+    host_name: str = ""
+    vendor_string: str = "vpnlab"
+    TYPE = ControlMessageType.SCCRP
+    LAYOUT = (("protocol_version", "H"), ("result_code", "B"), ("error_code", "B"),
+              ("framing_capabilities", "I"), ("bearer_capabilities", "I"),
+              ("maximum_channels", "H"), ("firmware_revision", "H"), ("host_name", _TEXT),
+              ("vendor_string", _TEXT))
+
+
+@dataclass(frozen=True, slots=True)
+class StopControlConnectionRequest(ControlMessage):
+    reason: int = StopReason.NONE
+    reserved1: int = 0
+    reserved2: int = 0
+    TYPE = ControlMessageType.StopCCRQ
+    LAYOUT = (("reason", "B"), ("reserved1", "B"), ("reserved2", "H"))
+
+
+@dataclass(frozen=True, slots=True)
+class StopControlConnectionReply(ControlMessage):
+    result_code: int = 1
+    error_code: int = 0
+    reserved2: int = 0
+    TYPE = ControlMessageType.StopCCRP
+    LAYOUT = (("result_code", "B"), ("error_code", "B"), ("reserved2", "H"))
+
+
+@dataclass(frozen=True, slots=True)
+class EchoRequest(ControlMessage):
+    identifier: int = 0
+    TYPE = ControlMessageType.ECHORQ
+    LAYOUT = (("identifier", "I"),)
+
+
+@dataclass(frozen=True, slots=True)
+class EchoReply(ControlMessage):
+    identifier: int = 0
+    result_code: int = 1
+    error_code: int = 0
+    reserved1: int = 0
+    TYPE = ControlMessageType.ECHORP
+    LAYOUT = (("identifier", "I"), ("result_code", "B"), ("error_code", "B"), ("reserved1", "H"))
+
+
+@dataclass(frozen=True, slots=True)
+class OutgoingCallRequest(ControlMessage):
+    call_id: int = 0
+    call_serial_number: int = 0
+    minimum_bps: int = 300
+    maximum_bps: int = 100_000_000
+    bearer_type: int = 3
+    framing_type: int = 3
+    packet_receive_window: int = 64
+    packet_processing_delay: int = 0
+    phone_number_length: int = 0
+    reserved1: int = 0
+    phone_number: str = ""
+    subaddress: str = ""
+    TYPE = ControlMessageType.OCRQ
+    LAYOUT = (("call_id", "H"), ("call_serial_number", "H"), ("minimum_bps", "I"),
+              ("maximum_bps", "I"), ("bearer_type", "I"), ("framing_type", "I"),
+              ("packet_receive_window", "H"), ("packet_processing_delay", "H"),
+              ("phone_number_length", "H"), ("reserved1", "H"), ("phone_number", _TEXT),
+              ("subaddress", _TEXT))
+
+
+@dataclass(frozen=True, slots=True)
+class OutgoingCallReply(ControlMessage):
+    call_id: int = 0
+    peer_call_id: int = 0
+    result_code: int = CallResult.CONNECTED
+    error_code: int = 0
+    cause_code: int = 0
+    connect_speed: int = 100_000_000
+    packet_receive_window: int = 64
+    packet_processing_delay: int = 0
+    physical_channel_id: int = 0
+    TYPE = ControlMessageType.OCRP
+    LAYOUT = (("call_id", "H"), ("peer_call_id", "H"), ("result_code", "B"),
+              ("error_code", "B"), ("cause_code", "H"), ("connect_speed", "I"),
+              ("packet_receive_window", "H"), ("packet_processing_delay", "H"),
+              ("physical_channel_id", "I"))
+
+
+@dataclass(frozen=True, slots=True)
+class IncomingCallRequest(ControlMessage):
+    call_id: int = 0
+    call_serial_number: int = 0
+    call_bearer_type: int = 1
+    physical_channel_id: int = 0
+    dialed_number_length: int = 0
+    dialing_number_length: int = 0
+    dialed_number: str = ""
+    dialing_number: str = ""
+    subaddress: str = ""
+    TYPE = ControlMessageType.ICRQ
+    LAYOUT = (("call_id", "H"), ("call_serial_number", "H"), ("call_bearer_type", "I"),
+              ("physical_channel_id", "I"), ("dialed_number_length", "H"),
+              ("dialing_number_length", "H"), ("dialed_number", _TEXT),
+              ("dialing_number", _TEXT), ("subaddress", _TEXT))
+
+
+@dataclass(frozen=True, slots=True)
+class IncomingCallReply(ControlMessage):
+    call_id: int = 0
+    peer_call_id: int = 0
+    result_code: int = 1
+    error_code: int = 0
+    packet_receive_window: int = 64
+    packet_transmit_delay: int = 0
+    reserved1: int = 0
+    TYPE = ControlMessageType.ICRP
+    LAYOUT = (("call_id", "H"), ("peer_call_id", "H"), ("result_code", "B"),
+              ("error_code", "B"), ("packet_receive_window", "H"),
+              ("packet_transmit_delay", "H"), ("reserved1", "H"))
+
+
+@dataclass(frozen=True, slots=True)
+class IncomingCallConnected(ControlMessage):
+    peer_call_id: int = 0
+    reserved1: int = 0
+    connect_speed: int = 100_000_000
+    packet_receive_window: int = 64
+    packet_transmit_delay: int = 0
+    framing_type: int = 1
+    TYPE = ControlMessageType.ICCN
+    LAYOUT = (("peer_call_id", "H"), ("reserved1", "H"), ("connect_speed", "I"),
+              ("packet_receive_window", "H"), ("packet_transmit_delay", "H"),
+              ("framing_type", "I"))
+
+
+@dataclass(frozen=True, slots=True)
+class CallClearRequest(ControlMessage):
+    call_id: int = 0
+    reserved1: int = 0
+    TYPE = ControlMessageType.CCRQ
+    LAYOUT = (("call_id", "H"), ("reserved1", "H"))
+
+
+@dataclass(frozen=True, slots=True)
+class CallDisconnectNotify(ControlMessage):
+    call_id: int = 0
+    result_code: int = DisconnectResult.REQUEST
+    error_code: int = 0
+    cause_code: int = 0
+    reserved1: int = 0
+    call_statistics: str = ""
+    TYPE = ControlMessageType.CDN
+    LAYOUT = (("call_id", "H"), ("result_code", "B"), ("error_code", "B"),
+              ("cause_code", "H"), ("reserved1", "H"), ("call_statistics", "128s"))
+
+    def encode(self) -> bytes:  # the statistics field is 128 octets, not 64
+        body = struct.pack("!HBBHH", self.call_id, self.result_code, self.error_code,
+                           self.cause_code, self.reserved1)
+        stats = self.call_statistics.encode("ascii", "replace")[:128].ljust(128, b"\0")
+        return _HEADER.pack(self.length(), CONTROL_MESSAGE, MAGIC_COOKIE, self.TYPE, 0) + \
+            body + stats
+
+
+@dataclass(frozen=True, slots=True)
+class WanErrorNotify(ControlMessage):
+    peer_call_id: int = 0
+    reserved1: int = 0
+    crc_errors: int = 0
+    framing_errors: int = 0
+    hardware_overruns: int = 0
+    buffer_overruns: int = 0
+    timeout_errors: int = 0
+    alignment_errors: int = 0
+    TYPE = ControlMessageType.WEN
+    LAYOUT = (("peer_call_id", "H"), ("reserved1", "H"), ("crc_errors", "I"),
+              ("framing_errors", "I"), ("hardware_overruns", "I"), ("buffer_overruns", "I"),
+              ("timeout_errors", "I"), ("alignment_errors", "I"))
+
+
+@dataclass(frozen=True, slots=True)
+class SetLinkInfo(ControlMessage):
+    peer_call_id: int = 0
+    reserved1: int = 0
+    send_accm: int = 0xFFFFFFFF
+    receive_accm: int = 0xFFFFFFFF
+    TYPE = ControlMessageType.SLI
+    LAYOUT = (("peer_call_id", "H"), ("reserved1", "H"), ("send_accm", "I"),
+              ("receive_accm", "I"))
+
+
+MESSAGES: dict[int, type[ControlMessage]] = {
+    cls.TYPE: cls for cls in (
+        StartControlConnectionRequest, StartControlConnectionReply,
+        StopControlConnectionRequest, StopControlConnectionReply, EchoRequest, EchoReply,
+        OutgoingCallRequest, OutgoingCallReply, IncomingCallRequest, IncomingCallReply,
+        IncomingCallConnected, CallClearRequest, CallDisconnectNotify, WanErrorNotify,
+        SetLinkInfo)
+}
+
+BAD_FORMAT = WireAnswer("stop-control-connection", GeneralError.BAD_FORMAT)
+
+
+def decode(message: bytes) -> ControlMessage:
+    """One whole control message; a bad cookie, type or length is the peer's fault and the
+    answer is to stop the control connection (RFC 2637 §2.3, general error 2 "bad format")."""
+    if len(message) < _HEADER.size:
+        raise RemoteProtocolError(f"PPTP message of {len(message)} octets", BAD_FORMAT)
+    length, kind, cookie, ctype, _ = _HEADER.unpack_from(message)
+    if cookie != MAGIC_COOKIE:
+        raise RemoteProtocolError(f"magic cookie {cookie:#010x}, expected 0x1a2b3c4d",
+                                  BAD_FORMAT)
+    if kind != CONTROL_MESSAGE:
+        raise RemoteProtocolError(f"PPTP message type {kind} is not a control message",
+                                  BAD_FORMAT)
+    cls = MESSAGES.get(ctype)
+    if cls is None:
+        raise RemoteProtocolError(f"unknown control message type {ctype}", BAD_FORMAT)
+    if length != cls.length() or len(message) != length:
+        raise RemoteProtocolError(
+            f"{cls.TYPE.name} length {length} (have {len(message)}), expected {cls.length()}",
+            BAD_FORMAT)
+    return cls.decode_body(message[_HEADER.size:])
+
+
+class ControlStream:
+    """Reassembles control messages from TCP bytes fed in arbitrary chunks."""
+
+    MAX_LENGTH = 1024
+
+    def __init__(self) -> None:
+        self._buf = bytearray()
+
+    def feed(self, data: bytes) -> list[ControlMessage]:
+        self._buf += data
+        out = []
+        while len(self._buf) >= 2:
+            length = struct.unpack_from("!H", self._buf)[0]
+            if length < _HEADER.size or length > self.MAX_LENGTH:
+                self._buf.clear()
+                raise RemoteProtocolError(f"control message length field {length}", BAD_FORMAT)
+            if len(self._buf) < length:
+                break
+            chunk = bytes(self._buf[:length])
+            del self._buf[:length]
+            out.append(decode(chunk))
+        return out

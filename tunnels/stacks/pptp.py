@@ -1,0 +1,381 @@
+"""PPTP sessions wired layer to layer, still without I/O: control ↔ call ↔ GRE ↔ PPP ↔ IP.
+
+`PPTPServer` serves many control connections (one per TCP connection, `conn_id` chosen by the
+runtime) and many calls; GRE is demultiplexed by the Call ID in the key field (our own Call ID)
+with one dict lookup, never a scan. `PPTPClient` opens one control connection and one call.
+Inputs: `connection_made/receive_control/connection_lost`, `receive_gre(src, packet, now)`,
+`send_datagram(ip_packet, now)`, `handle_timer(now)`. Outputs, drained: `control_to_send()`
+[(conn_id, bytes)], `connections_to_close()` [conn_id], `gre_to_send()` [(dst, bytes)],
+`datagrams_to_tun()` [bytes], `next_event()`, and `get_timer()`.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import struct
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from tunnels.errors import RemoteProtocolError
+from tunnels.gre.header import GREPacket
+from tunnels.gre.session import GRESession
+from tunnels.ppp import events as pev
+from tunnels.ppp.config import PPPConfig
+from tunnels.ppp.engine import PPPEngine
+from tunnels.pptp.control import ControlConnection, ControlEvent
+from tunnels.pptp.messages import ControlStream, StopReason
+
+NO_GRE_REASON = ("control connection up, no GRE received: is GRE (IP protocol 47) filtered or "
+                 "not translated by a NAT without the PPTP helper?")
+
+
+@dataclass(frozen=True, slots=True)
+class SessionUp:
+    conn_id: int
+    call_id: int
+    peer: str
+    username: str
+    local_address: str
+    peer_address: str
+    dns: tuple[str, ...]
+    nbns: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class SessionDown:
+    conn_id: int
+    call_id: int
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class ControlClosed:
+    conn_id: int
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class SessionEvent:
+    """A PPP event of one session, for logs and status."""
+
+    conn_id: int
+    call_id: int
+    event: pev.PPPEvent
+
+
+StackEvent = SessionUp | SessionDown | ControlClosed | SessionEvent
+
+
+@dataclass
+class Session:
+    conn_id: int
+    call_id: int
+    peer: str
+    gre: GRESession
+    ppp: PPPEngine
+    started: float
+    last_gre: float | None = None
+    up: bool = False
+    address: str | None = None
+    reason: str = ""
+
+    def status(self) -> dict:
+        return {"conn_id": self.conn_id, "call_id": self.call_id,
+                "peer_call_id": self.gre.peer_call_id, "peer": self.peer, "up": self.up,
+                "ppp": self.ppp.status(), "gre": dict(self.gre.counters)}
+
+
+@dataclass
+class _Connection:
+    control: ControlConnection
+    stream: ControlStream
+    peer: str
+
+
+class _Stack:
+    def __init__(self, random: Callable[[int], bytes], gre_timeout: float):
+        self.random = random
+        self.gre_timeout = gre_timeout
+        self.connections: dict[int, _Connection] = {}
+        self.sessions: dict[int, Session] = {}  # by our call ID
+        self.by_address: dict[str, Session] = {}  # by the peer's tunnel address
+        self._control_out: list[tuple[int, bytes]] = []
+        self._close: list[int] = []
+        self._gre_out: list[tuple[str, bytes]] = []
+        self._tun_out: list[bytes] = []
+        self._events: deque[StackEvent] = deque()
+        self.counters = {"gre_in": 0, "gre_unknown_call": 0, "gre_wrong_source": 0,
+                         "gre_malformed": 0, "tun_no_session": 0}
+
+    # -- outputs -------------------------------------------------------------------------------
+    def control_to_send(self) -> list[tuple[int, bytes]]:
+        out, self._control_out = self._control_out, []
+        return out
+
+    def connections_to_close(self) -> list[int]:
+        out, self._close = self._close, []
+        return out
+
+    def gre_to_send(self) -> list[tuple[str, bytes]]:
+        out, self._gre_out = self._gre_out, []
+        return out
+
+    def datagrams_to_tun(self) -> list[bytes]:
+        out, self._tun_out = self._tun_out, []
+        return out
+
+    def next_event(self) -> StackEvent | None:
+        return self._events.popleft() if self._events else None
+
+    # -- inputs --------------------------------------------------------------------------------
+    def receive_control(self, conn_id: int, data: bytes, now: float) -> None:
+        conn = self.connections.get(conn_id)
+        if conn is None:
+            return
+        conn.control.receive(data, conn.stream, now)
+        self._after_control(conn_id, now)
+
+    def connection_lost(self, conn_id: int, now: float) -> None:
+        conn = self.connections.pop(conn_id, None)
+        if conn is None:
+            return
+        conn.control._closed(conn.control.reason or "TCP connection closed by the peer")
+        self._after_control(conn_id, now, conn)
+
+    def receive_gre(self, src: str, packet: bytes, now: float) -> None:
+        self.counters["gre_in"] += 1
+        try:
+            gre = GREPacket.decode(packet)
+        except RemoteProtocolError:
+            self.counters["gre_malformed"] += 1
+            return
+        session = self.sessions.get(gre.call_id)
+        if session is None:
+            self.counters["gre_unknown_call"] += 1
+            return
+        if src != session.peer:
+            self.counters["gre_wrong_source"] += 1
+            return
+        session.last_gre = now
+        frame = session.gre.receive(gre, now)
+        if frame is not None:
+            session.ppp.receive_frame(frame, now)
+        self._pump(session, now)
+
+    def send_datagram(self, packet: bytes, now: float) -> None:
+        """An IPv4 packet from the TUN device, routed to the session owning its destination."""
+        if len(packet) < 20:
+            return
+        dst = str(ipaddress.IPv4Address(packet[16:20]))
+        session = self.by_address.get(dst) or self._default_session()
+        if session is None or not session.up:
+            self.counters["tun_no_session"] += 1
+            return
+        session.ppp.send_datagram(packet, now)
+        self._pump(session, now)
+
+    def _default_session(self) -> Session | None:
+        return None
+
+    def get_timer(self) -> float | None:
+        deadlines = [c.control.get_timer() for c in self.connections.values()]
+        for s in self.sessions.values():
+            deadlines += [s.ppp.get_timer(), s.gre.get_timer(), self._gre_deadline(s)]
+        valid = [d for d in deadlines if d is not None]
+        return min(valid) if valid else None
+
+    def _gre_deadline(self, s: Session) -> float | None:
+        return s.started + self.gre_timeout if s.last_gre is None and self.gre_timeout else None
+
+    def handle_timer(self, now: float) -> None:
+        for conn_id, conn in list(self.connections.items()):
+            conn.control.handle_timer(now)
+            self._after_control(conn_id, now)
+        for s in list(self.sessions.values()):
+            deadline = self._gre_deadline(s)
+            if deadline is not None and now >= deadline:
+                self._end_session(s, NO_GRE_REASON, now, notify_peer=True)
+                continue
+            s.ppp.handle_timer(now)
+            ack = s.gre.handle_timer(now)
+            if ack is not None:
+                self._gre_out.append((s.peer, ack))
+            self._pump(s, now)
+
+    def status(self) -> dict:
+        return {"sessions": [s.status() for s in self.sessions.values()],
+                "connections": {cid: {"state": c.control.state.value, "peer": c.peer,
+                                      "peer_vendor": c.control.peer_vendor,
+                                      "calls": len(c.control.calls)}
+                                for cid, c in self.connections.items()},
+                "counters": dict(self.counters)}
+
+    # -- internals -----------------------------------------------------------------------------
+    def _after_control(self, conn_id: int, now: float, conn: _Connection | None = None) -> None:
+        conn = conn or self.connections.get(conn_id)
+        if conn is None:
+            return
+        while True:  # an event may make the control connection send (SCCRP -> OCRQ)
+            for data in conn.control.messages_to_send():
+                self._control_out.append((conn_id, data))
+            events = conn.control.events()
+            if not events:
+                return
+            for event in events:
+                self._on_control_event(conn_id, conn, event, now)
+
+    def _on_control_event(self, conn_id: int, conn: _Connection, event: ControlEvent,
+                          now: float) -> None:
+        if event.kind == "call-established" and event.call_id is not None:
+            self._start_session(conn_id, conn, event.call_id, now)
+        elif event.kind == "call-cleared" and event.call_id is not None:
+            session = self.sessions.get(event.call_id)
+            if session is not None:
+                self._end_session(session, event.reason, now, notify_peer=False)
+        elif event.kind == "closed":
+            self._events.append(ControlClosed(conn_id, event.reason))
+            self._close.append(conn_id)
+        elif event.kind == "connected":
+            self._on_connected(conn_id, conn, now)
+
+    def _on_connected(self, conn_id: int, conn: _Connection, now: float) -> None:
+        pass
+
+    def _ppp_config(self, conn: _Connection, call_id: int) -> PPPConfig | None:
+        raise NotImplementedError
+
+    def _start_session(self, conn_id: int, conn: _Connection, call_id: int, now: float) -> None:
+        call = conn.control.calls[call_id]
+        config = self._ppp_config(conn, call_id)
+        if config is None:
+            conn.control.clear_call(call_id, "no address left in the pool")
+            self._after_control(conn_id, now)
+            return
+        session = Session(conn_id, call_id, conn.peer,
+                          GRESession(call.peer_call_id, call.peer_window),
+                          PPPEngine(config, random=self.random), now)
+        self.sessions[call_id] = session
+        session.ppp.open(now)
+        self._pump(session, now)
+
+    def _pump(self, s: Session, now: float) -> None:
+        for frame in s.ppp.frames_to_send():
+            self._gre_out.append((s.peer, s.gre.encapsulate(frame)))
+        while (event := s.ppp.next_event()) is not None:
+            if isinstance(event, pev.DatagramReceived):
+                self._tun_out.append(event.packet)
+                continue
+            self._events.append(SessionEvent(s.conn_id, s.call_id, event))
+            if isinstance(event, pev.NetworkOpened):
+                s.up, s.address = True, event.peer_address
+                self.by_address[event.peer_address] = s
+                self._events.append(SessionUp(s.conn_id, s.call_id, s.peer, s.ppp.username,
+                                              event.local_address, event.peer_address,
+                                              event.dns, event.nbns))
+            elif isinstance(event, pev.LinkTerminated):
+                self._end_session(s, event.reason, now, notify_peer=True)
+                return
+
+    def _end_session(self, s: Session, reason: str, now: float, notify_peer: bool) -> None:
+        if self.sessions.pop(s.call_id, None) is None:
+            return
+        s.reason = reason
+        if s.address is not None and self.by_address.get(s.address) is s:
+            del self.by_address[s.address]
+        if s.ppp.phase.value != "dead":
+            s.ppp.lower_layer_down(now, reason)
+            for frame in s.ppp.frames_to_send():
+                self._gre_out.append((s.peer, s.gre.encapsulate(frame)))
+        self._events.append(SessionDown(s.conn_id, s.call_id, reason))
+        conn = self.connections.get(s.conn_id)
+        if conn is not None:
+            if notify_peer:
+                conn.control.clear_call(s.call_id, reason)
+            self._after_session_end(s.conn_id, conn, reason)
+            self._after_control(s.conn_id, now)
+
+    def _after_session_end(self, conn_id: int, conn: _Connection, reason: str) -> None:
+        pass
+
+
+class PPTPServer(_Stack):
+    """The VPN server's PPTP side: many control connections, many calls, limits."""
+
+    def __init__(self, ppp_config_for: Callable[[int, str], PPPConfig | None],
+                 host_name: str = "vpnlab", max_calls: int = 0, echo_interval: float = 60.0,
+                 gre_timeout: float = 15.0, random: Callable[[int], bytes] = os.urandom):
+        super().__init__(random, gre_timeout)
+        self.ppp_config_for = ppp_config_for
+        self.host_name = host_name
+        self.max_calls = max_calls
+        self.echo_interval = echo_interval
+
+    def connection_made(self, conn_id: int, peer: str, now: float) -> None:
+        control = ControlConnection(is_pac=True, host_name=self.host_name,
+                                    echo_interval=self.echo_interval,
+                                    echo_timeout=self.echo_interval,
+                                    allocate_call_id=self._allocate_call_id)
+        self.connections[conn_id] = _Connection(control, ControlStream(), peer)
+
+    def _allocate_call_id(self) -> int:
+        if self.max_calls and len(self.sessions) >= self.max_calls:
+            return 0
+        while True:
+            call_id = struct.unpack("!H", self.random(2))[0]
+            if call_id and call_id not in self.sessions:
+                return call_id
+
+    def _ppp_config(self, conn: _Connection, call_id: int) -> PPPConfig | None:
+        return self.ppp_config_for(call_id, conn.peer)
+
+
+@dataclass
+class PPTPClient(_Stack):
+    """A remote access client (or calling router): one control connection, one call."""
+
+    ppp_config: PPPConfig
+    server: str
+    host_name: str = "vpnlab-client"
+    echo_interval: float = 60.0
+    gre_timeout: float = 15.0
+    random: Callable[[int], bytes] = os.urandom
+    reason: str = ""
+    call_id: int = 0
+
+    def __post_init__(self) -> None:
+        _Stack.__init__(self, self.random, self.gre_timeout)
+
+    def start(self, now: float) -> None:
+        control = ControlConnection(is_pac=False, host_name=self.host_name,
+                                    echo_interval=self.echo_interval,
+                                    echo_timeout=self.echo_interval)
+        self.connections[0] = _Connection(control, ControlStream(), self.server)
+        control.start(now)
+        self._after_control(0, now)
+
+    def _on_connected(self, conn_id: int, conn: _Connection, now: float) -> None:
+        self.call_id = struct.unpack("!H", self.random(2))[0] or 1
+        conn.control.place_call(self.call_id)
+
+    def _ppp_config(self, conn: _Connection, call_id: int) -> PPPConfig | None:
+        return self.ppp_config
+
+    def _default_session(self) -> Session | None:
+        return self.sessions.get(self.call_id)
+
+    def _after_session_end(self, conn_id: int, conn: _Connection, reason: str) -> None:
+        """A client whose call ended hangs up the control connection too (StopCCRQ)."""
+        self.reason = self.reason or reason
+        conn.control.stop(reason, StopReason.NONE)
+
+    def hang_up(self, now: float, reason: str = "user hung up") -> None:
+        self.reason = self.reason or reason
+        session = self.sessions.get(self.call_id)
+        if session is not None:
+            session.ppp.close(now, reason)
+            self._pump(session, now)
+        elif 0 in self.connections:
+            self.connections[0].control.stop(reason)
+            self._after_control(0, now)
