@@ -106,6 +106,7 @@ class _Stack:
         self._gre_out: list[tuple[str, bytes]] = []
         self._tun_out: list[bytes] = []
         self._events: deque[StackEvent] = deque()
+        self._early: dict[int, list[tuple[str, bytes]]] = {}
         self.counters = {"gre_in": 0, "gre_unknown_call": 0, "gre_wrong_source": 0,
                          "gre_malformed": 0, "tun_no_session": 0}
 
@@ -153,6 +154,8 @@ class _Stack:
             return
         session = self.sessions.get(gre.call_id)
         if session is None:
+            if self._hold_early(gre.call_id, src, packet):
+                return
             self.counters["gre_unknown_call"] += 1
             return
         if src != session.peer:
@@ -178,6 +181,11 @@ class _Stack:
 
     def _default_session(self) -> Session | None:
         return None
+
+    def _hold_early(self, call_id: int, src: str, packet: bytes) -> bool:
+        """GRE for a call we placed whose reply has not arrived yet (GRE can overtake the
+        TCP reply): kept and replayed when the call is up, rather than lost to a restart."""
+        return False
 
     def get_timer(self) -> float | None:
         deadlines = [c.control.get_timer() for c in self.connections.values()]
@@ -259,6 +267,8 @@ class _Stack:
         self.sessions[call_id] = session
         session.ppp.open(now)
         self._pump(session, now)
+        for src, packet in self._early.pop(call_id, []):
+            self.receive_gre(src, packet, now)
 
     def _pump(self, s: Session, now: float) -> None:
         for frame in s.ppp.frames_to_send():
@@ -364,6 +374,16 @@ class PPTPClient(_Stack):
 
     def _default_session(self) -> Session | None:
         return self.sessions.get(self.call_id)
+
+    def _hold_early(self, call_id: int, src: str, packet: bytes) -> bool:
+        conn = self.connections.get(0)
+        if call_id != self.call_id or src != self.server or conn is None or \
+                call_id not in conn.control.calls:
+            return False
+        held = self._early.setdefault(call_id, [])
+        if len(held) < 8:
+            held.append((src, packet))
+        return True
 
     def _after_session_end(self, conn_id: int, conn: _Connection, reason: str) -> None:
         """A client whose call ended hangs up the control connection too (StopCCRQ)."""

@@ -1,0 +1,68 @@
+"""`vpnlab server` and `vpnlab connect`: our endpoints outside (or inside) the testbed.
+
+Both run in whatever network namespace they are started in; `--json` prints one JSON object
+per state change; SIGTERM stops them cleanly (Terminate, Call-Clear, Stop-Control-Connection,
+TUN device and routes removed).
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from tunnels.ppp.auth.base import AuthMethod
+from tunnels.ppp.config import EncryptionLevel
+
+
+def cmd_server(args: argparse.Namespace) -> int:
+    from tunnels import server
+
+    return server.main(args.config, args.json, args.status)
+
+
+def cmd_connect(args: argparse.Namespace) -> int:
+    import sys
+
+    from tunnels import client
+    from tunnels.config import ClientConfig, ConfigError
+
+    if args.protocol != "pptp":
+        print(f"vpnlab connect: --protocol {args.protocol}: not implemented yet (pptp is)",
+              file=sys.stderr)
+        return 2
+    try:
+        config = ClientConfig(server=args.server, username=args.user, password=args.password,
+                              auth=tuple(AuthMethod(a) for a in args.auth) if args.auth
+                              else tuple(AuthMethod),
+                              encryption=EncryptionLevel(args.encryption),
+                              mppe_stateless=args.mppe == "stateless", routes=args.routes,
+                              split=tuple(args.split), echo_interval=args.echo_interval,
+                              interface=args.interface)
+    except ConfigError as exc:
+        print(f"vpnlab connect: {exc}", file=sys.stderr)
+        return 2
+    return client.main(config, args.json, args.status)
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("server", help="run our VPN server in the current network namespace")
+    p.add_argument("--config", required=True, help="TOML file (see tunnels/config.py)")
+    p.add_argument("--json", action="store_true", help="JSON lines on stdout")
+    p.add_argument("--status", help="keep a JSON status file here")
+    p.set_defaults(func=cmd_server)
+    p = sub.add_parser("connect", help="connect our VPN client from the current namespace")
+    p.add_argument("--protocol", default="pptp", choices=["pptp", "l2tp", "l2tp-ipsec"])
+    p.add_argument("--server", required=True)
+    p.add_argument("--user", required=True)
+    p.add_argument("--password", required=True)
+    p.add_argument("--auth", action="append", choices=[m.value for m in AuthMethod],
+                   help="accept this method (repeat; default: all)")
+    p.add_argument("--encryption", default="none", choices=[e.value for e in EncryptionLevel])
+    p.add_argument("--mppe", default="stateless", choices=["stateless", "stateful"])
+    p.add_argument("--routes", default="default", choices=["default", "split"])
+    p.add_argument("--split", action="append", default=[], metavar="PREFIX",
+                   help="with --routes split: a prefix to send through the tunnel (repeat)")
+    p.add_argument("--echo-interval", type=float, default=10.0)
+    p.add_argument("--interface", default="vpn0")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--status", help="keep a JSON status file here")
+    p.set_defaults(func=cmd_connect)
