@@ -58,7 +58,7 @@ def server_config(params: Mapping[str, str], listen: str) -> str:
         f'auth = ["{auth}"]',
         f'encryption = "{params["encryption"]}"',
         f'mppe = "{params["mppe"]}"',
-        "echo_interval = 10",
+        f"echo_interval = {params['echo']}",
         "",
         "[users.alice]",
         f'password = "{PASSWORD}"',
@@ -95,6 +95,7 @@ def connect(lab: Lab, node: str, params: Mapping[str, str], user: str = "alice",
                 lab.address("vpnsrv", "isp"), "--user", user, "--password", password,
                 "--auth", params["auth"], "--encryption", params["encryption"],
                 "--mppe", params["mppe"], "--routes", "split", "--split", "10.10.0.0/24",
+                "--echo-interval", params["echo"],
                 "--json", "--status", str(lab.run_dir / f"{node}-status.json"), *extra)
     lab.node(node).start_daemon("vpnclient", argv,
                                 ready=r'"event": "tunnel-(up|down)"' if wait else None,
@@ -212,5 +213,6 @@ SCENARIO = Scenario(
         "nat": Param("none", ("none", "helper", "no-helper"),
                      "client behind a home NAT, with or without the PPTP helper"),
         "clients": Param("1", ("1", "2"), "clients (2 needs nat=helper or no-helper)"),
+        "echo": Param("10", (), "LCP echo interval in seconds, both ends (3 misses: down)"),
     },
 )

@@ -126,7 +126,8 @@ class VPNServer:
             pump.attach_tun(tun)
             server = await asyncio.start_server(
                 lambda r, w: self._connection(pump, r, w), self.config.listen, 1723)
-            self.emit("listening", address=self.config.listen, port=1723, pool=str(self.config.pool),
+            self.emit("listening", address=self.config.listen, port=1723,
+                      pool=str(self.config.pool),
                       auth=[m.value for m in self.config.auth],
                       encryption=self.config.encryption.value)
             async with server:

@@ -296,7 +296,10 @@ class PPPEngine:
             self.reason = (f"no answer to {self._echo_outstanding} LCP Echo-Requests "
                            f"({self.config.echo_interval:g}s apart): the peer or the path is gone")
             self._echo_deadline = None
+            # The peer is presumed gone: one Terminate-Request as a courtesy, then down at
+            # once rather than waiting out Max-Terminate restart periods for nobody.
             self.close(now, self.reason)
+            self.lower_layer_down(now, self.reason)
             return
         self._echo_outstanding += 1
         self._echo_id = (self._echo_id + 1) & 0xFF
