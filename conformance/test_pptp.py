@@ -54,9 +54,15 @@ def _gre_fields(raw):
             "seq": seq, "ack": ack, "payload": raw[pos:], "key": bool(flags1 & 0x20)}
 
 
-@pytest.mark.parametrize("auth", AUTHS)
-def test_tunnel_up_carries_traffic_and_checks_pass(auth):
-    with start_scenario("remote-access", auth=auth) as lab:
+COMBOS = [(a, "none", "stateless") for a in AUTHS] + [
+    (a, e, m) for a in ("mschap", "mschapv2") for e in ("basic", "strong", "strongest")
+    for m in ("stateless", "stateful")]
+
+
+@pytest.mark.parametrize("auth, encryption, mppe", COMBOS,
+                         ids=[f"{a}-{e}" + (f"-{m}" if e != "none" else "") for a, e, m in COMBOS])
+def test_tunnel_up_carries_traffic_and_checks_pass(auth, encryption, mppe):
+    with start_scenario("remote-access", auth=auth, encryption=encryption, mppe=mppe) as lab:
         results = ra.checks(lab, lab.params)
         failed = [f"{r.name}: {r.detail}" for r in results if not r.passed]
         assert not failed, failed
@@ -118,8 +124,9 @@ def test_ppp_inside_gre_decodes_in_tshark(lab):
     assert rows
     assert not [r for r in rows if len(r) > 2 and r[2]], "tshark flags malformed frames"
     protocols = {r[1] for r in rows if len(r) > 1}
-    assert {"0xc021", "0x8021", "0x0021"} <= protocols or \
-        {"0xc021", "0x8021"} <= protocols  # LCP, IPCP (+ IP)
+    # LCP, MS-CHAP, IPCP, CCP and MPPE-encrypted data; never clear IP with encryption on
+    assert {"0xc021", "0xc223", "0x8021", "0x80fd", "0x00fd"} <= protocols, protocols
+    assert "0x0021" not in protocols
 
 
 def _status_events(lab, node):
@@ -240,6 +247,20 @@ def test_without_the_helper_the_failure_is_named():
     with start_scenario("remote-access", nat="no-helper") as lab:
         results = ra.checks(lab, lab.params)
         assert results and all(r.passed for r in results), [r.detail for r in results]
+
+
+def test_encryption_required_by_the_server_refused_by_the_client():
+    with start_scenario("remote-access", encryption="strongest") as lab:
+        lab.node("client").daemons["vpnclient"].stop()
+        ra.connect(lab, "client", {**lab.params, "encryption": "none"})
+        st = ra.status(lab, "client")
+        assert st["state"] == "down" and "MPPE" in st["reason"], st
+        assert not lab.node("client").run(["ip", "link", "show", "vpn0"]).ok
+        assert lab.node("client").daemons["vpnclient"].wait(10) == 1
+        # no data crossed: no clear IP and no MPPE frames from this attempt on the wire
+        rows = pcap.tshark_fields(lab.capture_path("vpnsrv", "isp"), ["ppp.protocol"], "gre")
+        protocols = [r[0] for r in rows if r and r[0]]
+        assert "0x0021" not in protocols
 
 
 def test_firewall_dropping_gre_gives_the_same_diagnosis():

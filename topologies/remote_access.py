@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import sys
-import time
 from collections.abc import Mapping
 
 from testbed import pcap
@@ -130,6 +129,12 @@ def check_tunnels(lab: Lab, params: Mapping[str, str]) -> list[CheckResult]:
         if up:
             out.append(CheckResult(f"{name}: negotiated auth is {params['auth']}",
                                    st.get("auth") == params["auth"], f"got {st.get('auth')}"))
+            bits = {"basic": 40, "strong": 56, "strongest": 128}.get(params["encryption"])
+            want = f"mppe-{bits} {params['mppe']}" if bits else None
+            if params["encryption"] != "optional":
+                out.append(CheckResult(f"{name}: encryption is {want or 'off'}",
+                                       st.get("encryption") == want,
+                                       f"got {st.get('encryption')}"))
     return out
 
 
@@ -157,8 +162,14 @@ def check_wire(lab: Lab, params: Mapping[str, str]) -> list[CheckResult]:
     name = clients(lab)[0]
     lab.node(name).python("testbed.probe", "udp", FILESERVER, "9", "--count", "3")
     path = lab.capture_path("vpnsrv", "isp")
-    time.sleep(0.3)
-    packets = pcap.read(path)
+
+    def probes_captured(pkts: list) -> bool:  # the probes' GRE frames, plain or encrypted
+        n = sum(1 for p in pkts if IP in p and p[IP].proto == 47 and len(p[IP]) > 60
+                and p[IP].src == lab.address(name if params["nat"] == "none" else "homenat",
+                                             "isp"))
+        return n >= 3
+
+    packets = pcap.wait_for(path, probes_captured, timeout=3.0)
     control = [PPTP(bytes(p[IP])[p[IP].ihl * 4 + p[TCP].dataofs * 4:p[IP].len])
                for p in packets if TCP in p and 1723 in (p[TCP].sport, p[TCP].dport)
                and p[IP].len > p[IP].ihl * 4 + p[TCP].dataofs * 4]
@@ -208,7 +219,8 @@ SCENARIO = Scenario(
     params={
         "protocol": Param("pptp", ("pptp", "l2tp", "l2tp-ipsec"), "tunnel protocol"),
         "auth": Param("mschapv2", ("pap", "chap", "mschap", "mschapv2"), "authentication"),
-        "encryption": Param("none", ("none", "optional"), "encryption level (MPPE: next)"),
+        "encryption": Param("strongest", ("none", "optional", "basic", "strong", "strongest"),
+                            "none, or MPPE: basic 40-bit, strong 56, strongest 128"),
         "mppe": Param("stateless", ("stateless", "stateful"), "MPPE mode"),
         "nat": Param("none", ("none", "helper", "no-helper"),
                      "client behind a home NAT, with or without the PPTP helper"),

@@ -16,10 +16,13 @@ from collections import deque
 from collections.abc import Callable
 
 from tunnels._wire import Reader
-from tunnels.errors import LocalProtocolError, RemoteProtocolError
+from tunnels.errors import RemoteProtocolError
 from tunnels.ppp import events as ev
 from tunnels.ppp.auth import make_authenticator, make_peer
+from tunnels.mppe.cipher import MPPEDecryptor, MPPEEncryptor
+from tunnels.mppe.keys import derive_start_keys
 from tunnels.ppp.auth.base import AuthExchange, AuthMethod
+from tunnels.ppp.ccp import CCPPolicy
 from tunnels.ppp.config import EncryptionLevel, PPPConfig
 from tunnels.ppp.events import Phase
 from tunnels.ppp.fsm import Automaton, State, Timers
@@ -28,6 +31,8 @@ from tunnels.ppp.lcp import LCPPolicy
 from tunnels.ppp.packets import Code, ControlPacket
 
 PPP_IP = 0x0021
+PPP_MPPE = 0x00FD
+PPP_CCP = 0x80FD
 PPP_IPCP = 0x8021
 PPP_LCP = 0xC021
 PPP_PAP = 0xC023
@@ -55,10 +60,6 @@ def build_frame(protocol: int, info: bytes) -> bytes:
 
 class PPPEngine:
     def __init__(self, config: PPPConfig, *, random: Callable[[int], bytes] = os.urandom):
-        if config.encryption.key_bits is not None:
-            raise LocalProtocolError(
-                f"encryption={config.encryption.value}: MPPE is not implemented yet; use "
-                "encryption=none or optional")
         self.config = config
         self.random = random
         self.phase = Phase.DEAD
@@ -74,6 +75,18 @@ class PPPEngine:
                              extra_codes=self._lcp_extra)
         self.ipcp_policy = self._ipcp_policy()
         self.ipcp = Automaton("IPCP", PPP_IPCP, self.ipcp_policy, self, self._send, timers)
+        self.ccp_policy: CCPPolicy | None = None
+        self.ccp: Automaton | None = None
+        level = config.encryption
+        if level is not EncryptionLevel.NONE:
+            allowed = (level.key_bits,) if level.key_bits else (128, 56, 40)
+            self.ccp_policy = CCPPolicy(allowed, config.mppe_stateless,  # type: ignore[arg-type]
+                                        required=level is not EncryptionLevel.OPTIONAL)
+            self.ccp = Automaton("CCP", PPP_CCP, self.ccp_policy, self, self._send, timers,
+                                 extra_codes=self._ccp_extra)
+        self.encryptor: MPPEEncryptor | None = None
+        self.decryptor: MPPEDecryptor | None = None
+        self._network_reported = False
         self.auth: AuthExchange | None = None
         self.username = ""
         self.reason = ""
@@ -81,7 +94,8 @@ class PPPEngine:
         self._echo_outstanding = 0
         self._echo_id = 0
         self.counters = {"frames_in": 0, "frames_out": 0, "ip_in": 0, "ip_out": 0,
-                         "discarded": 0, "protocol_rejects_sent": 0, "echo_requests": 0}
+                         "discarded": 0, "protocol_rejects_sent": 0, "echo_requests": 0,
+                         "unencrypted_dropped": 0, "mppe_errors": 0, "ccp_resets_sent": 0}
 
     def _ipcp_policy(self) -> IPCPPolicy:
         c = self.config
@@ -135,9 +149,19 @@ class PPPEngine:
         if self.ipcp.state is not State.OPENED:
             self.counters["discarded"] += 1
             return False
+        if self.encryptor is not None:
+            self.counters["ip_out"] += 1
+            self._send(PPP_MPPE, self.encryptor.encrypt(b"\x00\x21" + packet))
+            return True
+        if self._encryption_required():
+            self.counters["unencrypted_dropped"] += 1  # never in clear when policy says no
+            return False
         self.counters["ip_out"] += 1
         self._send(PPP_IP, packet)
         return True
+
+    def _encryption_required(self) -> bool:
+        return self.ccp_policy is not None and self.ccp_policy.required
 
     def frames_to_send(self) -> list[bytes]:
         out, self._frames = self._frames, []
@@ -148,12 +172,15 @@ class PPPEngine:
 
     def get_timer(self) -> float | None:
         deadlines = [d for d in (self.lcp.get_timer(), self.ipcp.get_timer(), self._echo_deadline,
+                                 self.ccp.get_timer() if self.ccp else None,
                                  self.auth.get_timer() if self.auth else None) if d is not None]
         return min(deadlines) if deadlines else None
 
     def handle_timer(self, now: float) -> None:
         self.lcp.handle_timer(now)
         self.ipcp.handle_timer(now)
+        if self.ccp is not None:
+            self.ccp.handle_timer(now)
         if self.auth is not None:
             self.auth.handle_timer(now)
             self._auth_progress(now)
@@ -170,8 +197,15 @@ class PPPEngine:
             "local_address": str(self.ipcp_policy.local) if self.ipcp_policy.local else None,
             "peer_address": str(self.ipcp_policy.peer) if self.ipcp_policy.peer else None,
             "dns": list(self.ipcp_policy.dns()), "nbns": list(self.ipcp_policy.nbns()),
-            "encryption": None, "reason": self.reason, "counters": dict(self.counters),
+            "encryption": self.encryption_text(), "reason": self.reason,
+            "counters": dict(self.counters),
         }
+
+    def encryption_text(self) -> str | None:
+        if self.encryptor is None:
+            return None
+        mode = "stateless" if self.encryptor.stateless else "stateful"
+        return f"mppe-{self.encryptor.key_bits} {mode}"
 
     # -- layers ----------------------------------------------------------------------------
     def this_layer_up(self, fsm: Automaton) -> None:
@@ -182,14 +216,45 @@ class PPPEngine:
             self._start_echo(self._now)
             self._start_auth(self._now)
         elif fsm is self.ipcp:
-            p = self.ipcp_policy
-            self._emit(ev.NetworkOpened(str(p.local), str(p.peer), p.dns(), p.nbns()))
+            self._report_network()
+        elif fsm is self.ccp:
+            self._start_mppe()
+
+    def _report_network(self) -> None:
+        """NetworkOpened once IPCP is open and encryption is settled: on when required, on or
+        refused when optional, so no datagram ever leaves before its encryption is known."""
+        if self._network_reported or self.ipcp.state is not State.OPENED:
+            return
+        if self.ccp is not None and self.encryptor is None and \
+                self.ccp.state not in (State.STOPPED, State.CLOSED):
+            return
+        self._network_reported = True
+        p = self.ipcp_policy
+        self._emit(ev.NetworkOpened(str(p.local), str(p.peer), p.dns(), p.nbns()))
+
+    def _start_mppe(self) -> None:
+        assert self.ccp_policy is not None
+        material = self.auth.outcome.mppe_material if self.auth and self.auth.outcome else None
+        bits = self.ccp_policy.key_bits
+        if material is None or bits is None:
+            self.close(self._now, "encryption negotiated but the authentication method gave "
+                                  "no MPPE keys (MPPE needs MS-CHAP v1 or v2)")
+            return
+        send, receive = derive_start_keys(material, bits, self.config.is_authenticator)
+        stateless = self.config.mppe_stateless
+        self.encryptor = MPPEEncryptor(send, bits, stateless)
+        self.decryptor = MPPEDecryptor(receive, bits, stateless)
+        self._emit(ev.EncryptionNegotiated(bits, stateless))
+        self._report_network()
 
     def this_layer_down(self, fsm: Automaton) -> None:
+        if fsm is self.ccp:
+            self.encryptor = self.decryptor = None
         if fsm is self.lcp:
             self._echo_deadline = None
-            if self.ipcp.state not in (State.INITIAL, State.STARTING):
-                self.ipcp.down(self._now)
+            for ncp in (self.ipcp, self.ccp):
+                if ncp is not None and ncp.state not in (State.INITIAL, State.STARTING):
+                    ncp.down(self._now)
 
     def this_layer_started(self, fsm: Automaton) -> None:
         pass
@@ -199,6 +264,13 @@ class PPPEngine:
             self._finish(self.reason or self.lcp.terminate_reason or "LCP negotiation failed")
         elif fsm is self.ipcp and self.lcp.state is State.OPENED:
             self.close(self._now, "IPCP could not be negotiated")
+        elif fsm is self.ccp and self.lcp.state is State.OPENED:
+            assert self.ccp_policy is not None
+            if self.ccp_policy.required:
+                why = self.ccp_policy.failure or "CCP did not converge"
+                self.close(self._now, f"encryption required but MPPE was refused: {why}")
+            else:
+                self._report_network()  # optional: go on without encryption
 
     # -- internals -------------------------------------------------------------------------
     _now = 0.0
@@ -246,12 +318,27 @@ class PPPEngine:
                 self.ipcp.receive(info, now)
             else:
                 self.counters["discarded"] += 1  # NCP packets before Network: discarded
-        elif protocol == PPP_IP:
-            if self.ipcp.state is State.OPENED:
-                self.counters["ip_in"] += 1
-                self._emit(ev.DatagramReceived(info))
+        elif protocol == PPP_CCP and self.ccp is not None:
+            if self.phase is Phase.NETWORK:
+                self.ccp.receive(info, now)
+                policy = self.ccp_policy
+                if policy is not None and policy.failure and self.ccp.state is not State.OPENED \
+                        and self.ccp.state not in (State.CLOSING, State.CLOSED):
+                    self.ccp.close(now, policy.failure)  # no agreement possible: stop CCP
             else:
                 self.counters["discarded"] += 1
+        elif protocol == PPP_MPPE and self.decryptor is not None:
+            self._receive_mppe(info, now)
+        elif protocol == PPP_IP:
+            if self.ipcp.state is not State.OPENED:
+                self.counters["discarded"] += 1
+            elif self.decryptor is not None or self._encryption_required():
+                self.counters["unencrypted_dropped"] += 1
+            else:
+                self.counters["ip_in"] += 1
+                self._emit(ev.DatagramReceived(info))
+        elif protocol == PPP_MPPE:
+            self.counters["discarded"] += 1  # before CCP is up: nothing to decrypt with
         else:
             self._protocol_reject(protocol, frame, now)
 
@@ -264,6 +351,34 @@ class PPPEngine:
         packet = ControlPacket(Code.PROTOCOL_REJECT, self.lcp._identifier,
                                data[: self.lcp_policy.peer_mru - 4])
         self._send(PPP_LCP, packet.encode())
+
+    def _receive_mppe(self, info: bytes, now: float) -> None:
+        assert self.decryptor is not None
+        try:
+            plain = self.decryptor.decrypt(info)
+        except RemoteProtocolError as exc:
+            self.counters["mppe_errors"] += 1
+            if exc.wire_answer is not None and exc.wire_answer.kind == "ccp-reset-request":
+                # RFC 3078 §8.2 / RFC 1962 §2.1: ask the sender for a flushed packet
+                assert self.ccp is not None
+                self.counters["ccp_resets_sent"] += 1
+                self.ccp._out(Code.RESET_REQUEST, self.ccp._next_id())
+            return
+        if plain[:2] == b"\x00\x21" and self.ipcp.state is State.OPENED:
+            self.counters["ip_in"] += 1
+            self._emit(ev.DatagramReceived(plain[2:]))
+        else:
+            self.counters["discarded"] += 1
+
+    def _ccp_extra(self, packet: ControlPacket, now: float) -> bool:
+        """CCP's Reset-Request/Reset-Ack (RFC 1962 §2.1)."""
+        if packet.code == Code.RESET_REQUEST:
+            if self.encryptor is not None:
+                self.encryptor.reset()
+            assert self.ccp is not None
+            self.ccp._out(Code.RESET_ACK, packet.identifier)
+            return True
+        return packet.code == Code.RESET_ACK
 
     def _lcp_extra(self, packet: ControlPacket, now: float) -> bool:
         """LCP's own codes (RFC 1661 §5.7-5.9, RFC 1570): echo, discard, protocol-reject..."""
@@ -284,6 +399,10 @@ class PPPEngine:
             rejected = struct.unpack("!H", packet.data[:2])[0] if len(packet.data) >= 2 else 0
             if rejected == PPP_IPCP and opened:
                 self.ipcp.receive_protocol_reject(now)
+            elif rejected == PPP_CCP and opened and self.ccp is not None:
+                if self.ccp_policy is not None:
+                    self.ccp_policy.failure = "the peer does not speak CCP (Protocol-Reject)"
+                self.ccp.receive_protocol_reject(now)
             return True
         return False
 
@@ -351,6 +470,9 @@ class PPPEngine:
         self._set_phase(Phase.NETWORK)
         self.ipcp.up(now)
         self.ipcp.open(now)
+        if self.ccp is not None:
+            self.ccp.up(now)
+            self.ccp.open(now)
 
 
 __all__ = ["AuthMethod", "EncryptionLevel", "PPPConfig", "PPPEngine", "build_frame",

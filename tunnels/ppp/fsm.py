@@ -94,6 +94,9 @@ _ROWS: dict[Event, dict[State, str]] = {
 }
 
 
+_TIMED = (State.CLOSING, State.STOPPING, State.REQ_SENT, State.ACK_RCVD, State.ACK_SENT)
+
+
 def _parse(cell: str) -> tuple[tuple[str, ...], State]:
     actions, _, nxt = cell.partition("/")
     return tuple(a for a in actions.split(",") if a), State(int(nxt))
@@ -229,6 +232,7 @@ class Automaton:
                 raise LocalProtocolError(f"{self.name}: {event.value} in state {self.state.name}")
             return  # a received packet the table ignores in this state (RFC 1661 §4.1 "-")
         actions, nxt = entry
+        self.state = nxt  # layer callbacks see the state being entered
         for i, action in enumerate(actions):
             if action == "irc":
                 # RFC 1661 §4.4: Max-Terminate before str, Max-Configure before scr
@@ -238,9 +242,7 @@ class Automaton:
                 self.failure_counter = 0
                 continue
             getattr(self, f"_{action}")()
-        self.state = nxt
-        if nxt not in (State.CLOSING, State.STOPPING, State.REQ_SENT, State.ACK_RCVD,
-                       State.ACK_SENT):
+        if self.state is nxt and nxt not in _TIMED:
             self.deadline = None  # the restart timer runs only in these states
 
     def _next_id(self) -> int:

@@ -71,3 +71,10 @@ def generate_authenticator_response(password: str, nt_response: bytes, peer_chal
 def nt_challenge_response_v1(challenge: bytes, password: str) -> bytes:
     """RFC 2433 §A.5 NtChallengeResponse (MS-CHAP v1)."""
     return challenge_response(challenge, nt_password_hash(password))
+
+
+def lm_password_hash(password: str) -> bytes:
+    """RFC 2433 §A.2 LmPasswordHash: DES of "KGS!@#$%" under the upper-cased password's two
+    7-octet halves (only MS-CHAP v1's 40/56-bit MPPE keys still need it)."""
+    raw = password.upper().encode("latin-1", "replace")[:14].ljust(14, b"\0")
+    return des_encrypt(b"KGS!@#$%", raw[:7]) + des_encrypt(b"KGS!@#$%", raw[7:])

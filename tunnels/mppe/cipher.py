@@ -1,0 +1,124 @@
+"""MPPE encryption and decryption (RFC 3078), stateless and stateful.
+
+The 2-octet header holds A (flushed, 0x8000), D (encrypted, 0x1000) and a 12-bit coherency
+count. Stateless: the key changes before every packet and every packet is flushed. Stateful:
+one RC4 stream runs across packets, the key changes on "flag" packets (count & 0xFF == 0xFF)
+and when a CCP Reset-Request asked for a flushed packet; a receiver that sees a gap discards
+until the next flushed packet and asks for one with a Reset-Request (§8.2). The counting
+conventions follow practice (Linux ppp_mppe, Windows): the first packet has count 0 and has
+already been through one key change.
+"""
+
+from __future__ import annotations
+
+from cryptography.hazmat.decrepit.ciphers.algorithms import ARC4
+from cryptography.hazmat.primitives.ciphers import Cipher
+
+from tunnels.errors import RemoteProtocolError, WireAnswer
+from tunnels.mppe.keys import initial_session_key, next_session_key
+
+FLUSHED = 0x8000
+ENCRYPTED = 0x1000
+COUNT_SPACE = 0x1000
+RESET_REQUEST = WireAnswer("ccp-reset-request")
+
+
+def _stream(key: bytes):  # noqa: ANN202 - cryptography's CipherContext
+    return Cipher(ARC4(key), mode=None).encryptor()
+
+
+class _State:
+    def __init__(self, start_key: bytes, key_bits: int, stateless: bool):
+        self.start_key = start_key
+        self.key_bits = key_bits
+        self.stateless = stateless
+        self.session_key = initial_session_key(start_key, key_bits)
+        self.rc4 = _stream(self.session_key)
+        self.count = COUNT_SPACE - 1
+        self.key_changes = 0
+
+    def change_key(self) -> None:
+        self.session_key = next_session_key(self.start_key, self.session_key, self.key_bits)
+        self.rc4 = _stream(self.session_key)
+        self.key_changes += 1
+
+
+class MPPEEncryptor(_State):
+    def __init__(self, start_key: bytes, key_bits: int, stateless: bool):
+        super().__init__(start_key, key_bits, stateless)
+        self._flush_next = False
+
+    def encrypt(self, protocol_and_payload: bytes) -> bytes:
+        """The information field of a PPP frame with protocol 0x00FD."""
+        self.count = (self.count + 1) % COUNT_SPACE
+        flushed = self.stateless or (self.count & 0xFF) == 0xFF or self._flush_next
+        if flushed:
+            self.change_key()
+            self._flush_next = False
+        header = (FLUSHED if flushed else 0) | ENCRYPTED | self.count
+        return header.to_bytes(2, "big") + self.rc4.update(protocol_and_payload)
+
+    def reset(self) -> None:
+        """A CCP Reset-Request arrived: the next packet changes key and is flushed. Several
+        requests before that packet still mean one change (the peer counts packets, not
+        requests)."""
+        self._flush_next = True
+
+
+class MPPEDecryptor(_State):
+    def __init__(self, start_key: bytes, key_bits: int, stateless: bool):
+        super().__init__(start_key, key_bits, stateless)
+        self.discarding = False
+        self.counters = {"decrypted": 0, "late": 0, "lost": 0, "discarded": 0}
+
+    def decrypt(self, info: bytes) -> bytes:
+        """Protocol field (two octets, PFC undone) and payload, or RemoteProtocolError whose
+        wire answer says whether to send a CCP Reset-Request."""
+        if len(info) < 3:
+            raise RemoteProtocolError(f"MPPE packet of {len(info)} octets")
+        header = int.from_bytes(info[:2], "big")
+        count, flushed = header & 0x0FFF, bool(header & FLUSHED)
+        if not header & ENCRYPTED or (header & 0x6000):
+            raise RemoteProtocolError("MPPE packet without the D bit, or compressed (MPPC)")
+        if self.stateless:
+            self._stateless_sync(count, flushed)
+        else:
+            self._stateful_sync(count, flushed)
+        plain = self.rc4.update(info[2:])
+        self.counters["decrypted"] += 1
+        return b"\x00" + plain if plain[0] & 1 else plain
+
+    def _stateless_sync(self, count: int, flushed: bool) -> None:
+        """RFC 3078 §8.1: one key change per packet sent; a late packet is dropped."""
+        gap = (count - self.count) % COUNT_SPACE
+        if not flushed or gap == 0 or gap > COUNT_SPACE // 2:
+            self.counters["late"] += 1
+            raise RemoteProtocolError(f"MPPE count {count} late or unflushed (at {self.count})")
+        self.counters["lost"] += gap - 1
+        for _ in range(gap):
+            self.change_key()
+        self.count = count
+
+    def _stateful_sync(self, count: int, flushed: bool) -> None:
+        """RFC 3078 §8.2: a gap breaks the RC4 stream; discard until a flushed packet."""
+        if (count & 0xFF) == 0xFF and not flushed:
+            raise RemoteProtocolError("MPPE flag packet without the flushed bit")
+        if not self.discarding:
+            expected = (self.count + 1) % COUNT_SPACE
+            self.count = expected  # the count we were due, as the flag-packet tally needs
+            if count != expected:
+                self.discarding = True
+                self.counters["lost"] += (count - expected) % COUNT_SPACE
+                raise RemoteProtocolError(f"MPPE count {count}, expected {expected}",
+                                          RESET_REQUEST)
+        else:
+            if not flushed:
+                self.counters["discarded"] += 1
+                raise RemoteProtocolError("MPPE: discarding until a flushed packet")
+            while (count & ~0xFF) != (self.count & ~0xFF):  # missed flag packets
+                self.change_key()
+                self.count = (self.count + 256) % COUNT_SPACE
+            self.discarding = False
+            self.count = count
+        if flushed:
+            self.change_key()
