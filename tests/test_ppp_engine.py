@@ -73,8 +73,7 @@ def connect(s: PPPEngine, c: PPPEngine, until: float = 5.0) -> Pair:
     return pair
 
 
-@pytest.mark.parametrize("method", [AuthMethod.PAP, AuthMethod.CHAP, AuthMethod.MSCHAP,
-                                    AuthMethod.MSCHAPV2], ids=lambda m: m.value)
+@pytest.mark.parametrize("method", list(AuthMethod), ids=lambda m: m.value)
 def test_link_comes_up_and_carries_datagrams(method):
     s, c = server((method,)), client((method,))
     pair = connect(s, c)
@@ -103,8 +102,8 @@ def test_no_common_method_terminates_with_a_reason():
     assert reasons and "no authentication method" in reasons[0]
 
 
-@pytest.mark.parametrize("method", [AuthMethod.PAP, AuthMethod.CHAP, AuthMethod.MSCHAPV2],
-                         ids=lambda m: m.value)
+@pytest.mark.parametrize("method", [AuthMethod.PAP, AuthMethod.CHAP, AuthMethod.MSCHAPV2,
+                                    AuthMethod.EAP_MD5], ids=lambda m: m.value)
 def test_wrong_password_fails_with_691(method):
     s, c = server((method,)), client((method,), password="wrong")
     pair = connect(s, c, until=30)

@@ -37,6 +37,7 @@ PPP_IPCP = 0x8021
 PPP_LCP = 0xC021
 PPP_PAP = 0xC023
 PPP_CHAP = 0xC223
+PPP_EAP = 0xC227
 _NCP_RANGE = range(0x8000, 0xC000)
 
 
@@ -307,7 +308,7 @@ class PPPEngine:
         if self.lcp.state is not State.OPENED:
             self.counters["discarded"] += 1  # RFC 1661 §3.4: only LCP before the link is up
             return
-        if protocol in (PPP_PAP, PPP_CHAP):
+        if protocol in (PPP_PAP, PPP_CHAP, PPP_EAP):
             if self.auth is not None and self.auth.protocol == protocol:
                 self.auth.receive(info, now)
                 self._auth_progress(now)
