@@ -19,7 +19,7 @@ from testbed import pcap
 from topologies import remote_access as ra
 
 pytestmark = pytest.mark.netns
-AUTHS = ["pap", "chap", "mschap", "mschapv2"]
+AUTHS = ["pap", "chap", "mschap", "mschapv2", "eap-md5"]
 
 
 def _control(lab):
@@ -116,6 +116,25 @@ def test_gre_headers_sequence_and_acks(lab):
     for side in (client, server):
         seqs = [g["seq"] for s, g in gre if s == side and g["seq"] is not None]
         assert seqs == list(range(seqs[0], seqs[0] + len(seqs))), "sequence +1 per packet"
+
+
+def test_tshark_sees_the_mschapv2_exchange_we_computed(lab):
+    """tshark's CHAP fields: the client's NT-Response recomputed from the known password."""
+    from tunnels.ppp.auth import mscrypto
+
+    rows = pcap.tshark_fields(lab.capture_path("vpnsrv", "isp"),
+                              ["chap.code", "chap.value", "chap.name"], "chap")
+    challenge = next(bytes.fromhex(r[1].replace(":", "")) for r in rows if r[0] == "1")
+    response = next(r for r in rows if r[0] == "2")
+    value = bytes.fromhex(response[1].replace(":", ""))
+    assert response[2] == "alice" and len(value) == 49
+    nt = mscrypto.generate_nt_response(challenge, value[:16], "alice", ra.PASSWORD)
+    assert value[24:48] == nt
+    success = [r for r in pcap.tshark_fields(lab.capture_path("vpnsrv", "isp"),
+                                             ["chap.code", "chap.message"], "chap.code == 3")]
+    expected = mscrypto.generate_authenticator_response(ra.PASSWORD, nt, value[:16], challenge,
+                                                        "alice")
+    assert success and success[0][1].startswith(expected)
 
 
 def test_ppp_inside_gre_decodes_in_tshark(lab):

@@ -218,7 +218,8 @@ SCENARIO = Scenario(
     checks=checks,
     params={
         "protocol": Param("pptp", ("pptp", "l2tp", "l2tp-ipsec"), "tunnel protocol"),
-        "auth": Param("mschapv2", ("pap", "chap", "mschap", "mschapv2"), "authentication"),
+        "auth": Param("mschapv2", ("pap", "chap", "mschap", "mschapv2", "eap-md5"),
+                      "authentication (MPPE needs mschap or mschapv2)"),
         "encryption": Param("strongest", ("none", "optional", "basic", "strong", "strongest"),
                             "none, or MPPE: basic 40-bit, strong 56, strongest 128"),
         "mppe": Param("stateless", ("stateless", "stateful"), "MPPE mode"),

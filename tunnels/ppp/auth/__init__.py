@@ -17,6 +17,7 @@ from tunnels.ppp.auth.base import (
     WindowsError_,
 )
 from tunnels.ppp.auth.chap import ChapAuthenticator, ChapPeer
+from tunnels.ppp.auth.eap import EapAuthenticator, EapPeer
 from tunnels.ppp.auth.pap import PapAuthenticator, PapPeer
 
 _CHAP = (AuthMethod.CHAP, AuthMethod.MSCHAP, AuthMethod.MSCHAPV2)
@@ -28,6 +29,8 @@ def make_authenticator(method: AuthMethod, verifier: Verifier, name: str,
         return PapAuthenticator(verifier)
     if method in _CHAP:
         return ChapAuthenticator(method, verifier, name, random)
+    if method is AuthMethod.EAP_MD5:
+        return EapAuthenticator(verifier, random)
     raise LocalProtocolError(f"authentication method {method.value} is not implemented yet")
 
 
@@ -37,6 +40,8 @@ def make_peer(method: AuthMethod, username: str, password: str,
         return PapPeer(username, password, random)
     if method in _CHAP:
         return ChapPeer(method, username, password, random)
+    if method is AuthMethod.EAP_MD5:
+        return EapPeer(username, password)
     raise LocalProtocolError(f"authentication method {method.value} is not implemented yet")
 
 

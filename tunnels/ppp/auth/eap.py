@@ -1,0 +1,204 @@
+"""EAP over PPP (RFC 3748, protocol 0xC227): Identity, then a method; EAP-MD5 built in.
+
+Methods plug in through `EAPMethod` (type number, the authenticator's request data, its check
+of the response, the peer's answer), so EAP-TLS or EAP-MSCHAPv2 can be added without touching
+the exchange. A peer asked for a method it lacks answers with a legacy Nak listing its own.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from dataclasses import dataclass
+from enum import IntEnum
+from typing import Protocol
+
+from tunnels._wire import Reader, Writer
+from tunnels.errors import RemoteProtocolError
+from tunnels.ppp.auth.base import PPP_EAP, AuthMethod, AuthOutcome, Random, Verifier, WindowsError_
+
+
+class EapCode(IntEnum):
+    REQUEST = 1
+    RESPONSE = 2
+    SUCCESS = 3
+    FAILURE = 4
+
+
+class EapType(IntEnum):
+    IDENTITY = 1
+    NOTIFICATION = 2
+    NAK = 3
+    MD5_CHALLENGE = 4
+
+
+@dataclass(frozen=True, slots=True)
+class EapPacket:
+    code: int
+    identifier: int
+    type: int | None = None
+    data: bytes = b""
+
+    def encode(self) -> bytes:
+        w = Writer().push_u8(self.code).push_u8(self.identifier).push_u16(0)
+        if self.type is not None:
+            w.push_u8(self.type).push_bytes(self.data)
+        w.patch_u16(2, len(w))
+        return w.getvalue()
+
+    @classmethod
+    def decode(cls, info: bytes) -> EapPacket:
+        r = Reader(info)
+        code, ident, length = r.pull_u8("code"), r.pull_u8("identifier"), r.pull_u16("length")
+        if length < 4 or length > len(info):
+            raise RemoteProtocolError(f"EAP length {length} with {len(info)} octets")
+        body = Reader(info, 4, length)
+        if code in (EapCode.REQUEST, EapCode.RESPONSE):
+            return cls(code, ident, body.pull_u8("type"), body.pull_rest())
+        if code in (EapCode.SUCCESS, EapCode.FAILURE):
+            return cls(code, ident)
+        raise RemoteProtocolError(f"unknown EAP code {code}")
+
+
+class EAPMethod(Protocol):
+    type: int
+
+    def request(self, random: Random) -> bytes: ...
+
+    def check(self, identifier: int, request: bytes, response: bytes, password: str) -> bool: ...
+
+    def answer(self, identifier: int, request: bytes, username: str, password: str) -> bytes: ...
+
+
+class MD5Challenge:
+    """EAP-MD5 (RFC 3748 §5.4): CHAP-MD5's computation inside EAP."""
+
+    type = EapType.MD5_CHALLENGE
+
+    def request(self, random: Random) -> bytes:
+        return bytes((16,)) + random(16)
+
+    @staticmethod
+    def _value(identifier: int, request: bytes, password: str) -> bytes:
+        r = Reader(request)
+        challenge = r.pull_bytes(r.pull_u8("value size"), "challenge")
+        return hashlib.md5(bytes((identifier,)) + password.encode() + challenge).digest()
+
+    def check(self, identifier: int, request: bytes, response: bytes, password: str) -> bool:
+        r = Reader(response)
+        value = r.pull_bytes(r.pull_u8("value size"), "response")
+        return hmac.compare_digest(value, self._value(identifier, request, password))
+
+    def answer(self, identifier: int, request: bytes, username: str, password: str) -> bytes:
+        return bytes((16,)) + self._value(identifier, request, password) + username.encode()
+
+
+METHODS: dict[int, EAPMethod] = {EapType.MD5_CHALLENGE: MD5Challenge()}
+
+
+class _Base:
+    protocol = PPP_EAP
+
+    def __init__(self) -> None:
+        self._out: list[bytes] = []
+        self.deadline: float | None = None
+        self.outcome: AuthOutcome | None = None
+
+    def packets_to_send(self) -> list[bytes]:
+        out, self._out = self._out, []
+        return out
+
+    def get_timer(self) -> float | None:
+        return self.deadline
+
+
+class EapAuthenticator(_Base):
+    def __init__(self, verifier: Verifier, random: Random, method: int = EapType.MD5_CHALLENGE,
+                 restart: float = 3.0, max_tries: int = 10):
+        super().__init__()
+        self.verifier, self.random, self.method = verifier, random, METHODS[method]
+        self.restart, self.max_tries = restart, max_tries
+        self._id = random(1)[0]
+        self._request: EapPacket | None = None
+        self._tries = 0
+        self.identity = ""
+
+    def start(self, now: float) -> None:
+        self._send(EapPacket(EapCode.REQUEST, self._id, EapType.IDENTITY), now)
+
+    def _send(self, packet: EapPacket, now: float) -> None:
+        self._request, self._tries = packet, 1
+        self._out.append(packet.encode())
+        self.deadline = now + self.restart
+
+    def handle_timer(self, now: float) -> None:
+        if self.deadline is None or now < self.deadline or self._request is None:
+            return
+        if self._tries >= self.max_tries:
+            self._finish(False, None, "no EAP response")
+            return
+        self._tries += 1
+        self._out.append(self._request.encode())
+        self.deadline = now + self.restart
+
+    def _finish(self, ok: bool, code: int | None, message: str) -> None:
+        self._out.append(EapPacket(EapCode.SUCCESS if ok else EapCode.FAILURE, self._id).encode())
+        self.deadline, self._request = None, None
+        self.outcome = AuthOutcome(ok, self.identity, AuthMethod.EAP_MD5, code, message)
+
+    def receive(self, info: bytes, now: float) -> None:
+        packet = EapPacket.decode(info)
+        if packet.code != EapCode.RESPONSE or self._request is None or \
+                packet.identifier != self._id:
+            return  # RFC 3748 §4.1: responses must match the outstanding request
+        if packet.type == EapType.IDENTITY:
+            self.identity = packet.data.decode("utf-8", "replace")
+            self._id = (self._id + 1) & 0xFF
+            self._send(EapPacket(EapCode.REQUEST, self._id, self.method.type,
+                                 self.method.request(self.random) + b"vpnlab"), now)
+        elif packet.type == EapType.NAK:
+            self._finish(False, None, f"the peer refused EAP type {self.method.type}")
+        elif packet.type == self.method.type:
+            account = self.verifier.lookup(self.identity)
+            assert self._request is not None
+            if account is None or not self.method.check(packet.identifier, self._request.data,
+                                                        packet.data, account.password):
+                self._finish(False, WindowsError_.AUTHENTICATION_FAILURE, "bad credentials")
+            elif not account.dialin_allowed:
+                self._finish(False, WindowsError_.NO_DIALIN_PERMISSION, "no dial-in permission")
+            else:
+                self._finish(True, None, "Access granted")
+
+
+class EapPeer(_Base):
+    def __init__(self, username: str, password: str):
+        super().__init__()
+        self.username, self.password = username, password
+
+    def start(self, now: float) -> None:
+        pass  # the authenticator speaks first
+
+    def handle_timer(self, now: float) -> None:
+        pass
+
+    def receive(self, info: bytes, now: float) -> None:
+        packet = EapPacket.decode(info)
+        if packet.code == EapCode.SUCCESS:
+            self.outcome = AuthOutcome(True, self.username, AuthMethod.EAP_MD5)
+        elif packet.code == EapCode.FAILURE:
+            self.outcome = AuthOutcome(False, self.username, AuthMethod.EAP_MD5,
+                                       WindowsError_.AUTHENTICATION_FAILURE, "EAP Failure")
+        elif packet.code == EapCode.REQUEST:
+            self._out.append(self._answer(packet).encode())
+
+    def _answer(self, request: EapPacket) -> EapPacket:
+        ident = request.identifier
+        if request.type == EapType.IDENTITY:
+            return EapPacket(EapCode.RESPONSE, ident, EapType.IDENTITY, self.username.encode())
+        if request.type == EapType.NOTIFICATION:
+            return EapPacket(EapCode.RESPONSE, ident, EapType.NOTIFICATION)
+        method = METHODS.get(request.type or 0)
+        if method is None:  # RFC 3748 §5.3.1: legacy Nak with the types we can do
+            return EapPacket(EapCode.RESPONSE, ident, EapType.NAK, bytes(sorted(METHODS)))
+        return EapPacket(EapCode.RESPONSE, ident, method.type,
+                         method.answer(ident, request.data, self.username, self.password))
