@@ -264,7 +264,8 @@ class PPPEngine:
         if fsm is self.lcp:
             self._finish(self.reason or self.lcp.terminate_reason or "LCP negotiation failed")
         elif fsm is self.ipcp and self.lcp.state is State.OPENED:
-            self.close(self._now, "IPCP could not be negotiated")
+            self.close(self._now, "IPCP could not be negotiated"
+                       + (f": {fsm.terminate_reason}" if fsm.terminate_reason else ""))
         elif fsm is self.ccp and self.lcp.state is State.OPENED:
             assert self.ccp_policy is not None
             if self.ccp_policy.required:

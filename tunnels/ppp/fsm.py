@@ -194,7 +194,14 @@ class Automaton:
         if self.deadline is None or now < self.deadline:
             return
         self.deadline = None
-        self._fire(Event.TO_PLUS if self.restart_counter > 0 else Event.TO_MINUS, now)
+        if self.restart_counter > 0:
+            self._fire(Event.TO_PLUS, now)
+            return
+        if self.state in (State.REQ_SENT, State.ACK_RCVD, State.ACK_SENT):
+            self.terminate_reason = (f"{self.name}: no agreement after "
+                                     f"{self.timers.max_configure} Configure-Requests "
+                                     "(Max-Configure)")
+        self._fire(Event.TO_MINUS, now)
 
     def receive(self, info: bytes, now: float) -> None:
         """One control packet (the PPP information field); malformed ones are discarded."""
