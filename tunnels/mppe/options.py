@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import struct
 
+from tunnels.errors import LocalProtocolError
+
 CCP_OPTION_MPPE = 18
 MPPE_H = 0x01000000
 MPPE_M = 0x80
@@ -37,3 +39,16 @@ def strengths(value: int) -> list[int]:
 def describe(value: int) -> str:
     lengths = "/".join(str(b) for b in strengths(value)) or "no key length"
     return f"MPPE {lengths}-bit {'stateless' if value & MPPE_H else 'stateful'}"
+
+
+def bits_for(key_bits: int, stateless: bool) -> int:
+    """The supported-bits value offering exactly one key length (RFC 3078 §2)."""
+    if key_bits not in BIT_FOR:
+        raise LocalProtocolError(f"MPPE key length {key_bits}: expected 40, 56 or 128")
+    return BIT_FOR[key_bits] | (MPPE_H if stateless else 0)
+
+
+def parse_bits(value: int) -> tuple[int | None, bool]:
+    """(strongest key length offered or None, stateless) from a supported-bits value."""
+    offered = strengths(value)
+    return (offered[0] if offered else None), bool(value & MPPE_H)

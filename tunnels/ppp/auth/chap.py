@@ -63,7 +63,13 @@ class ChapPacket:
         raise RemoteProtocolError(f"unknown CHAP code {code}")
 
 
-_FAILURE = re.compile(r"E=(\d+)")
+_FAILURE = re.compile(r"E=(\d{1,10})")
+
+
+def _v1_material(password: str, challenge: bytes) -> MPPEMaterial:
+    """RFC 3079 §2: 128-bit keys come from the NT hash, 40/56-bit ones from the LM hash."""
+    return MPPEMaterial(1, mscrypto.nt_password_hash(password), challenge=challenge,
+                        lm_password_hash=mscrypto.lm_password_hash(password))
 
 
 def parse_failure(message: bytes) -> tuple[int | None, str]:
@@ -175,8 +181,7 @@ class ChapAuthenticator(_Exchange):
                 raise RemoteProtocolError(f"MS-CHAP v1 response of {len(value)} octets")
             nt = mscrypto.nt_challenge_response_v1(self._challenge, account.password)
             good = value[48] == 1 and hmac.compare_digest(nt, value[24:48])
-            material = MPPEMaterial(1, mscrypto.nt_password_hash(account.password),
-                                    challenge=self._challenge)
+            material = _v1_material(account.password, self._challenge)
         if not good:
             return self._fail(WindowsError_.AUTHENTICATION_FAILURE, "unknown user or bad password")
         if not account.dialin_allowed:
@@ -186,7 +191,8 @@ class ChapAuthenticator(_Exchange):
     def _fail(self, code: int, text: str) -> tuple[bool, str, None, int]:
         if self.method is AuthMethod.CHAP:
             return False, text, None, code
-        return False, f"E={code} R=0 V=3 M={text}" if self.method is AuthMethod.MSCHAP else \
+        # RFC 2433 §6's examples answer MS-CHAP v1 with V=2; RFC 2759 §6 uses V=3.
+        return False, f"E={code} R=0 V=2 M={text}" if self.method is AuthMethod.MSCHAP else \
             f"E={code} R=0 C={self._challenge.hex().upper()} V=3 M={text}", None, code
 
     def _verify_mschapv2(self, user: str, value: bytes, account: object) -> tuple:
@@ -246,8 +252,7 @@ class ChapPeer(_Exchange):
                 raise RemoteProtocolError("MS-CHAP v1 challenge must have 8 octets")
             nt = mscrypto.nt_challenge_response_v1(packet.value, self.password)
             value = b"\0" * 24 + nt + b"\x01"
-            self._material = MPPEMaterial(1, mscrypto.nt_password_hash(self.password),
-                                          challenge=packet.value)
+            self._material = _v1_material(self.password, packet.value)
         else:
             if len(packet.value) != 16:
                 raise RemoteProtocolError("MS-CHAP v2 challenge must have 16 octets")
@@ -264,7 +269,7 @@ class ChapPeer(_Exchange):
     def _success(self, message: bytes) -> None:
         if self.method is AuthMethod.MSCHAPV2:
             text = message.decode("utf-8", "replace")
-            if not hmac.compare_digest(text[:42].encode(), self._expected_s.encode()):
+            if not hmac.compare_digest(text[:42].upper().encode(), self._expected_s.encode()):
                 self._finish(AuthOutcome(False, self.username, self.method, None,
                                          "the server's authenticator response is wrong: it "
                                          "does not know the password (RFC 2759 §5)"))

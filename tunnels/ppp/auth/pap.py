@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import hmac
+import re
 from enum import IntEnum
 
 from tunnels._wire import Reader, Writer
 from tunnels.errors import RemoteProtocolError
 from tunnels.ppp.auth.base import PPP_PAP, AuthMethod, AuthOutcome, Random, Verifier, WindowsError_
+
+
+_ERROR = re.compile(r"E=(\d{1,10})\b")
 
 
 class PapCode(IntEnum):
@@ -75,8 +79,9 @@ class PapPeer:
             if not body.at_end() else ""
         ok = code == PapCode.AUTHENTICATE_ACK
         error = None
-        if not ok and message.startswith("E="):
-            error = int(message[2:].split()[0]) if message[2:].split()[0].isdigit() else None
+        if not ok:  # our Naks (and RRAS's) start "E=691 ...": keep the Windows code
+            match = _ERROR.match(message)
+            error = int(match.group(1)) if match else None
         self.outcome = AuthOutcome(ok, self.username.decode(), AuthMethod.PAP, error, message)
         self.deadline = None
 
