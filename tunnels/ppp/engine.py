@@ -15,7 +15,6 @@ import struct
 from collections import deque
 from collections.abc import Callable
 
-from tunnels._wire import Reader
 from tunnels.errors import RemoteProtocolError
 from tunnels.ppp import events as ev
 from tunnels.ppp.auth import make_authenticator, make_peer
@@ -25,6 +24,7 @@ from tunnels.ppp.auth.base import AuthExchange, AuthMethod
 from tunnels.ppp.ccp import CCPPolicy
 from tunnels.ppp.config import EncryptionLevel, PPPConfig
 from tunnels.ppp.events import Phase
+from tunnels.ppp.framing import build_frame, split_frame
 from tunnels.ppp.fsm import Automaton, State, Timers
 from tunnels.ppp.ipcp import IPCPOption, IPCPPolicy
 from tunnels.ppp.lcp import LCPPolicy
@@ -39,24 +39,6 @@ PPP_PAP = 0xC023
 PPP_CHAP = 0xC223
 PPP_EAP = 0xC227
 _NCP_RANGE = range(0x8000, 0xC000)
-
-
-def split_frame(frame: bytes) -> tuple[int, bytes]:
-    """Protocol and information of a frame with or without address/control (ACFC) and with a
-    one- or two-octet protocol field (PFC), RFC 1661 §6.5-6.6."""
-    r = Reader(frame)
-    if r.remaining >= 2 and r.peek_u16("address/control") == 0xFF03:
-        r.skip(2)
-    first = r.pull_u8("protocol")
-    protocol = first if first & 1 else (first << 8) | r.pull_u8("protocol")
-    if not protocol & 1:
-        raise RemoteProtocolError(f"protocol field {protocol:#06x} is even in its low octet")
-    return protocol, r.pull_rest()
-
-
-def build_frame(protocol: int, info: bytes) -> bytes:
-    """Address and control are always sent: both ends accept them (no ACFC/PFC on send)."""
-    return b"\xff\x03" + struct.pack("!H", protocol) + info
 
 
 class PPPEngine:

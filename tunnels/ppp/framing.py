@@ -1,5 +1,8 @@
 """PPP in HDLC-like framing (RFC 1662) for serial lines: the dial-up links of the chapter.
 
+`build_frame`/`split_frame` are the bare framing PPTP and L2TP carry: address/control `FF 03`
+and the protocol field, compressed or not (ACFC, PFC: RFC 1661 §6.5-6.6).
+
 `encode_frame` adds the FCS, escapes flag/escape octets and those the peer's ACCM marks, and
 wraps in flags; `HDLCDecoder` takes bytes in any chunks and yields frames whose FCS checks,
 counting the ones that do not (RFC 1662 §4.3: silently discarded). FCS-16 by default, FCS-32
@@ -7,6 +10,11 @@ when negotiated (RFC 1570).
 """
 
 from __future__ import annotations
+
+import struct
+
+from tunnels._wire import Reader
+from tunnels.errors import RemoteProtocolError
 
 FLAG, ESCAPE = 0x7E, 0x7D
 DEFAULT_ACCM = 0xFFFFFFFF
@@ -111,3 +119,26 @@ class HDLCDecoder:
             return None
         self.counters["frames"] += 1
         return raw[:-size]
+
+
+def split_frame(frame: bytes) -> tuple[int, bytes]:
+    """Protocol and information of a frame with or without address/control (ACFC) and with a
+    one- or two-octet protocol field (PFC), RFC 1661 §6.5-6.6."""
+    r = Reader(frame)
+    if r.remaining >= 2 and r.peek_u16("address/control") == 0xFF03:
+        r.skip(2)
+    first = r.pull_u8("protocol")
+    protocol = first if first & 1 else (first << 8) | r.pull_u8("protocol")
+    if not protocol & 1:
+        raise RemoteProtocolError(f"protocol field {protocol:#06x} is even in its low octet")
+    return protocol, r.pull_rest()
+
+
+def build_frame(protocol: int, info: bytes, *, acfc: bool = False, pfc: bool = False) -> bytes:
+    """The engine sends address/control and two protocol octets (both ends accept them);
+    `acfc`/`pfc` compress as RFC 1661 allows once negotiated, never for LCP (§6.5-6.6)."""
+    lcp = protocol == 0xC021
+    header = b"" if acfc and not lcp else b"\xff\x03"
+    if pfc and not lcp and protocol < 0x100:
+        return header + bytes((protocol,)) + info
+    return header + struct.pack("!H", protocol) + info

@@ -18,6 +18,10 @@ from tunnels.ppp.fsm import Verdict
 from tunnels.ppp.packets import Code, Option
 
 
+LOOPBACK_COLLISIONS = 5
+LOOPED_BACK = "the link is looped back (our own Magic-Number comes back, RFC 1661 §6.4)"
+
+
 class LCPOption(IntEnum):
     MRU = 1
     ACCM = 2
@@ -47,6 +51,7 @@ class LCPPolicy:
     failure: str = ""  # set when negotiation cannot succeed (e.g. no common auth method)
     _candidates: list[AuthMethod] = field(default_factory=list)
     _rejected: set[int] = field(default_factory=set)
+    _magic_collisions: int = 0
 
     def __post_init__(self) -> None:
         self._candidates = list(self.authenticate_with)
@@ -70,6 +75,7 @@ class LCPPolicy:
         return options
 
     def judge(self, options: list[Option]) -> Verdict:
+        self._count_loopback(options)
         rejects = [o for o in options if not self._known(o)]
         if rejects:
             return Verdict(Code.CONFIGURE_REJECT, rejects)
@@ -100,7 +106,8 @@ class LCPPolicy:
         if o.type == LCPOption.MRU and struct.unpack("!H", o.data)[0] < 128:
             return Option(LCPOption.MRU, struct.pack("!H", 1500))
         if o.type == LCPOption.MAGIC_NUMBER and struct.unpack("!I", o.data)[0] in (0, self.magic):
-            # RFC 1661 §6.4: the same magic number suggests a looped-back link
+            # RFC 1661 §6.4: the same magic number suggests a looped-back link; both ends
+            # pick new numbers, and if ours keeps coming back the link is looped back.
             self.magic = self._new_magic()
             return Option(LCPOption.MAGIC_NUMBER, struct.pack("!I", self._new_magic()))
         if o.type == LCPOption.AUTH_PROTOCOL:
@@ -108,6 +115,15 @@ class LCPPolicy:
             if method not in self.accept_auth:
                 return Option(LCPOption.AUTH_PROTOCOL, self.accept_auth[0].lcp_option_data)
         return None
+
+    def _count_loopback(self, options: list[Option]) -> None:
+        magic = next((o.data for o in options if o.type == LCPOption.MAGIC_NUMBER), None)
+        if magic is None or magic != struct.pack("!I", self.magic):
+            self._magic_collisions = 0
+            return
+        self._magic_collisions += 1
+        if self._magic_collisions >= LOOPBACK_COLLISIONS:
+            self.failure = LOOPED_BACK
 
     def acked(self, options: list[Option]) -> None:
         pass
@@ -134,6 +150,8 @@ class LCPPolicy:
     def rejected(self, options: list[Option]) -> None:
         for o in options:
             if o.type == LCPOption.AUTH_PROTOCOL:
-                self.failure = "the peer refuses to authenticate"
+                # our own request coming back is rejected by ourselves: a looped-back line
+                self.failure = (LOOPED_BACK if self._magic_collisions
+                                else "the peer refuses to authenticate")
             else:
                 self._rejected.add(o.type)
