@@ -21,6 +21,7 @@ FLUSHED = 0x8000
 ENCRYPTED = 0x1000
 COUNT_SPACE = 0x1000
 RESET_REQUEST = WireAnswer("ccp-reset-request")
+REORDER_WINDOW = 64  # stateless: how far back a reordered packet may still be decrypted
 
 
 def _stream(key: bytes):  # noqa: ANN202 - cryptography's CipherContext
@@ -46,6 +47,10 @@ class _State:
 class MPPEEncryptor(_State):
     def __init__(self, start_key: bytes, key_bits: int, stateless: bool):
         super().__init__(start_key, key_bits, stateless)
+        # RFC 3078 §3.1 would flush the first stateful packet. Like Linux ppp_mppe (and
+        # Windows) we don't: receivers change key on every flushed packet, so a lost flushed
+        # first packet would leave the two ends one key change apart for good (a later
+        # Reset-Request cannot repair that). Stateless packets are all flushed anyway.
         self._flush_next = False
 
     def encrypt(self, protocol_and_payload: bytes) -> bytes:
@@ -69,7 +74,10 @@ class MPPEDecryptor(_State):
     def __init__(self, start_key: bytes, key_bits: int, stateless: bool):
         super().__init__(start_key, key_bits, stateless)
         self.discarding = False
-        self.counters = {"decrypted": 0, "late": 0, "lost": 0, "discarded": 0}
+        self.counters = {"decrypted": 0, "late": 0, "lost": 0, "discarded": 0, "reordered": 0}
+        # Stateless only: session keys of counts skipped over, so a packet that arrives after
+        # a later one (GRE reorders) still decrypts; each key is usable once (no replay).
+        self._skipped: dict[int, bytes] = {}
 
     def decrypt(self, info: bytes) -> bytes:
         """Protocol field (two octets, PFC undone) and payload, or RemoteProtocolError whose
@@ -89,15 +97,31 @@ class MPPEDecryptor(_State):
         return b"\x00" + plain if plain[0] & 1 else plain
 
     def _stateless_sync(self, count: int, flushed: bool) -> None:
-        """RFC 3078 §8.1: one key change per packet sent; a late packet is dropped."""
-        gap = (count - self.count) % COUNT_SPACE
-        if not flushed or gap == 0 or gap > COUNT_SPACE // 2:
+        """RFC 3078 §8.1: one key change per packet sent. A gap means the keys of the missing
+        counts are computed on the way and kept for a while (REORDER_WINDOW) in case those
+        packets were only reordered; older, duplicate or unflushed packets are dropped."""
+        if not flushed:
             self.counters["late"] += 1
-            raise RemoteProtocolError(f"MPPE count {count} late or unflushed (at {self.count})")
+            raise RemoteProtocolError(f"MPPE count {count}: stateless packet without A bit")
+        gap = (count - self.count) % COUNT_SPACE
+        if gap == 0 or gap > COUNT_SPACE // 2:
+            key = self._skipped.pop(count, None)
+            if key is None:
+                self.counters["late"] += 1
+                raise RemoteProtocolError(f"MPPE count {count} late or repeated (at {self.count})")
+            self.counters["reordered"] += 1
+            self.counters["lost"] -= 1
+            self.rc4 = _stream(key)  # only this packet; the chain head stays where it is
+            return
         self.counters["lost"] += gap - 1
-        for _ in range(gap):
+        for step in range(gap):
             self.change_key()
+            if step < gap - 1 and gap - 1 - step <= REORDER_WINDOW:
+                self._skipped[(self.count + 1 + step) % COUNT_SPACE] = self.session_key
         self.count = count
+        if self._skipped:
+            self._skipped = {c: k for c, k in self._skipped.items()
+                             if (count - c) % COUNT_SPACE <= REORDER_WINDOW}
 
     def _stateful_sync(self, count: int, flushed: bool) -> None:
         """RFC 3078 §8.2: a gap breaks the RC4 stream; discard until a flushed packet."""
