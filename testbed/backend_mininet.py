@@ -94,6 +94,7 @@ def interactive_cli(lab: object) -> None:
     from mininet.cli import CLI
 
     net = lab._net._net  # type: ignore[attr-defined]
+    setLogLevel("output")  # the CLI prints through Mininet's log at this level
 
     class LabCLI(CLI):
         prompt = "vpnlab> "
