@@ -253,3 +253,35 @@ def test_scapy_decodes_protocol_reject_and_echo():
     assert reject[PPP_LCP_Protocol_Reject].rejected_protocol == 0x8057
     assert echo[PPP_LCP_Echo].code == 10 and echo[PPP_LCP_Echo].id == 4
     assert echo[PPP_LCP_Echo].magic_number == s.lcp_policy.magic
+
+
+def test_chap_rechallenge_keeps_the_link_while_the_password_holds():
+    from tunnels.ppp.auth.base import Account, LocalAccounts
+    from tunnels.ppp.config import PPPConfig
+
+    accounts = {"alice": Account("s3cret")}
+    cfg = PPPConfig(True, (AuthMethod.CHAP,), verifier=LocalAccounts(accounts),
+                    local_address="10.10.100.1", peer_address="10.10.100.2",
+                    chap_rechallenge=30.0, echo_interval=0)
+    s = PPPEngine(cfg, random=lambda n: bytes(range(1, n + 1)))
+    c = client((AuthMethod.CHAP,), echo_interval=0)
+    pair = connect(s, c)
+    pair.run(100)  # three re-challenges, all answered
+    assert s.lcp.state is State.OPENED and not pair.of("a", ev.LinkTerminated)
+    accounts["alice"] = Account("changed")  # the account changes under a running session
+    pair.run(140)
+    failed = pair.of("a", ev.AuthenticationFailed)
+    assert failed and failed[0].username == "alice"
+    reasons = [e.reason for e in pair.of("a", ev.LinkTerminated)]
+    assert reasons and "authentication failed" in reasons[0]
+
+
+def test_async_link_asks_for_accm_and_records_the_peers_framing():
+    s = server(accm=0)
+    s.open(0.0)
+    request = answers(s, LCP)[0]
+    assert Option(2, bytes(4)) in decode_options(request.data)
+    s.receive_frame(lcp_request(1, *WINDOWS_LCP[:4], "0206 000a0000"), 0.0)
+    status = s.status()
+    assert (status["peer_accm"], status["peer_pfc"], status["peer_acfc"]) == (0xA0000, True, True)
+    assert status["mru"] == 1400 and status["lcp"] == "ACK_SENT" and status["ccp"] is None

@@ -41,6 +41,8 @@ class PPPConfig:
     max_configure: int = 10
     max_terminate: int = 2
     max_failure: int = 5
+    chap_rechallenge: float | None = None  # seconds between CHAP re-challenges (RFC 1994 §2)
+    accm: int | None = None  # async HDLC only: the ACCM to ask for (None: not requested)
     local_address: str | None = None
     peer_address: str | None = None
     dns: tuple[str, ...] = ()
@@ -60,5 +62,7 @@ class PPPConfig:
                 ipaddress.IPv4Address(value)
         if len(self.dns) > 2 or len(self.nbns) > 2:
             raise LocalProtocolError("PPPConfig.dns/nbns: at most a primary and a secondary")
+        if self.accm is not None and not 0 <= self.accm <= 0xFFFFFFFF:
+            raise LocalProtocolError(f"PPPConfig.accm={self.accm}: expected a 32-bit map")
         if not 128 <= self.mru <= 1500:
             raise LocalProtocolError(f"PPPConfig.mru={self.mru}: expected 128..1500")

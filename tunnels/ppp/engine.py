@@ -20,7 +20,7 @@ from tunnels.ppp import events as ev
 from tunnels.ppp.auth import make_authenticator, make_peer
 from tunnels.mppe.cipher import MPPEDecryptor, MPPEEncryptor
 from tunnels.mppe.keys import derive_start_keys
-from tunnels.ppp.auth.base import AuthExchange, AuthMethod
+from tunnels.ppp.auth.base import AuthExchange, AuthMethod, AuthOutcome
 from tunnels.ppp.ccp import CCPPolicy
 from tunnels.ppp.config import EncryptionLevel, PPPConfig
 from tunnels.ppp.events import Phase
@@ -53,7 +53,8 @@ class PPPEngine:
         methods = config.auth_methods
         self.lcp_policy = LCPPolicy(random, mru=config.mru,
                                     authenticate_with=methods if config.is_authenticator else (),
-                                    accept_auth=() if config.is_authenticator else methods)
+                                    accept_auth=() if config.is_authenticator else methods,
+                                    accm=config.accm)
         self.lcp = Automaton("LCP", PPP_LCP, self.lcp_policy, self, self._send, timers,
                              extra_codes=self._lcp_extra)
         self.ipcp_policy = self._ipcp_policy()
@@ -174,6 +175,11 @@ class PPPEngine:
         return {
             "phase": self.phase.value,
             "lcp": self.lcp.state.name, "ipcp": self.ipcp.state.name,
+            "ccp": self.ccp.state.name if self.ccp else None,
+            "mru": self.lcp_policy.peer_mru, "magic": self.lcp_policy.magic,
+            "peer_accm": self.lcp_policy.peer_accm, "peer_pfc": self.lcp_policy.peer_pfc,
+            "peer_acfc": self.lcp_policy.peer_acfc,
+            "mppe_bits": self.ccp_policy.agreed if self.ccp_policy else None,
             "auth_method": (self.auth.outcome.method.value if self.auth and self.auth.outcome
                             else None),
             "username": self.username,
@@ -415,7 +421,8 @@ class PPPEngine:
     def _start_auth(self, now: float) -> None:
         c, policy = self.config, self.lcp_policy
         if c.is_authenticator and policy.auth_method is not None:
-            self.auth = make_authenticator(policy.auth_method, c.verifier, c.name, self.random)
+            self.auth = make_authenticator(policy.auth_method, c.verifier, c.name, self.random,
+                                           rechallenge=c.chap_rechallenge)
         elif not c.is_authenticator and policy.peer_auth_method is not None:
             self.auth = make_peer(policy.peer_auth_method, c.username, c.password, self.random)
         elif not c.is_authenticator:
@@ -437,18 +444,29 @@ class PPPEngine:
         for info in auth.packets_to_send():
             self._send(auth.protocol, info)
         outcome = auth.outcome
-        if outcome is None or self.phase is not Phase.AUTHENTICATE:
+        if outcome is None or outcome is self._outcome_seen:
             return
+        self._outcome_seen = outcome
         method = outcome.method.value
+        if self.phase is not Phase.AUTHENTICATE:
+            # a CHAP re-challenge answered after the link is up (RFC 1994 §2)
+            if not outcome.success and self.phase is Phase.NETWORK:
+                self._auth_failed(outcome, now)
+            return
         if outcome.success:
             self.username = outcome.username
             self._emit(ev.Authenticated(outcome.username, method))
             self._enter_network(now)
         else:
-            self._emit(ev.AuthenticationFailed(outcome.username, method, outcome.error_code,
-                                               outcome.message))
-            code = f" (error {outcome.error_code})" if outcome.error_code else ""
-            self.close(now, f"authentication failed{code}: {outcome.message}")
+            self._auth_failed(outcome, now)
+
+    _outcome_seen: object = None
+
+    def _auth_failed(self, outcome: AuthOutcome, now: float) -> None:
+        self._emit(ev.AuthenticationFailed(outcome.username, outcome.method.value,
+                                           outcome.error_code, outcome.message))
+        code = f" (error {outcome.error_code})" if outcome.error_code else ""
+        self.close(now, f"authentication failed{code}: {outcome.message}")
 
     def _enter_network(self, now: float) -> None:
         self._set_phase(Phase.NETWORK)

@@ -43,7 +43,11 @@ class LCPPolicy:
     mru: int = 1500
     authenticate_with: tuple[AuthMethod, ...] = ()
     accept_auth: tuple[AuthMethod, ...] = ()
+    accm: int | None = None  # requested only on async serial links
     magic: int = 0
+    peer_accm: int = 0xFFFFFFFF  # what the carrier must escape when sending (RFC 1662 §7.1)
+    peer_pfc: bool = False  # the peer accepts compressed protocol fields (RFC 1661 §6.5)
+    peer_acfc: bool = False  # ... and frames without address/control (§6.6)
     auth_method: AuthMethod | None = None  # what we will authenticate the peer with
     peer_auth_method: AuthMethod | None = None  # what the peer authenticates us with
     peer_mru: int = 1500
@@ -68,6 +72,8 @@ class LCPPolicy:
         options = []
         if self.mru != 1500 and LCPOption.MRU not in self._rejected:
             options.append(Option(LCPOption.MRU, struct.pack("!H", self.mru)))
+        if self.accm is not None and LCPOption.ACCM not in self._rejected:
+            options.append(Option(LCPOption.ACCM, struct.pack("!I", self.accm)))
         if self.auth_method is not None:
             options.append(Option(LCPOption.AUTH_PROTOCOL, self.auth_method.lcp_option_data))
         if LCPOption.MAGIC_NUMBER not in self._rejected:
@@ -91,7 +97,14 @@ class LCPPolicy:
                 self.peer_magic = struct.unpack("!I", o.data)[0]
         if not any(o.type == LCPOption.AUTH_PROTOCOL for o in options):
             self.peer_auth_method = None
+        self._note_framing(options)
         return Verdict(Code.CONFIGURE_ACK, options)
+
+    def _note_framing(self, options: list[Option]) -> None:
+        accm = next((o.data for o in options if o.type == LCPOption.ACCM), None)
+        self.peer_accm = struct.unpack("!I", accm)[0] if accm else 0xFFFFFFFF
+        self.peer_pfc = any(o.type == LCPOption.PFC for o in options)
+        self.peer_acfc = any(o.type == LCPOption.ACFC for o in options)
 
     def _known(self, o: Option) -> bool:
         sizes = {LCPOption.MRU: 2, LCPOption.ACCM: 4, LCPOption.MAGIC_NUMBER: 4,
