@@ -73,3 +73,21 @@ def test_filter_commands_accept_listed_and_drop_the_rest():
     assert filter_commands("eth0", Direction.IN, "allow-all") == []
     deny = [" ".join(a) for a in filter_commands("eth0", Direction.IN, "deny-all")]
     assert "iptables -A vf-eth0-in -j DROP" in deny and not any("ACCEPT" in d for d in deny)
+
+
+def test_building_blocks_compose_into_a_valid_lab():
+    from testbed.model import LabSpec
+    from topologies import blocks
+
+    b = blocks.Builder()
+    blocks.dialup_client(b)
+    blocks.internet_host(b)
+    blocks.vpn_site(b)
+    blocks.second_company(b)
+    b.isp_core()
+    spec = LabSpec("all", tuple(b.nodes), tuple(b.links))
+    assert spec.node("dialup") and spec.links_of("dialup")[0].shape.rate_b_to_a == 53_000
+    c = blocks.Builder()
+    blocks.intranet_with_sensitive_segment(c)
+    inner = LabSpec("hr", tuple(c.nodes), tuple(c.links))
+    assert inner.address("hrsrv") == "10.30.0.10"

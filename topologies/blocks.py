@@ -104,3 +104,42 @@ def vpn_site(b: Builder, server: str = "vpnsrv", intranet_host: str = "fileserve
     b.add(NodeSpec(intranet_host, routes=(Route("default", f"{intranet}.1"),),
                    description="intranet file server"))
     b.link(intranet_host, server, f"{intranet}.20/24", f"{intranet}.1/24")
+
+
+def dialup_client(b: Builder, name: str = "dialup", wan: str = "198.51.100",
+                  shape_name: str = "modem-56k") -> None:
+    """A client reaching the ISP over a dial-up line (the chapter's branch-office and remote
+    users on modems): a direct client whose link has the modem's rate and delay."""
+    from testbed.shaping import preset
+
+    direct_client(b, name, wan, preset(shape_name))
+
+
+def intranet_with_sensitive_segment(b: Builder, router: str = "corprtr",
+                                    host: str = "staff", gate: str = "hrvpn",
+                                    hr_host: str = "hrsrv", intranet: str = "10.20.0",
+                                    hr: str = "10.30.0") -> None:
+    """An intranet whose sensitive segment (the chapter's HR network) sits behind a VPN server
+    that is itself on the intranet: only VPN clients reach `hr_host`."""
+    b.add(NodeSpec(router, NodeKind.ROUTER, description="intranet router"))
+    b.add(NodeSpec(host, routes=(Route("default", f"{intranet}.1"),),
+                   description="intranet user"))
+    b.link(host, router, f"{intranet}.10/24", f"{intranet}.1/24")
+    b.add(NodeSpec(gate, NodeKind.ROUTER, routes=(Route("default", f"{intranet}.1"),),
+                   description="VPN server guarding the sensitive segment"))
+    b.link(gate, router, f"{intranet}.2/24", f"{intranet}.3/24")
+    b.add(NodeSpec(hr_host, routes=(Route("default", f"{hr}.1"),),
+                   description="server on the sensitive segment"))
+    b.link(hr_host, gate, f"{hr}.10/24", f"{hr}.1/24")
+
+
+def second_company(b: Builder, router: str = "partner", host: str = "partnerpc",
+                   public: str = "192.0.2.128", lan: str = "172.16.50") -> None:
+    """Another organization on the Internet (extranet and pass-through scenarios): its own
+    edge router and LAN, reachable only through the ISP."""
+    b.add(NodeSpec(router, NodeKind.NAT_ROUTER, routes=(Route("default", "192.0.2.129"),),
+                   nat_outside="isp", description="second company's edge router"))
+    b.link(router, "isp", "192.0.2.130/25", "192.0.2.129/25")
+    b.add(NodeSpec(host, routes=(Route("default", f"{lan}.1"),),
+                   description="second company's host"))
+    b.link(host, router, f"{lan}.10/24", f"{lan}.1/24")
