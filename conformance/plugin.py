@@ -6,8 +6,12 @@ Registered through the `pytest11` entry point, so it works in the user's own sui
   cases then skip, saying why).
 - Cases marked `netns` need root and namespaces; without them they skip with the reason.
 - `start_scenario(name, **params)` brings a scenario up (use it in a fixture of the scope you
-  want); the lab's run directory is removed after passing tests and kept, and named in the
-  report, when a test that used it failed.
+  want); or mark a test/module `@pytest.mark.scenario("internet", firewall="pptp")` and take
+  the `scenario_lab` fixture (one lab per module and parameter set); or `lab_factory(name,
+  **params)` for labs torn down at the end of the test. `captures` decodes pcaps with scapy
+  and tshark. A failing test's pcaps and logs are copied to results/<test>/ and named in the
+  report; run directories of passing runs are removed.
+- The supervisor compares the root namespace's interfaces before and after the run.
 - At the end of the session the plugin fails the run if a lab left a process or a state file.
 """
 
@@ -17,6 +21,7 @@ import contextlib
 import json
 import os
 import shutil
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -25,12 +30,28 @@ import pytest
 from testbed import sandbox
 
 _labs_by_item: dict[str, list] = {}
+_live_labs: list = []
+_current_item: list[str] = [""]
 _failed_run_dirs: set[str] = set()
 _all_run_dirs: set[str] = set()
 
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "netns: needs root and network namespaces")
+    config.addinivalue_line("markers", "scenario(name, **params): the lab `scenario_lab` gives")
+
+
+def results_dir(config: pytest.Config) -> Path:
+    return Path(os.environ.get("VPNLAB_RESULTS_DIR", str(config.rootpath / "results")))
+
+
+def _root_links() -> set[str]:
+    """Interface names of the namespace we are in (the root one, for the supervisor)."""
+    import subprocess
+
+    out = subprocess.run(["ip", "-o", "link", "show"], capture_output=True, text=True,
+                         timeout=10).stdout
+    return {line.split(": ")[1].split("@")[0] for line in out.splitlines() if ": " in line}
 
 
 def _is_worker(config: pytest.Config) -> bool:
@@ -44,7 +65,14 @@ def pytest_cmdline_main(config: pytest.Config) -> int | None:
             and os.environ.get("VPNLAB_NO_SANDBOX") != "1"
             and not config.option.collectonly and not config.option.help
             and not config.option.version):
-        return sandbox.reexec_in_sandbox()
+        before = _root_links()
+        status = sandbox.reexec_in_sandbox()
+        after = _root_links()
+        if before != after:
+            print(f"vpnlab: the root network namespace changed during the run: added "
+                  f"{sorted(after - before)}, removed {sorted(before - after)}", file=sys.stderr)
+            return status or int(pytest.ExitCode.TESTS_FAILED)
+        return status
     return None
 
 
@@ -76,10 +104,91 @@ def start_scenario(name: str, **params: str) -> Iterator:
     resolved = scenario.resolve(params)
     lab = Lab(scenario.build(resolved))
     _all_run_dirs.add(str(lab.run_dir))
+    _labs_by_item.setdefault(_current_item[0], []).append(lab)
     with lab:
-        scenario.start(lab, resolved)
-        lab.params = resolved  # type: ignore[attr-defined]
-        yield lab
+        _live_labs.append(lab)
+        try:
+            scenario.start(lab, resolved)
+            lab.params = resolved  # type: ignore[attr-defined]
+            yield lab
+        finally:
+            _live_labs.remove(lab)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    _current_item[0] = item.nodeid
+
+
+@pytest.fixture
+def lab_factory() -> Iterator:
+    """`lab_factory(name, **params)`: a scenario's lab, torn down when the test ends."""
+    with contextlib.ExitStack() as stack:
+        yield lambda name, **params: stack.enter_context(start_scenario(name, **params))
+
+
+class _ScenarioCache:
+    def __init__(self) -> None:
+        self.stack = contextlib.ExitStack()
+        self.labs: dict[tuple, object] = {}
+
+    def get(self, name: str, params: dict[str, str]) -> object:
+        key = (name, tuple(sorted(params.items())))
+        if key not in self.labs:
+            self.labs[key] = self.stack.enter_context(start_scenario(name, **params))
+        return self.labs[key]
+
+
+@pytest.fixture(scope="module")
+def _vpnlab_module_labs() -> Iterator[_ScenarioCache]:
+    cache = _ScenarioCache()
+    with cache.stack:
+        yield cache
+
+
+@pytest.fixture
+def scenario_lab(request: pytest.FixtureRequest, _vpnlab_module_labs: _ScenarioCache) -> object:
+    """The lab of the nearest `@pytest.mark.scenario(name, **params)`, shared by the tests of
+    a module that ask for the same scenario and parameters."""
+    marker = request.node.get_closest_marker("scenario")
+    if marker is None or not marker.args:
+        raise pytest.UsageError(f"{request.node.nodeid}: scenario_lab needs "
+                                "@pytest.mark.scenario(NAME, **params)")
+    params = {k: str(v) for k, v in marker.kwargs.items()}
+    return _vpnlab_module_labs.get(marker.args[0], params)
+
+
+class Captures:
+    """Decode a lab's pcaps with the independent decoders (never tunnels' own codecs)."""
+
+    def path(self, lab, node: str, peer: str) -> Path:  # type: ignore[no-untyped-def]
+        return lab.capture_path(node, peer)
+
+    def scapy(self, lab, node: str, peer: str) -> list:  # type: ignore[no-untyped-def]
+        from testbed import pcap
+
+        return pcap.read(lab.capture_path(node, peer))
+
+    def wait_for(self, lab, node: str, peer: str, predicate, timeout: float = 2.0) -> list:  # type: ignore[no-untyped-def]
+        from testbed import pcap
+
+        return pcap.wait_for(lab.capture_path(node, peer), predicate, timeout)
+
+    def tshark_json(self, lab, node: str, peer: str, display_filter: str = "") -> list[dict]:  # type: ignore[no-untyped-def]
+        from testbed import pcap
+
+        return pcap.tshark_json(lab.capture_path(node, peer), display_filter)
+
+    def tshark_fields(self, lab, node: str, peer: str, fields: list[str],  # type: ignore[no-untyped-def]
+                      display_filter: str = "") -> list[list[str]]:
+        from testbed import pcap
+
+        return pcap.tshark_fields(lab.capture_path(node, peer), fields, display_filter)
+
+
+@pytest.fixture(scope="session")
+def captures() -> Captures:
+    return Captures()
 
 
 @pytest.hookimpl(hookwrapper=True)
@@ -89,13 +198,29 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):  # type
     if report.failed:
         from testbed.lab import Lab
 
-        funcargs = getattr(item, "funcargs", {})
-        for value in funcargs.values():
-            if isinstance(value, Lab):
-                _failed_run_dirs.add(str(value.run_dir))
-                report.sections.append(("vpnlab captures",
-                                        f"lab {value.lab_id}: pcaps kept in "
-                                        f"{value.run_dir}/captures, logs in {value.run_dir}/logs"))
+        labs = [v for v in getattr(item, "funcargs", {}).values() if isinstance(v, Lab)]
+        labs += _labs_by_item.get(item.nodeid, []) + _live_labs
+        seen: set[str] = set()
+        for lab in labs:
+            if lab.lab_id in seen:
+                continue
+            seen.add(lab.lab_id)
+            _failed_run_dirs.add(str(lab.run_dir))
+            kept = _keep_results(item, lab)
+            report.sections.append(("vpnlab captures",
+                                    f"lab {lab.lab_id}: pcaps and logs kept in {kept} "
+                                    f"(run dir {lab.run_dir})"))
+
+
+def _keep_results(item: pytest.Item, lab) -> Path:  # type: ignore[no-untyped-def]
+    """Copy the lab's captures and logs (as written so far: tcpdump -U) under results/."""
+    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in item.nodeid)
+    dest = results_dir(item.config) / safe / lab.lab_id
+    for sub in ("captures", "logs"):
+        src = Path(lab.run_dir) / sub
+        if src.is_dir():
+            shutil.copytree(src, dest / sub, dirs_exist_ok=True)
+    return dest
 
 
 def _leftover_processes() -> list[str]:

@@ -28,6 +28,11 @@ def test_nat_rewrites_source_address_keeps_destination(open_lab):
     assert "-> outside 198.51.100.2:" in result.detail
 
 
+def test_nat_rewrites_source_port_when_the_outside_port_is_taken(open_lab):
+    result = internet.check_nat_port(open_lab)
+    assert result.passed, result.detail
+
+
 @pytest.mark.parametrize("ruleset", [r for r in RULESETS if r != "allow-all"])
 def test_firewall_ruleset_passes_exactly_what_it_names(ruleset):
     with start_scenario("internet", firewall=ruleset) as lab:
@@ -44,3 +49,23 @@ def test_firewall_blocks_ping_unless_allow_all():
     with start_scenario("internet", firewall="pptp") as lab:
         assert not lab.node("www").run(["ping", "-c1", "-W1", lab.address("server")]).ok
         assert lab.node("client").run(["ping", "-c1", "-W1", lab.address("www")]).ok
+
+
+@pytest.mark.scenario("internet", firewall="l2tp-ipsec")
+def test_tshark_sees_ike_through_the_edge_and_scapy_agrees(scenario_lab, captures):
+    """The plugin's marker, lab and capture helpers; tshark and scapy read the same pcap."""
+    lab = scenario_lab
+    assert lab.params["firewall"] == "l2tp-ipsec"
+    lab.node("www").python("testbed.probe", "udp", lab.address("server"), "500", check=True)
+    from scapy.layers.inet import UDP
+
+    pkts = captures.wait_for(lab, "server", "edge",
+                             lambda ps: any(UDP in p and p[UDP].dport == 500 for p in ps))
+    assert any(UDP in p and p[UDP].dport == 500 for p in pkts)
+    rows = captures.tshark_fields(lab, "server", "edge", ["ip.src", "udp.dstport"], "udp")
+    assert [lab.address("www"), "500"] in rows
+
+
+def test_lab_factory_labs_end_with_the_test(lab_factory):
+    lab = lab_factory("internet", firewall="deny-all")
+    assert not lab.node("www").run(["ping", "-c1", "-W1", lab.address("server")]).ok

@@ -20,6 +20,7 @@ from topologies.blocks import Builder, corporate_edge, home_behind_nat, internet
 PROBES = (("tcp", 1723), ("tcp", 80), ("udp", 500), ("udp", 4500), ("udp", 1701), ("udp", 53),
           ("gre", None), ("esp", None))
 NAT_PROBE_PORT = 40001
+NAT_CLASH_PORT = 40002  # taken on the NAT's outside address first, so the client's is rewritten
 
 
 def build(params: Mapping[str, str]) -> LabSpec:
@@ -98,6 +99,35 @@ def check_nat(lab: Lab) -> CheckResult:
                        f"inside {i[IP].src}:{i[UDP].sport} -> outside {o[IP].src}:{o[UDP].sport}")
 
 
+def check_nat_port(lab: Lab) -> CheckResult:
+    """Port rewriting, shown by forcing it: the NAT itself first sends from its outside
+    address and port P to www:7, then the client sends from P to www:7; the same outside tuple
+    is taken, so the client's datagram must leave with another source port."""
+    from scapy.layers.inet import IP, UDP
+
+    www, outside = lab.address("www"), lab.address("homenat", "isp")
+    port = str(NAT_CLASH_PORT)
+    lab.node("homenat").python("testbed.probe", "udp", www, "7", "--sport", port, check=True)
+    lab.node("client").python("testbed.probe", "udp", www, "7", "--sport", port, check=True)
+
+    def to_echo(pkts: list) -> list:
+        return [p for p in pkts if UDP in p and p[IP].dst == www and p[UDP].dport == 7]
+
+    lan_side = "client" if "client2" not in lab.nodes else "homenatsw"
+    inside = to_echo(pcap.wait_for(lab.capture_path("homenat", lan_side),
+                                   lambda p: bool(to_echo(p))))
+    out = to_echo(pcap.wait_for(lab.capture_path("homenat", "isp"),
+                                lambda p: len(to_echo(p)) >= 2))
+    name = "NAT rewrites source port on a clash"
+    if not inside or len(out) < 2:
+        return CheckResult(name, False, f"probe seen inside: {len(inside)}, outside: {len(out)}")
+    i, o = inside[0], out[1]
+    ok = (i[UDP].sport == NAT_CLASH_PORT and o[IP].src == outside
+          and o[UDP].sport != NAT_CLASH_PORT and out[0][UDP].sport == NAT_CLASH_PORT)
+    return CheckResult(name, ok, f"inside {i[IP].src}:{i[UDP].sport} -> outside "
+                       f"{o[IP].src}:{o[UDP].sport} (port {port} already used by the NAT)")
+
+
 def check_firewall(lab: Lab, params: Mapping[str, str]) -> list[CheckResult]:
     """Probe every listed protocol/port and some unlisted ones from the Internet to the server;
     count what arrives in the server's capture."""
@@ -137,7 +167,8 @@ def check_firewall(lab: Lab, params: Mapping[str, str]) -> list[CheckResult]:
 
 
 def checks(lab: Lab, params: Mapping[str, str]) -> list[CheckResult]:
-    return [*check_reachability(lab, params), check_nat(lab), *check_firewall(lab, params)]
+    return [*check_reachability(lab, params), check_nat(lab), check_nat_port(lab),
+            *check_firewall(lab, params)]
 
 
 SCENARIO = Scenario(
