@@ -61,3 +61,47 @@ def test_scapy_decodes_our_frames():
     unescaped = HDLCDecoder().feed(wire)[0]
     pkt = HDLC(unescaped)
     assert pkt[PPP].proto == 0xC021
+
+
+def test_fcs_check_values():
+    """The catalogued check values of the two CRCs RFC 1662 §C uses (CRC-16/X-25, CRC-32)
+    over "123456789"."""
+    assert fcs16(b"123456789") ^ 0xFFFF == 0x906E
+    assert fcs32(b"123456789") ^ 0xFFFFFFFF == 0xCBF43926
+
+
+def test_abort_sequence_drops_the_frame():
+    decoder = HDLCDecoder()
+    good = b"\xff\x03\x00\x21ok"
+    assert decoder.feed(b"\x7e\xff\x03\x7d\x7e" + encode_frame(good)) == [good]
+    assert decoder.counters["aborts"] == 1
+
+
+def test_two_engines_over_a_serial_byte_stream():
+    """The dial-up case: PPP in HDLC-like framing over bytes cut at random places."""
+    from tests.test_ppp_engine import client, server
+    from tunnels.ppp import events as ev
+
+    s, c = server(accm=0), client(accm=0)
+    decoders = {id(s): HDLCDecoder(), id(c): HDLCDecoder()}
+    r = random.Random(3)
+    now, got = 0.0, []
+    s.open(now)
+    c.open(now)
+    for _ in range(200):
+        moved = False
+        for src, dst in ((s, c), (c, s)):
+            accm = src.lcp_policy.peer_accm
+            stream = b"".join(encode_frame(f, accm) for f in src.frames_to_send())
+            while stream:
+                moved = True
+                cut = r.randint(1, 9)
+                for frame in decoders[id(dst)].feed(stream[:cut]):
+                    dst.receive_frame(frame, now)
+                stream = stream[cut:]
+        while (e := c.next_event()) is not None:
+            got.append(e)
+        if not moved:
+            break
+    assert any(isinstance(e, ev.NetworkOpened) for e in got)
+    assert s.lcp_policy.peer_accm == 0 and c.lcp_policy.peer_accm == 0

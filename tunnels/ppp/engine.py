@@ -337,10 +337,7 @@ class PPPEngine:
         self.counters["protocol_rejects_sent"] += 1
         _, info = split_frame(frame)
         data = struct.pack("!H", protocol) + info
-        self.lcp._identifier = (self.lcp._identifier + 1) & 0xFF
-        packet = ControlPacket(Code.PROTOCOL_REJECT, self.lcp._identifier,
-                               data[: self.lcp_policy.peer_mru - 4])
-        self._send(PPP_LCP, packet.encode())
+        self.lcp.send_code(Code.PROTOCOL_REJECT, data[: self.lcp_policy.peer_mru - 4])
 
     def _receive_mppe(self, info: bytes, now: float) -> None:
         assert self.decryptor is not None
@@ -352,7 +349,7 @@ class PPPEngine:
                 # RFC 3078 §8.2 / RFC 1962 §2.1: ask the sender for a flushed packet
                 assert self.ccp is not None
                 self.counters["ccp_resets_sent"] += 1
-                self.ccp._out(Code.RESET_REQUEST, self.ccp._next_id())
+                self.ccp.send_code(Code.RESET_REQUEST)
             return
         if plain[:2] == b"\x00\x21" and self.ipcp.state is State.OPENED:
             self.counters["ip_in"] += 1
@@ -366,7 +363,7 @@ class PPPEngine:
             if self.encryptor is not None:
                 self.encryptor.reset()
             assert self.ccp is not None
-            self.ccp._out(Code.RESET_ACK, packet.identifier)
+            self.ccp.send_code(Code.RESET_ACK, identifier=packet.identifier)
             return True
         return packet.code == Code.RESET_ACK
 

@@ -230,6 +230,11 @@ class Automaton:
         """The peer does not speak this protocol (RFC 1661 §5.7): RXJ-."""
         self._fire(Event.RXJ_MINUS, now)
 
+    def send_code(self, code: int, data: bytes = b"", identifier: int | None = None) -> None:
+        """A packet outside the automaton (Protocol-Reject, Echo, CCP Reset): a fresh
+        identifier unless it answers one."""
+        self._out(code, self._next_id() if identifier is None else identifier, data)
+
     # -- automaton ---------------------------------------------------------------------------
     def _fire(self, event: Event, now: float) -> None:
         self._now = now
