@@ -186,6 +186,7 @@ class EapPeer(_Base):
         if packet.code == EapCode.SUCCESS:
             self.outcome = AuthOutcome(True, self.username, AuthMethod.EAP_MD5)
         elif packet.code == EapCode.FAILURE:
+            # RFC 3748 §4.2: Failure carries no reason; like Windows, report 691.
             self.outcome = AuthOutcome(False, self.username, AuthMethod.EAP_MD5,
                                        WindowsError_.AUTHENTICATION_FAILURE, "EAP Failure")
         elif packet.code == EapCode.REQUEST:
