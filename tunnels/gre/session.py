@@ -3,9 +3,16 @@
 Sending: each data packet gets the next sequence number and carries the latest ack we owe.
 Receiving: a packet older than or equal to the last one delivered is a duplicate or late and is
 dropped (counted): PPP copes with loss, not with reordering, so the newest wins, as pptpd does.
-An ack we owe and cannot piggyback goes out alone after `ack_delay`. Sends beyond the peer's
-receive window of unacknowledged packets are still sent but counted, since PPP would rather
-lose than stall (§4.4 leaves the policy to the implementation).
+An ack we owe and cannot piggyback goes out alone after `ack_delay`, or at once when half of
+our own advertised receive window (`own_window`, sent in OCRQ/OCRP) is waiting for an ack, so a
+one-way bulk flow never stalls the sender on our window. Acks only ever name the highest
+sequence number actually delivered (never ahead of what was received).
+
+The peer's receive window (§4.4: no more than that many unacknowledged packets in flight):
+with `enforce_window` a frame beyond it is dropped and counted ("window_full"), which PPP
+tolerates like loss; without it (the default) it is sent and counted ("window_exceeded"),
+because Windows, pptpd and the Linux kernel driver keep sending and some peers ack late; a
+stall would be worse than a burst. §4.4 leaves the policy to the implementation.
 """
 
 from __future__ import annotations
@@ -25,28 +32,39 @@ class GRESession:
     peer_call_id: int  # goes in our packets' key field
     peer_window: int = 64
     ack_delay: float = 0.1
+    own_window: int = 64
+    enforce_window: bool = False
     next_seq: int = 0
     last_received: int | None = None
     last_acked_by_us: int | None = None
     last_acked_by_peer: int | None = None
     ack_deadline: float | None = None
+    unacked_in: int = 0  # delivered packets we have not acknowledged yet
     counters: dict[str, int] = field(default_factory=lambda: {
         "sent": 0, "received": 0, "duplicates": 0, "out_of_order": 0, "acks_sent": 0,
-        "window_exceeded": 0})
+        "window_exceeded": 0, "window_full": 0})
 
     def _owed_ack(self) -> int | None:
         if self.last_received is None or self.last_received == self.last_acked_by_us:
             return None
         return self.last_received
 
-    def encapsulate(self, ppp_frame: bytes) -> bytes:
+    def in_flight(self) -> int:
+        """Our data packets the peer has not acknowledged yet."""
+        if self.last_acked_by_peer is None:
+            return self.next_seq  # first sequence number is 0
+        return (self.next_seq - self.last_acked_by_peer - 1) & 0xFFFFFFFF
+
+    def encapsulate(self, ppp_frame: bytes) -> bytes | None:
+        """The GRE packet for one PPP frame (None: dropped, peer's window full)."""
+        if self.peer_window and self.in_flight() >= self.peer_window:
+            if self.enforce_window:
+                self.counters["window_full"] += 1
+                return None
+            self.counters["window_exceeded"] += 1
         ack = self._owed_ack()
         if ack is not None:
-            self.last_acked_by_us, self.ack_deadline = ack, None
-        if self.last_acked_by_peer is not None:
-            unacked = (self.next_seq - self.last_acked_by_peer - 1) & 0xFFFFFFFF
-            if unacked >= self.peer_window:
-                self.counters["window_exceeded"] += 1
+            self.last_acked_by_us, self.ack_deadline, self.unacked_in = ack, None, 0
         packet = GREPacket(self.peer_call_id, ppp_frame, self.next_seq, ack)
         self.next_seq = (self.next_seq + 1) & 0xFFFFFFFF
         self.counters["sent"] += 1
@@ -65,7 +83,10 @@ class GRESession:
             return None
         self.last_received = packet.sequence
         self.counters["received"] += 1
-        if self.ack_deadline is None:
+        self.unacked_in += 1
+        if self.unacked_in >= max(1, self.own_window // 2):
+            self.ack_deadline = now  # ack at the next timer tick, not after ack_delay
+        elif self.ack_deadline is None:
             self.ack_deadline = now + self.ack_delay
         return packet.payload
 
@@ -80,6 +101,6 @@ class GRESession:
         ack = self._owed_ack()
         if ack is None:
             return None
-        self.last_acked_by_us = ack
+        self.last_acked_by_us, self.unacked_in = ack, 0
         self.counters["acks_sent"] += 1
         return GREPacket(self.peer_call_id, b"", None, ack).encode()

@@ -26,7 +26,8 @@ class ControlState(Enum):
 
 
 class CallState(Enum):
-    WAIT_REPLY = "wait_reply"
+    WAIT_REPLY = "wait_reply"  # §3.2.1 PNS after OCRQ; §3.3.2 PAC after ICRQ
+    WAIT_CONNECT = "wait_connect"  # §3.3.1 PNS after ICRP, until ICCN
     ESTABLISHED = "established"
     CLEARING = "clearing"
     CLOSED = "closed"
@@ -86,6 +87,12 @@ class ControlConnection:
         self.calls[call_id] = Call(call_id, self._serial, CallState.WAIT_REPLY)
         self._send(m.OutgoingCallRequest(call_id=call_id, call_serial_number=self._serial,
                                          packet_receive_window=window))
+
+    def incoming_call(self, call_id: int, window: int = 64) -> None:
+        """PAC: Incoming-Call-Request (§2.9, §3.3.2), e.g. a dial-in arriving at the PAC."""
+        self._serial = (self._serial + 1) & 0xFFFF
+        self.calls[call_id] = Call(call_id, self._serial, CallState.WAIT_REPLY)
+        self._send(m.IncomingCallRequest(call_id=call_id, call_serial_number=self._serial))
 
     def clear_call(self, call_id: int, reason: str) -> None:
         """PNS asks with Call-Clear-Request; a PAC notifies with Call-Disconnect-Notify."""
@@ -218,9 +225,8 @@ class ControlConnection:
         if not self.is_pac:
             self.counters["ignored"] += 1
             return
-        assert self.allocate_call_id is not None
-        call_id = self.allocate_call_id()  # 0: the server's ports are all in use
-        if not call_id or (self.max_calls and len(self.calls) >= self.max_calls):
+        call_id = self._accept_call_id()  # 0: the server's ports are all in use
+        if not call_id:
             self._send(m.OutgoingCallReply(peer_call_id=msg.call_id,
                                            result_code=m.CallResult.BUSY,
                                            error_code=m.GeneralError.NO_RESOURCE))
@@ -244,6 +250,51 @@ class ControlConnection:
         call.peer_call_id, call.peer_window = msg.call_id, msg.packet_receive_window
         call.state = CallState.ESTABLISHED
         self._send(m.SetLinkInfo(peer_call_id=msg.call_id, send_accm=0, receive_accm=0))
+        self._events.append(ControlEvent("call-established", call.call_id))
+
+    def _accept_call_id(self) -> int:
+        """A fresh Call ID, or 0 when we take no (more) calls (§3.2.2 / §3.3.1)."""
+        if self.allocate_call_id is None or (self.max_calls and
+                                             len(self.calls) >= self.max_calls):
+            return 0
+        return self.allocate_call_id()
+
+    def _on_icrq(self, msg: m.IncomingCallRequest, now: float) -> None:
+        """§3.3.1 (PNS): accept with ICRP and wait for ICCN, or refuse "do not accept"."""
+        if self.is_pac:
+            self.counters["ignored"] += 1
+            return
+        call_id = self._accept_call_id()
+        if not call_id:
+            self._send(m.IncomingCallReply(peer_call_id=msg.call_id, result_code=3,
+                                           error_code=m.GeneralError.NO_RESOURCE))
+            return
+        self.calls[call_id] = Call(call_id, msg.call_serial_number, CallState.WAIT_CONNECT,
+                                   msg.call_id)
+        self._send(m.IncomingCallReply(call_id=call_id, peer_call_id=msg.call_id))
+
+    def _on_icrp(self, msg: m.IncomingCallReply, now: float) -> None:
+        """§3.3.2 (PAC): the PNS accepted (send ICCN, call up) or refused (call gone)."""
+        call = self.calls.get(msg.peer_call_id)
+        if not self.is_pac or call is None or call.state is not CallState.WAIT_REPLY:
+            self.counters["ignored"] += 1
+            return
+        if msg.result_code != 1:
+            self._call_closed(call, f"peer refused the incoming call: result {msg.result_code}")
+            return
+        call.peer_call_id, call.peer_window = msg.call_id, msg.packet_receive_window
+        call.state = CallState.ESTABLISHED
+        self._send(m.IncomingCallConnected(peer_call_id=msg.call_id))
+        self._events.append(ControlEvent("call-established", call.call_id))
+
+    def _on_iccn(self, msg: m.IncomingCallConnected, now: float) -> None:
+        """§3.3.1 (PNS): the PAC says the incoming call is connected."""
+        call = self.calls.get(msg.peer_call_id)
+        if self.is_pac or call is None or call.state is not CallState.WAIT_CONNECT:
+            self.counters["ignored"] += 1
+            return
+        call.peer_window = msg.packet_receive_window
+        call.state = CallState.ESTABLISHED
         self._events.append(ControlEvent("call-established", call.call_id))
 
     def _on_ccrq(self, msg: m.CallClearRequest, now: float) -> None:
@@ -276,6 +327,9 @@ _HANDLERS: dict[tuple[ControlState, m.ControlMessageType], _Handler] = {
     (C.ESTABLISHED, T.ECHORP): ControlConnection._on_echo_reply,
     (C.ESTABLISHED, T.OCRQ): ControlConnection._on_ocrq,  # §3.2.2 PAC
     (C.ESTABLISHED, T.OCRP): ControlConnection._on_ocrp,  # §3.2.1 PNS
+    (C.ESTABLISHED, T.ICRQ): ControlConnection._on_icrq,  # §3.3.1 PNS
+    (C.ESTABLISHED, T.ICRP): ControlConnection._on_icrp,  # §3.3.2 PAC
+    (C.ESTABLISHED, T.ICCN): ControlConnection._on_iccn,  # §3.3.1 PNS
     (C.ESTABLISHED, T.CCRQ): ControlConnection._on_ccrq,
     (C.ESTABLISHED, T.CDN): ControlConnection._on_cdn,
     (C.ESTABLISHED, T.SLI): ControlConnection._on_ignored,

@@ -272,7 +272,9 @@ class _Stack:
 
     def _pump(self, s: Session, now: float) -> None:
         for frame in s.ppp.frames_to_send():
-            self._gre_out.append((s.peer, s.gre.encapsulate(frame)))
+            packet = s.gre.encapsulate(frame)
+            if packet is not None:
+                self._gre_out.append((s.peer, packet))
         while (event := s.ppp.next_event()) is not None:
             if isinstance(event, pev.DatagramReceived):
                 self._tun_out.append(event.packet)
@@ -297,7 +299,9 @@ class _Stack:
         if s.ppp.phase.value != "dead":
             s.ppp.lower_layer_down(now, reason)
             for frame in s.ppp.frames_to_send():
-                self._gre_out.append((s.peer, s.gre.encapsulate(frame)))
+                packet = s.gre.encapsulate(frame)
+                if packet is not None:
+                    self._gre_out.append((s.peer, packet))
         self._events.append(SessionDown(s.conn_id, s.call_id, reason))
         conn = self.connections.get(s.conn_id)
         if conn is not None:
