@@ -288,49 +288,65 @@ class PPPEngine:
 
     def _dispatch(self, protocol: int, info: bytes, frame: bytes, now: float) -> None:
         self._now = now
-        if protocol == PPP_LCP:
-            self.lcp.receive(info, now)
-            if self.lcp_policy.failure and self.lcp.state is not State.OPENED:
-                self.reason = self.lcp_policy.failure
-                self.lcp.close(now, self.lcp_policy.failure)
-            return
-        if self.lcp.state is not State.OPENED:
+        if protocol != PPP_LCP and self.lcp.state is not State.OPENED:
             self.counters["discarded"] += 1  # RFC 1661 §3.4: only LCP before the link is up
             return
-        if protocol in (PPP_PAP, PPP_CHAP, PPP_EAP):
-            if self.auth is not None and self.auth.protocol == protocol:
-                self.auth.receive(info, now)
-                self._auth_progress(now)
-            else:
-                self.counters["discarded"] += 1
-        elif protocol == PPP_IPCP:
-            if self.phase is Phase.NETWORK:
-                self.ipcp.receive(info, now)
-            else:
-                self.counters["discarded"] += 1  # NCP packets before Network: discarded
-        elif protocol == PPP_CCP and self.ccp is not None:
-            if self.phase is Phase.NETWORK:
-                self.ccp.receive(info, now)
-                policy = self.ccp_policy
-                if policy is not None and policy.failure and self.ccp.state is not State.OPENED \
-                        and self.ccp.state not in (State.CLOSING, State.CLOSED):
-                    self.ccp.close(now, policy.failure)  # no agreement possible: stop CCP
-            else:
-                self.counters["discarded"] += 1
-        elif protocol == PPP_MPPE and self.decryptor is not None:
-            self._receive_mppe(info, now)
-        elif protocol == PPP_IP:
-            if self.ipcp.state is not State.OPENED:
-                self.counters["discarded"] += 1
-            elif self.decryptor is not None or self._encryption_required():
-                self.counters["unencrypted_dropped"] += 1
-            else:
-                self.counters["ip_in"] += 1
-                self._emit(ev.DatagramReceived(info))
-        elif protocol == PPP_MPPE:
+        handler = _RECEIVERS.get(protocol)
+        if handler is None or not handler(self, protocol, info, now):
+            self._protocol_reject(protocol, frame, now)
+
+    # Receivers by protocol; each returns False when this link does not speak the protocol,
+    # so it gets a Protocol-Reject (RFC 1661 §5.7).
+    def _rx_lcp(self, protocol: int, info: bytes, now: float) -> bool:
+        self.lcp.receive(info, now)
+        if self.lcp_policy.failure and self.lcp.state is not State.OPENED:
+            self.reason = self.lcp_policy.failure
+            self.lcp.close(now, self.lcp_policy.failure)
+        return True
+
+    def _rx_auth(self, protocol: int, info: bytes, now: float) -> bool:
+        if self.auth is not None and self.auth.protocol == protocol:
+            self.auth.receive(info, now)
+            self._auth_progress(now)
+        else:
+            self.counters["discarded"] += 1
+        return True
+
+    def _rx_ipcp(self, protocol: int, info: bytes, now: float) -> bool:
+        if self.phase is not Phase.NETWORK:
+            self.counters["discarded"] += 1  # NCP packets before Network: discarded
+            return True
+        self.ipcp.receive(info, now)
+        return True
+
+    def _rx_ccp(self, protocol: int, info: bytes, now: float) -> bool:
+        if self.ccp is None or self.ccp_policy is None:
+            return False  # encryption off: CCP is Protocol-Rejected, as Windows servers do
+        if self.phase is not Phase.NETWORK:
+            self.counters["discarded"] += 1
+            return True
+        self.ccp.receive(info, now)
+        if self.ccp_policy.failure and self.ccp.state not in (State.OPENED, State.CLOSING,
+                                                              State.CLOSED):
+            self.ccp.close(now, self.ccp_policy.failure)  # no agreement possible: stop CCP
+        return True
+
+    def _rx_mppe(self, protocol: int, info: bytes, now: float) -> bool:
+        if self.decryptor is None:
             self.counters["discarded"] += 1  # before CCP is up: nothing to decrypt with
         else:
-            self._protocol_reject(protocol, frame, now)
+            self._receive_mppe(info, now)
+        return True
+
+    def _rx_ip(self, protocol: int, info: bytes, now: float) -> bool:
+        if self.ipcp.state is not State.OPENED:
+            self.counters["discarded"] += 1
+        elif self.decryptor is not None or self._encryption_required():
+            self.counters["unencrypted_dropped"] += 1  # never accept clear when encrypting
+        else:
+            self.counters["ip_in"] += 1
+            self._emit(ev.DatagramReceived(info))
+        return True
 
     def _protocol_reject(self, protocol: int, frame: bytes, now: float) -> None:
         """RFC 1661 §5.7: the rejected protocol and as much of its packet as fits the MRU."""
@@ -473,6 +489,12 @@ class PPPEngine:
             self.ccp.up(now)
             self.ccp.open(now)
 
+
+_RECEIVERS: dict[int, Callable[[PPPEngine, int, bytes, float], bool]] = {
+    PPP_LCP: PPPEngine._rx_lcp, PPP_PAP: PPPEngine._rx_auth, PPP_CHAP: PPPEngine._rx_auth,
+    PPP_EAP: PPPEngine._rx_auth, PPP_IPCP: PPPEngine._rx_ipcp, PPP_CCP: PPPEngine._rx_ccp,
+    PPP_MPPE: PPPEngine._rx_mppe, PPP_IP: PPPEngine._rx_ip,
+}
 
 __all__ = ["AuthMethod", "EncryptionLevel", "PPPConfig", "PPPEngine", "build_frame",
            "split_frame"]
