@@ -11,6 +11,7 @@ namespace between the two ends instead.
 from __future__ import annotations
 
 import functools
+import math
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -32,19 +33,20 @@ class LinkShape:
     def __post_init__(self) -> None:
         for name in ("rate_bps", "reverse_rate_bps"):
             value = getattr(self, name)
-            if value is not None and (not isinstance(value, int) or value < 1000):
-                raise SpecError(f"link shape: {name}={value!r}: expected an integer >= 1000 bit/s")
+            if value is not None and (type(value) is not int or not 1000 <= value <= 10**11):
+                raise SpecError(f"link shape: {name}={value!r}: expected an integer bit/s in "
+                                "1000..100000000000, or None for no rate limit")
         for name in ("delay_ms", "jitter_ms"):
             value = getattr(self, name)
-            if not isinstance(value, (int, float)) or not 0 <= value <= 10_000:
+            if not _is_number(value) or not 0 <= value <= 10_000:
                 raise SpecError(f"link shape: {name}={value!r}: expected 0..10000 ms")
         if self.jitter_ms > self.delay_ms:
             raise SpecError(
                 f"link shape: jitter_ms={self.jitter_ms} exceeds delay_ms={self.delay_ms}: "
                 "expected jitter no larger than the delay"
             )
-        if not isinstance(self.loss_pct, (int, float)) or not 0 <= self.loss_pct <= 100:
-            raise SpecError(f"link shape: loss_pct={self.loss_pct!r}: expected 0..100")
+        if not _is_number(self.loss_pct) or not 0 <= self.loss_pct <= 100:
+            raise SpecError(f"link shape: loss_pct={self.loss_pct!r}: expected 0..100 (percent)")
 
     @property
     def rate_b_to_a(self) -> int | None:
@@ -67,6 +69,11 @@ class LinkShape:
         if self.loss_pct:
             parts.append(f"{self.loss_pct:g}% loss")
         return ", ".join(parts) or "unshaped"
+
+
+def _is_number(value: object) -> bool:
+    """int or float but not bool, NaN or infinity (which compare false and slip through)."""
+    return (type(value) in (int, float)) and math.isfinite(value)  # type: ignore[arg-type]
 
 
 def _rate_text(bps: int) -> str:
@@ -95,31 +102,54 @@ def preset(name: str) -> LinkShape:
         ) from None
 
 
+@dataclass(frozen=True, slots=True)
+class ShapingMethod:
+    """What `vpnlab doctor` reports: "netem", or the wire with the reason netem is missing."""
+
+    netem: bool
+    reason: str = ""
+
+    def __str__(self) -> str:
+        if self.netem:
+            return "netem"
+        return f"userspace wire (netem missing: {self.reason})"
+
+
 @functools.cache
-def probe_netem() -> bool:
-    """Try netem in a throwaway network namespace; the answer holds for the machine."""
+def _netem_error() -> str:
     try:
         done = subprocess.run(
             ["unshare", "-n", "tc", "qdisc", "add", "dev", "lo", "root", "netem", "delay", "1ms"],
-            capture_output=True,
-            timeout=10,
+            capture_output=True, text=True, timeout=10,
         )
-    except (OSError, subprocess.TimeoutExpired):
-        return False
-    return done.returncode == 0
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return f"probe failed: {exc}"
+    if done.returncode == 0:
+        return ""
+    return (done.stderr.strip() or f"tc exited {done.returncode}").splitlines()[0]
+
+
+def probe_netem() -> bool:
+    """Try netem in a throwaway network namespace; the answer (cached) holds for the machine."""
+    return _netem_error() == ""
+
+
+def probe_method() -> ShapingMethod:
+    return ShapingMethod(netem=probe_netem(), reason=_netem_error())
 
 
 def shaping_method() -> str:
-    if probe_netem():
-        return "netem (kernel)"
-    return "userspace wire in a link namespace (netem missing: `tc qdisc add ... netem` fails)"
+    return str(probe_method())
 
 
-def needs_link_namespace(shape: LinkShape | None) -> bool:
-    """Shaping always happens in a link namespace between the ends, never on a sender's own
-    egress (design.md: an egress drop gives the sender EPERM, and a queue there counts against
-    its socket buffer), so any shaped link gets one."""
-    return shape is not None and (shape.impairs or shape.rate_bps is not None)
+def needs_link_namespace(shape: LinkShape | None, netem: bool | None = None) -> bool:
+    """Any shaped link gets a hidden link namespace L between its ends (A—L—B), with or without
+    netem: shaping on a sender's own egress fails (design.md: an egress drop gives the sender
+    EPERM, a queue there counts against its socket buffer) and inside the receiver ping
+    timestamps too early. `netem` does not change the answer; it is accepted for symmetry."""
+    del netem
+    return shape is not None and (shape.impairs or shape.rate_bps is not None
+                                  or shape.reverse_rate_bps is not None)
 
 
 def tbf_argv(iface: str, rate_bps: int) -> list[str]:
@@ -144,26 +174,29 @@ def netem_argv(iface: str, shape: LinkShape, rate_bps: int | None) -> list[str]:
 
 
 def tc_commands(shape: LinkShape, toward_a: str, toward_b: str, netem: bool) -> list[list[str]]:
-    """Commands for the link namespace: egress toward B carries A→B traffic and vice versa.
+    """Commands for the link namespace: the egress toward B carries A→B traffic and vice versa.
 
-    With netem, one qdisc per egress does everything. Without it, the userspace wire does delay,
-    jitter, loss and rate itself (serialization at the rate, as netem's `rate`), so no qdisc.
+    With netem, one qdisc per egress: netem (with its `rate`) when the link impairs, else tbf.
+    Without netem, the userspace wire does delay, jitter, loss and rate itself (serialization at
+    the rate, as netem's `rate`), so no qdisc: a tbf after the wire would queue a second time.
     """
     if not netem:
         return []
-    return [
-        netem_argv(toward_b, shape, shape.rate_bps)
-        if shape.impairs
-        else tbf_argv(toward_b, shape.rate_bps or 0),
-        netem_argv(toward_a, shape, shape.rate_b_to_a)
-        if shape.impairs
-        else tbf_argv(toward_a, shape.rate_b_to_a or 0),
-    ] if (shape.impairs or shape.rate_bps) else []
+    commands = []
+    for iface, rate in ((toward_b, shape.rate_bps), (toward_a, shape.rate_b_to_a)):
+        if shape.impairs:
+            commands.append(netem_argv(iface, shape, rate))
+        elif rate:
+            commands.append(tbf_argv(iface, rate))
+    return commands
 
 
 def wire_argv(shape: LinkShape, iface_a: str, iface_b: str, control_path: str,
-              netem: bool) -> list[str] | None:
-    """The userspace wire's command line, or None when netem does the job."""
+              netem: bool | None = None) -> list[str] | None:
+    """The userspace wire's command line (run inside L), or None when netem does the job or
+    the link is unshaped. `netem=None` probes the machine."""
+    if netem is None:
+        netem = probe_netem()
     if netem or not needs_link_namespace(shape):
         return None
     argv = [sys.executable, "-m", "testbed.wire", "--a", iface_a, "--b", iface_b,
@@ -175,6 +208,11 @@ def wire_argv(shape: LinkShape, iface_a: str, iface_b: str, control_path: str,
     if shape.rate_b_to_a:
         argv += ["--rate-ba", str(shape.rate_b_to_a)]
     return argv
+
+
+def offload_off_commands(iface: str) -> list[list[str]]:
+    """The brief's name for `offload_off_argv`, as a command list."""
+    return [offload_off_argv(iface)]
 
 
 def offload_off_argv(iface: str) -> list[str]:
