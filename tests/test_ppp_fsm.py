@@ -271,3 +271,13 @@ def test_any_event_sequence_keeps_a_valid_state(events, start):
         timed = fsm.get_timer() is not None
         assert not timed or fsm.state in (State.CLOSING, State.STOPPING, State.REQ_SENT,
                                           State.ACK_RCVD, State.ACK_SENT)
+
+
+def test_ack_whose_options_differ_from_the_request_is_ignored():
+    fsm, rec = automaton(State.INITIAL)
+    fsm.open(0.0)
+    fsm.up(0.0)
+    ours = rec.sent[-1]
+    fsm.receive(ControlPacket(Code.CONFIGURE_ACK, ours.identifier, b"\x05\x06\0\0\0\1").encode(),
+                0.0)
+    assert fsm.state is State.REQ_SENT

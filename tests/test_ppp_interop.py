@@ -285,3 +285,29 @@ def test_async_link_asks_for_accm_and_records_the_peers_framing():
     status = s.status()
     assert (status["peer_accm"], status["peer_pfc"], status["peer_acfc"]) == (0xA0000, True, True)
     assert status["mru"] == 1400 and status["lcp"] == "ACK_SENT" and status["ccp"] is None
+
+
+def test_silent_authenticator_times_the_peer_out():
+    s, c = server((AuthMethod.CHAP,)), client((AuthMethod.CHAP,), auth_timeout=20.0)
+    pair = Pair(s, c)
+    pair.drop = lambda side, frame: side == "a" and frame[2:4] == b"\xc2\x23"
+    s.open(0.0)
+    c.open(0.0)
+    pair.run(60)
+    reasons = [e.reason for e in pair.of("b", ev.LinkTerminated)]
+    assert reasons and "did not complete within 20s" in reasons[0]
+    assert pair.of("a", ev.LinkTerminated)
+
+
+def test_lcp_renegotiation_runs_authentication_again():
+    s, c = server(echo_interval=0), client(echo_interval=0)
+    pair = connect(s, c)
+    assert s.status()["auth_method"] == "mschapv2"
+    s.lcp.send_code(Code.CONFIGURE_REQUEST, encode_options(s.lcp_policy.request()))
+    c.receive_frame(s.frames_to_send()[0], pair.now)  # the client sees a new LCP request
+    pair.run(pair.now + 20)
+    phases = [e.phase.value for e in pair.of("b", ev.PhaseChanged)]
+    assert phases[-3:] == ["establish", "authenticate", "network"]
+    assert len(pair.of("a", ev.Authenticated)) == 2 and len(pair.of("b", ev.NetworkOpened)) == 2
+    ip = bytes.fromhex("4500001c000000004001") + bytes(18)
+    assert c.send_datagram(ip, pair.now)

@@ -41,6 +41,7 @@ class PPPConfig:
     max_configure: int = 10
     max_terminate: int = 2
     max_failure: int = 5
+    auth_timeout: float = 30.0  # the Authenticate phase may not last longer than this
     chap_rechallenge: float | None = None  # seconds between CHAP re-challenges (RFC 1994 §2)
     accm: int | None = None  # async HDLC only: the ACCM to ask for (None: not requested)
     local_address: str | None = None

@@ -75,6 +75,7 @@ class PPPEngine:
         self.username = ""
         self.reason = ""
         self._echo_deadline: float | None = None
+        self._auth_deadline: float | None = None
         self._echo_outstanding = 0
         self._echo_id = 0
         self.counters = {"frames_in": 0, "frames_out": 0, "ip_in": 0, "ip_out": 0,
@@ -156,6 +157,7 @@ class PPPEngine:
 
     def get_timer(self) -> float | None:
         deadlines = [d for d in (self.lcp.get_timer(), self.ipcp.get_timer(), self._echo_deadline,
+                                 self._auth_deadline,
                                  self.ccp.get_timer() if self.ccp else None,
                                  self.auth.get_timer() if self.auth else None) if d is not None]
         return min(deadlines) if deadlines else None
@@ -168,6 +170,11 @@ class PPPEngine:
         if self.auth is not None:
             self.auth.handle_timer(now)
             self._auth_progress(now)
+        if self._auth_deadline is not None and now >= self._auth_deadline:
+            self._auth_deadline = None
+            if self.phase is Phase.AUTHENTICATE:
+                self.close(now, f"authentication did not complete within "
+                                f"{self.config.auth_timeout:g}s")
         if self._echo_deadline is not None and now >= self._echo_deadline:
             self._echo(now)
 
@@ -180,8 +187,8 @@ class PPPEngine:
             "peer_accm": self.lcp_policy.peer_accm, "peer_pfc": self.lcp_policy.peer_pfc,
             "peer_acfc": self.lcp_policy.peer_acfc,
             "mppe_bits": self.ccp_policy.agreed if self.ccp_policy else None,
-            "auth_method": (self.auth.outcome.method.value if self.auth and self.auth.outcome
-                            else None),
+            "auth_method": (self._outcome_seen.method.value
+                            if isinstance(self._outcome_seen, AuthOutcome) else None),
             "username": self.username,
             "local_address": str(self.ipcp_policy.local) if self.ipcp_policy.local else None,
             "peer_address": str(self.ipcp_policy.peer) if self.ipcp_policy.peer else None,
@@ -200,8 +207,9 @@ class PPPEngine:
     def this_layer_up(self, fsm: Automaton) -> None:
         if fsm is self.lcp:
             policy = self.lcp_policy
-            self._emit(ev.LinkEstablished(policy.peer_mru, policy.auth_method and
-                                          policy.auth_method.value, policy.magic))
+            method = policy.auth_method or policy.peer_auth_method
+            self._emit(ev.LinkEstablished(policy.peer_mru, method and method.value,
+                                          policy.magic))
             self._start_echo(self._now)
             self._start_auth(self._now)
         elif fsm is self.ipcp:
@@ -237,10 +245,17 @@ class PPPEngine:
         self._report_network()
 
     def this_layer_down(self, fsm: Automaton) -> None:
+        if fsm is self.ipcp or fsm is self.lcp:
+            self._network_reported = False  # a re-opened IPCP is reported again
         if fsm is self.ccp:
             self.encryptor = self.decryptor = None
         if fsm is self.lcp:
-            self._echo_deadline = None
+            # RFC 1661 §3.4: LCP renegotiating takes the link back to Establish; the
+            # authentication starts again when LCP is open again.
+            self._echo_deadline = self._auth_deadline = None
+            self.auth = None
+            if self.phase is not Phase.TERMINATE and self.lcp.state is not State.STARTING:
+                self._set_phase(Phase.ESTABLISH)
             for ncp in (self.ipcp, self.ccp):
                 if ncp is not None and ncp.state not in (State.INITIAL, State.STARTING):
                     ncp.down(self._now)
@@ -281,8 +296,8 @@ class PPPEngine:
         if self.phase is Phase.DEAD and self.reason:
             return
         self.reason = reason
-        self._echo_deadline = None
-        self.auth = self.auth if self.auth and self.auth.outcome else None
+        self._echo_deadline = self._auth_deadline = None
+        self.auth = None  # no re-challenge or retransmission on a dead link
         self._set_phase(Phase.DEAD)
         self._emit(ev.LinkTerminated(reason))
 
@@ -447,6 +462,7 @@ class PPPEngine:
             self._enter_network(now)
             return
         self._set_phase(Phase.AUTHENTICATE)
+        self._auth_deadline = now + self.config.auth_timeout
         self.auth.start(now)
         self._auth_progress(now)
 
@@ -482,6 +498,7 @@ class PPPEngine:
         self.close(now, f"authentication failed{code}: {outcome.message}")
 
     def _enter_network(self, now: float) -> None:
+        self._auth_deadline = None
         self._set_phase(Phase.NETWORK)
         self.ipcp.up(now)
         self.ipcp.open(now)

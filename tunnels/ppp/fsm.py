@@ -167,6 +167,7 @@ class Automaton:
         self.deadline: float | None = None
         self._identifier = 0
         self._request_id: int | None = None
+        self._request_data = b""
         self._last_rcr: ControlPacket | None = None
         self._last_verdict: Verdict | None = None
         self._reject: ControlPacket | None = None
@@ -288,7 +289,8 @@ class Automaton:
     def _scr(self) -> None:
         self.restart_counter -= 1
         self._request_id = self._next_id()
-        self._out(Code.CONFIGURE_REQUEST, self._request_id, encode_options(self.policy.request()))
+        self._request_data = encode_options(self.policy.request())
+        self._out(Code.CONFIGURE_REQUEST, self._request_id, self._request_data)
         self._arm()
 
     def _sca(self) -> None:
@@ -331,8 +333,9 @@ def _receive_request(fsm: Automaton, packet: ControlPacket, now: float) -> None:
 
 
 def _receive_ack(fsm: Automaton, packet: ControlPacket, now: float) -> None:
-    if packet.identifier != fsm._request_id:
-        return  # RFC 1661 §5.2: an Ack not matching the last request is silently discarded
+    if packet.identifier != fsm._request_id or packet.data != fsm._request_data:
+        # RFC 1661 §5.2: the Ack's options must be exactly those of our last request
+        return
     fsm.policy.acked(decode_options(packet.data))
     fsm._fire(Event.RCA, now)
 
