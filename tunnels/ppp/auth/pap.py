@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import hmac
 import re
+from dataclasses import dataclass
 from enum import IntEnum
 
 from tunnels._wire import Reader, Writer
-from tunnels.errors import RemoteProtocolError
+from tunnels.errors import RemoteProtocolError, WireAnswer
 from tunnels.ppp.auth.base import PPP_PAP, AuthMethod, AuthOutcome, Random, Verifier, WindowsError_
 
 
@@ -20,16 +21,49 @@ class PapCode(IntEnum):
     AUTHENTICATE_NAK = 3
 
 
-def encode_request(identifier: int, peer_id: bytes, password: bytes) -> bytes:
-    w = Writer().push_u8(PapCode.AUTHENTICATE_REQUEST).push_u8(identifier).push_u16(0)
-    w.push_u8(len(peer_id)).push_bytes(peer_id).push_u8(len(password)).push_bytes(password)
-    w.patch_u16(2, len(w))
-    return w.getvalue()
+@dataclass(frozen=True, slots=True)
+class AuthenticateRequest:
+    """RFC 1334 §2.2.1: Peer-ID and Password, each with a one-octet length."""
+
+    identifier: int
+    peer_id: bytes
+    password: bytes
+
+    def encode(self) -> bytes:
+        w = Writer().push_u8(PapCode.AUTHENTICATE_REQUEST).push_u8(self.identifier).push_u16(0)
+        w.push_u8(len(self.peer_id)).push_bytes(self.peer_id)
+        w.push_u8(len(self.password)).push_bytes(self.password)
+        w.patch_u16(2, len(w))
+        return w.getvalue()
+
+    @classmethod
+    def from_body(cls, identifier: int, body: Reader) -> AuthenticateRequest:
+        peer_id = body.pull_bytes(body.pull_u8("peer-id length"), "peer-id")
+        return cls(identifier, peer_id, body.pull_bytes(body.pull_u8("password length"),
+                                                        "password"))
 
 
-def encode_reply(code: int, identifier: int, message: bytes) -> bytes:
-    w = Writer().push_u8(code).push_u8(identifier).push_u16(5 + len(message))
-    return w.push_u8(len(message)).push_bytes(message).getvalue()
+@dataclass(frozen=True, slots=True)
+class AuthenticateReply:
+    """RFC 1334 §2.2.2: Authenticate-Ack or -Nak with a message (Msg-Length may be absent
+    from a zero-length message in old implementations; we accept that and always send it)."""
+
+    code: int
+    identifier: int
+    message: bytes = b""
+
+    def encode(self) -> bytes:
+        w = Writer().push_u8(self.code).push_u8(self.identifier).push_u16(5 + len(self.message))
+        return w.push_u8(len(self.message)).push_bytes(self.message).getvalue()
+
+    @classmethod
+    def from_body(cls, code: int, identifier: int, body: Reader) -> AuthenticateReply:
+        if body.at_end():
+            return cls(code, identifier)
+        return cls(code, identifier, body.pull_bytes(body.pull_u8("msg length"), "message"))
+
+
+PapMessage = AuthenticateRequest | AuthenticateReply
 
 
 def decode(info: bytes) -> tuple[int, int, Reader]:
@@ -38,6 +72,24 @@ def decode(info: bytes) -> tuple[int, int, Reader]:
     if length < 4 or length > len(info):
         raise RemoteProtocolError(f"PAP length {length} with {len(info)} octets")
     return code, ident, Reader(info, 4, length)
+
+
+def decode_message(info: bytes) -> PapMessage:
+    """Any PAP packet as its dataclass; unknown codes are the peer's error (Code-Reject)."""
+    code, ident, body = decode(info)
+    if code == PapCode.AUTHENTICATE_REQUEST:
+        return AuthenticateRequest.from_body(ident, body)
+    if code in (PapCode.AUTHENTICATE_ACK, PapCode.AUTHENTICATE_NAK):
+        return AuthenticateReply.from_body(code, ident, body)
+    raise RemoteProtocolError(f"unknown PAP code {code}", WireAnswer("code-reject", info))
+
+
+def encode_request(identifier: int, peer_id: bytes, password: bytes) -> bytes:
+    return AuthenticateRequest(identifier, peer_id, password).encode()
+
+
+def encode_reply(code: int, identifier: int, message: bytes) -> bytes:
+    return AuthenticateReply(code, identifier, message).encode()
 
 
 class PapPeer:
@@ -75,8 +127,8 @@ class PapPeer:
         code, ident, body = decode(info)
         if ident != self._id or code not in (PapCode.AUTHENTICATE_ACK, PapCode.AUTHENTICATE_NAK):
             return
-        message = body.pull_bytes(body.pull_u8("msg length")).decode("utf-8", "replace") \
-            if not body.at_end() else ""
+        reply = AuthenticateReply.from_body(code, ident, body)
+        message = reply.message.decode("utf-8", "replace")
         ok = code == PapCode.AUTHENTICATE_ACK
         error = None
         if not ok:  # our Naks (and RRAS's) start "E=691 ...": keep the Windows code
@@ -120,8 +172,8 @@ class PapAuthenticator:
         if self._answer is not None:  # RFC 1334: a repeated request gets the same answer
             self._out.append(self._answer[1])
             return
-        user = body.pull_bytes(body.pull_u8("peer-id length"), "peer-id").decode("utf-8", "replace")
-        password = body.pull_bytes(body.pull_u8("password length"), "password")
+        request = AuthenticateRequest.from_body(ident, body)
+        user, password = request.peer_id.decode("utf-8", "replace"), request.password
         account = self.verifier.lookup(user)
         if account is None or not hmac.compare_digest(account.password.encode(), password):
             ok, error, text = False, int(WindowsError_.AUTHENTICATION_FAILURE), "bad credentials"
