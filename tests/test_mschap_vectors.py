@@ -47,3 +47,29 @@ def test_md4_suite():
     for case in items:
         msg = case.get("input", case.get("message", ""))
         assert MD4.new(msg.encode()).hexdigest() == case.get("md4", case.get("digest")).lower()
+
+
+def test_des_key_parity_examples():
+    """RFC 2433 App. B.3 and RFC 2759 §9.3 (same octets): 7→8 octet expansion, odd parity."""
+    for name, section in (("rfc2433_mschapv1.json", "des_key_generation_B_3"),
+                          ("rfc2759_mschapv2.json", "des_key_generation_9_3")):
+        v = json.loads((DATA / name).read_text())[section]
+        assert mscrypto.nt_password_hash("MyPw") == _hex(v["NtPasswordHash" if "B_3" in section
+                                                          else "PasswordHash"])
+        for which in ("first", "second"):
+            assert mscrypto.des_key_with_parity(_hex(v[f"{which}_raw_DES_key"])) == \
+                _hex(v[f"{which}_parity_corrected_DES_key"])
+
+
+def test_rfc2433_lm_values_derived_by_the_collection():
+    v = json.loads((DATA / "rfc2433_mschapv1.json").read_text())
+    derived, b2 = v["derived_not_published"], v["hash_example_B_2"]
+    assert mscrypto.lm_password_hash("MyPw") == _hex(derived["LmPasswordHash(MyPw)"])
+    assert mscrypto.lm_challenge_response(_hex(b2["Challenge"]), "MyPw") == \
+        _hex(derived["LmChallengeResponse"])
+
+
+def test_rfc2759_user_name_and_password_octets():
+    v = json.loads((DATA / "rfc2759_mschapv2.json").read_text())["hash_example_9_2"]
+    assert "User".encode() == _hex(v["UserName"])
+    assert "clientPass".encode("utf-16-le") == _hex(v["Password"])

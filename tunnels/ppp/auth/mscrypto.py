@@ -24,15 +24,16 @@ def hash_nt_password_hash(password_hash: bytes) -> bytes:
     return MD4.new(password_hash).digest()
 
 
-def _des_key(key7: bytes) -> bytes:
-    """RFC 2759 §8.6: spread 56 key bits over 8 octets (parity bits left zero; DES ignores
-    them)."""
+def des_key_with_parity(key7: bytes) -> bytes:
+    """RFC 2759 §8.6 / RFC 2433 §A.8: spread 56 key bits over 8 octets, each with odd parity
+    in its low bit (DES ignores parity; RFC 2433 B.3 and RFC 2759 §9.3 print it this way)."""
     bits = int.from_bytes(key7, "big")
-    return bytes(((bits >> (49 - 7 * i)) & 0x7F) << 1 for i in range(8))
+    septets = (((bits >> (49 - 7 * i)) & 0x7F) << 1 for i in range(8))
+    return bytes(b | (~bin(b).count("1") & 1) for b in septets)
 
 
 def des_encrypt(clear8: bytes, key7: bytes) -> bytes:
-    return DES.new(_des_key(key7), DES.MODE_ECB).encrypt(clear8)
+    return DES.new(des_key_with_parity(key7), DES.MODE_ECB).encrypt(clear8)
 
 
 def challenge_response(challenge: bytes, password_hash: bytes) -> bytes:
@@ -71,6 +72,11 @@ def generate_authenticator_response(password: str, nt_response: bytes, peer_chal
 def nt_challenge_response_v1(challenge: bytes, password: str) -> bytes:
     """RFC 2433 §A.5 NtChallengeResponse (MS-CHAP v1)."""
     return challenge_response(challenge, nt_password_hash(password))
+
+
+def lm_challenge_response(challenge: bytes, password: str) -> bytes:
+    """RFC 2433 §A.1 LmChallengeResponse (we send zeros and the use-NT flag instead)."""
+    return challenge_response(challenge, lm_password_hash(password))
 
 
 def lm_password_hash(password: str) -> bytes:
