@@ -2,21 +2,35 @@
 
 Runs in a link namespace between two veth ends (`--a`, `--b`) and forwards every Ethernet frame
 from one to the other over AF_PACKET, holding each frame until its departure time. Per
-direction: Bernoulli loss, serialization at the rate (as netem's `rate`: a frame leaves when the
-previous one has been clocked out), then the one-way delay plus uniform jitter, never
-reordering; a queue longer than `--queue-ms` of serialization drops the newest frame (counted).
+direction (A→B uses `--rate-ab`, B→A `--rate-ba`): Bernoulli loss, serialization at the rate
+(as netem's `rate`: a frame starts when the previous one has been clocked out), then the one-way
+delay plus uniform jitter in ±jitter, never reordering; a frame that would wait more than
+`--queue-ms` for the line is dropped (tail drop, counted as `overflow`). Offloads must be off on
+the veth ends, or frames bigger than the MTU (GSO) go through as one.
 
-Run-time changes through a unix datagram socket at `--control` (JSON): `{"delay_ms": 50}`,
-`{"loss_pct": 5}`, `{"rate_ab": 64000, "rate_ba": 32000}`, `{"down": true}` (drop everything:
-a cut cable), `{"stats": true}` (the reply datagram carries the counters). `send_wire_control`
-is the client. Prints `ready` on stdout once both sockets are bound.
+Deadlines use a timerfd (sub-millisecond; epoll's own timeout has 1 ms granularity). Ready:
+prints exactly `ready` on stdout once both packet sockets and the control socket are bound.
+SIGTERM/SIGINT: exits 0, removing the control socket.
+
+Control: one JSON object per datagram on the unix datagram socket `--control`; every key is
+optional and applies at once; the reply (to the sender's bound address, if any) is
+`{"ok": true, "ab": COUNTERS, "ba": COUNTERS}` or `{"ok": false, "error": "..."}`:
+  delay_ms, jitter_ms, loss_pct, queue_ms   both directions (jitter <= delay is not enforced)
+  rate_ab, rate_ba                          bit/s per direction; 0 or null = unlimited
+  down                                      true drops everything, queued frames included (a cut
+                                            with carrier up); false restores
+  stats                                     no change, just the counters
+COUNTERS = {"received", "forwarded", "lost" (loss or down), "overflow" (queue full or send
+error), "queued"}. `send_wire_control(path, **changes)` is the client.
 """
 
 from __future__ import annotations
 
 import argparse
 import collections
+import ctypes
 import json
+import math
 import os
 import random
 import select
@@ -32,6 +46,11 @@ SOL_PACKET = 263
 PACKET_ADD_MEMBERSHIP = 1
 PACKET_MR_PROMISC = 1
 PACKET_IGNORE_OUTGOING = 23
+CLOCK_MONOTONIC = 1
+TFD_NONBLOCK = os.O_NONBLOCK
+TFD_CLOEXEC = os.O_CLOEXEC
+TFD_TIMER_ABSTIME = 1
+BATCH = 64  # frames read per wake-up per side, so the other side and the timer get a turn
 
 
 @dataclass
@@ -47,12 +66,20 @@ class Direction:
     busy_until: float = 0.0
     last_due: float = 0.0
     queue: collections.deque = field(default_factory=collections.deque)
+    received: int = 0
     forwarded: int = 0
     lost: int = 0
     overflow: int = 0
 
+    @property
+    def passthrough(self) -> bool:
+        """Nothing to do: frames can go out at once, without a copy."""
+        return not (self.rate_bps or self.delay_s or self.jitter_s or self.loss or self.down
+                    or self.queue)
+
     def admit(self, size: int, now: float, rng: random.Random) -> float | None:
         """The departure time of a frame of `size` bytes arriving at `now`, or None if dropped."""
+        self.received += 1
         if self.down or (self.loss and rng.random() < self.loss):
             self.lost += 1
             return None
@@ -70,19 +97,107 @@ class Direction:
         self.last_due = due
         return due
 
+    def set_down(self, down: bool) -> None:
+        self.down = down
+        if down:
+            self.lost += len(self.queue)
+            self.queue.clear()
+
     def counters(self) -> dict[str, int]:
-        return {"forwarded": self.forwarded, "lost": self.lost, "overflow": self.overflow,
-                "queued": len(self.queue)}
+        return {"received": self.received, "forwarded": self.forwarded, "lost": self.lost,
+                "overflow": self.overflow, "queued": len(self.queue)}
+
+
+def _number(change: dict, key: str, low: float, high: float) -> float:
+    value = change[key]
+    if type(value) not in (int, float) or not math.isfinite(value) or not low <= value <= high:
+        raise ValueError(f"{key}={value!r}: expected a number in {low:g}..{high:g}")
+    return float(value)
+
+
+def apply_change(ab: Direction, ba: Direction, change: dict) -> None:
+    """Validate a whole control message, then apply it (all or nothing)."""
+    if not isinstance(change, dict):
+        raise ValueError("expected a JSON object")
+    unknown = set(change) - {"delay_ms", "jitter_ms", "loss_pct", "queue_ms", "rate_ab",
+                             "rate_ba", "down", "stats"}
+    if unknown:
+        raise ValueError(f"unknown keys {sorted(unknown)}")
+    per: dict[str, float] = {}
+    for key, attr, high, scale in (("delay_ms", "delay_s", 10_000, 1e-3),
+                                   ("jitter_ms", "jitter_s", 10_000, 1e-3),
+                                   ("loss_pct", "loss", 100, 1e-2),
+                                   ("queue_ms", "queue_s", 60_000, 1e-3)):
+        if key in change:
+            per[attr] = _number(change, key, 0, high) * scale
+    rates = {}
+    for key, d in (("rate_ab", ab), ("rate_ba", ba)):
+        if key in change:
+            rate = change[key] or 0
+            if type(rate) is not int or rate < 0:
+                raise ValueError(f"{key}={change[key]!r}: expected an integer bit/s, 0 or null")
+            rates[key] = (d, rate or None)
+    if "down" in change and not isinstance(change["down"], bool):
+        raise ValueError(f"down={change['down']!r}: expected true or false")
+    for d in (ab, ba):
+        for attr, value in per.items():
+            setattr(d, attr, value)
+        if "down" in change:
+            d.set_down(change["down"])
+    for d, rate in rates.values():
+        d.rate_bps = rate
+
+
+class _Itimerspec(ctypes.Structure):
+    _fields_ = [("interval_sec", ctypes.c_long), ("interval_nsec", ctypes.c_long),
+                ("value_sec", ctypes.c_long), ("value_nsec", ctypes.c_long)]
+
+
+class TimerFD:
+    """An absolute CLOCK_MONOTONIC timerfd (same clock as time.monotonic), through libc."""
+
+    def __init__(self) -> None:
+        self._libc = ctypes.CDLL(None, use_errno=True)
+        self.fd = self._libc.timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC)
+        if self.fd < 0:
+            raise OSError(ctypes.get_errno(), "timerfd_create")
+        self._spec = _Itimerspec()
+        self.armed: float | None = None
+
+    def arm(self, deadline: float | None) -> None:
+        if deadline == self.armed:
+            return
+        self.armed = deadline
+        spec = self._spec
+        if deadline is None:
+            spec.value_sec = spec.value_nsec = 0  # disarm
+        else:
+            ns = max(int(deadline * 1e9), 1)
+            spec.value_sec, spec.value_nsec = divmod(ns, 1_000_000_000)
+        if self._libc.timerfd_settime(self.fd, TFD_TIMER_ABSTIME, ctypes.byref(spec), None) < 0:
+            raise OSError(ctypes.get_errno(), "timerfd_settime")
+
+    def clear(self) -> None:
+        try:
+            os.read(self.fd, 8)
+        except BlockingIOError:
+            pass
+        self.armed = None
+
+    def close(self) -> None:
+        os.close(self.fd)
 
 
 def _packet_socket(iface: str) -> socket.socket:
     s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ALL))
+    # our own sends to this interface would otherwise come back as input and loop
     s.setsockopt(SOL_PACKET, PACKET_IGNORE_OUTGOING, 1)
     s.bind((iface, 0))
     mreq = struct.pack("iHH8s", socket.if_nametoindex(iface), PACKET_MR_PROMISC, 0, b"")
     s.setsockopt(SOL_PACKET, PACKET_ADD_MEMBERSHIP, mreq)
     s.setblocking(False)
     s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 << 20)
     return s
 
 
@@ -91,7 +206,9 @@ class Wire:
                  seed: int | None = None):
         self.rng = random.Random(seed)
         self.sock = {"a": _packet_socket(a), "b": _packet_socket(b)}
-        self.dirs = {"a": ab, "b": ba}  # keyed by the side frames arrive on
+        self.out = {"a": self.sock["b"], "b": self.sock["a"]}  # keyed by the arrival side
+        self.dirs = {"a": ab, "b": ba}
+        self.control_path = control
         self.control: socket.socket | None = None
         if control:
             if os.path.exists(control):
@@ -99,134 +216,157 @@ class Wire:
             self.control = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
             self.control.bind(control)
             self.control.setblocking(False)
+        self.buf = bytearray(65536)
+        self.view = memoryview(self.buf)
         self.running = True
-
-    def apply(self, change: dict) -> None:
-        ab, ba = self.dirs["a"], self.dirs["b"]
-        for d in (ab, ba):
-            if "delay_ms" in change:
-                d.delay_s = float(change["delay_ms"]) / 1000
-            if "jitter_ms" in change:
-                d.jitter_s = float(change["jitter_ms"]) / 1000
-            if "loss_pct" in change:
-                d.loss = float(change["loss_pct"]) / 100
-            if "down" in change:
-                d.down = bool(change["down"])
-                if d.down:
-                    d.queue.clear()
-        if "rate_ab" in change:
-            ab.rate_bps = int(change["rate_ab"]) or None
-        if "rate_ba" in change:
-            ba.rate_bps = int(change["rate_ba"]) or None
 
     def _control(self) -> None:
         assert self.control is not None
-        try:
-            data, addr = self.control.recvfrom(4096)
-        except BlockingIOError:
-            return
-        try:
-            change = json.loads(data)
-            self.apply(change)
-            reply = {"ok": True, "ab": self.dirs["a"].counters(), "ba": self.dirs["b"].counters()}
-        except (ValueError, TypeError) as exc:
-            reply = {"ok": False, "error": str(exc)}
-        if addr:
+        while True:
             try:
-                self.control.sendto(json.dumps(reply).encode(), addr)
-            except OSError:
-                pass
-
-    def _receive(self, side: str, now: float) -> None:
-        sock, d = self.sock[side], self.dirs[side]
-        for _ in range(64):  # bounded batch so the other side and timers get their turn
-            try:
-                frame = sock.recv(65535)
+                data, addr = self.control.recvfrom(4096)
             except BlockingIOError:
                 return
-            due = d.admit(len(frame), now, self.rng)
+            try:
+                apply_change(self.dirs["a"], self.dirs["b"], json.loads(data))
+                reply = {"ok": True, "ab": self.dirs["a"].counters(),
+                         "ba": self.dirs["b"].counters()}
+            except ValueError as exc:  # json.JSONDecodeError is a ValueError
+                reply = {"ok": False, "error": str(exc)}
+            if addr:
+                try:
+                    self.control.sendto(json.dumps(reply).encode(), addr)
+                except OSError:
+                    pass
+
+    def _receive(self, side: str) -> None:
+        sock, d, out = self.sock[side], self.dirs[side], self.out[side]
+        view, now = self.view, time.monotonic()
+        for _ in range(BATCH):
+            try:
+                n = sock.recv_into(self.buf)
+            except BlockingIOError:
+                return
+            if d.passthrough:  # no impairment in this direction: no copy, no queue
+                d.received += 1
+                self._send(out, d, view[:n])
+                continue
+            due = d.admit(n, now, self.rng)
             if due is not None:
-                d.queue.append((due, frame))
+                d.queue.append((due, bytes(view[:n])))
+
+    @staticmethod
+    def _send(out: socket.socket, d: Direction, frame: bytes | memoryview) -> None:
+        try:
+            out.send(frame)
+            d.forwarded += 1
+        except OSError:  # ENOBUFS under overload: the frame is gone, count it
+            d.overflow += 1
 
     def _flush(self, now: float) -> float | None:
         """Send every frame whose time has come; return the next departure time."""
         nxt = None
         for side, d in self.dirs.items():
-            out = self.sock["b" if side == "a" else "a"]
-            while d.queue and d.queue[0][0] <= now:
-                _, frame = d.queue.popleft()
-                try:
-                    out.send(frame)
-                    d.forwarded += 1
-                except OSError:
-                    d.overflow += 1
-            if d.queue and (nxt is None or d.queue[0][0] < nxt):
-                nxt = d.queue[0][0]
+            queue, out = d.queue, self.out[side]
+            while queue and queue[0][0] <= now:
+                self._send(out, d, queue.popleft()[1])
+            if queue and (nxt is None or queue[0][0] < nxt):
+                nxt = queue[0][0]
         return nxt
 
     def run(self) -> None:
         ep = select.epoll()
+        timer = TimerFD()
+        wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        old_wakeup = signal.set_wakeup_fd(wake_w)  # a signal wakes epoll (PEP 475 retries)
         fds = {self.sock["a"].fileno(): "a", self.sock["b"].fileno(): "b"}
         for fd in fds:
             ep.register(fd, select.EPOLLIN)
-        if self.control:
-            ep.register(self.control.fileno(), select.EPOLLIN)
+        for fd in (timer.fd, wake_r) + ((self.control.fileno(),) if self.control else ()):
+            ep.register(fd, select.EPOLLIN)
         print("ready", flush=True)
-        nxt: float | None = None
-        while self.running:
-            timeout = -1.0 if nxt is None else max(0.0, nxt - time.monotonic())
-            try:
-                events = ep.poll(timeout)
-            except InterruptedError:
-                continue
-            now = time.monotonic()
-            for fd, _ in events:
-                side = fds.get(fd)
-                if side is not None:
-                    self._receive(side, now)
-                else:
-                    self._control()
-            nxt = self._flush(time.monotonic())
+        try:
+            while self.running:
+                for fd, _ in ep.poll():
+                    side = fds.get(fd)
+                    if side is not None:
+                        self._receive(side)
+                    elif fd == timer.fd:
+                        timer.clear()
+                    elif fd == wake_r:
+                        os.read(wake_r, 512)
+                    else:
+                        self._control()
+                nxt = self._flush(time.monotonic())
+                # a deadline already past fires at once; the next poll sends it
+                timer.arm(nxt)
+        finally:
+            signal.set_wakeup_fd(old_wakeup)
+            for fd in (wake_r, wake_w):
+                os.close(fd)
+            timer.close()
+            ep.close()
+            self.close()
+
+    def close(self) -> None:
+        for s in self.sock.values():
+            s.close()
+        if self.control:
+            self.control.close()
+            if self.control_path and os.path.exists(self.control_path):
+                os.unlink(self.control_path)
 
 
-def send_wire_control(path: str, **change: object) -> dict:
-    """Send one change to a running wire and return its reply (counters included)."""
+def send_wire_control(path: str, timeout: float = 5.0, **change: object) -> dict:
+    """Send one change (keyword arguments, see the module docstring) to a running wire and
+    return its reply, counters included; raises ValueError if the wire refused the change."""
     client = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-    reply_path = f"{path}.{os.getpid()}.reply"
+    client.bind("")  # autobind an abstract address: nothing on disk to clean up
     try:
-        if os.path.exists(reply_path):
-            os.unlink(reply_path)
-        client.bind(reply_path)
-        client.settimeout(5)
+        client.settimeout(timeout)
         client.sendto(json.dumps(change).encode(), path)
-        return json.loads(client.recv(65535))
+        reply = json.loads(client.recv(65535))
     finally:
         client.close()
-        if os.path.exists(reply_path):
-            os.unlink(reply_path)
+    if not reply.get("ok"):
+        raise ValueError(f"wire at {path} refused {change}: {reply.get('error')}")
+    return reply
 
 
-def main(argv: list[str] | None = None) -> int:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m testbed.wire")
-    p.add_argument("--a", required=True)
-    p.add_argument("--b", required=True)
-    p.add_argument("--control")
+    p.add_argument("--a", required=True, help="interface toward end A")
+    p.add_argument("--b", required=True, help="interface toward end B")
+    p.add_argument("--control", help="unix datagram socket for run-time changes")
     p.add_argument("--delay-ms", type=float, default=0.0)
     p.add_argument("--jitter-ms", type=float, default=0.0)
     p.add_argument("--loss-pct", type=float, default=0.0)
-    p.add_argument("--rate-ab", type=int)
-    p.add_argument("--rate-ba", type=int)
+    p.add_argument("--rate-ab", type=int, help="bit/s from A to B")
+    p.add_argument("--rate-ba", type=int, help="bit/s from B to A (default: --rate-ab)")
     p.add_argument("--queue-ms", type=float, default=200.0)
     p.add_argument("--seed", type=int)
-    args = p.parse_args(argv)
+    return p.parse_args(argv)
 
-    def direction(rate: int | None) -> Direction:
-        return Direction(rate_bps=rate, delay_s=args.delay_ms / 1000,
-                         jitter_s=args.jitter_ms / 1000, loss=args.loss_pct / 100,
-                         queue_s=args.queue_ms / 1000)
 
-    wire = Wire(args.a, args.b, direction(args.rate_ab), direction(args.rate_ba or args.rate_ab),
-                args.control, args.seed)
+def directions(args: argparse.Namespace) -> tuple[Direction, Direction]:
+    """A→B and B→A from the command line, validated like a control message."""
+    ab, ba = Direction(), Direction()
+    apply_change(ab, ba, {"delay_ms": args.delay_ms, "jitter_ms": args.jitter_ms,
+                          "loss_pct": args.loss_pct, "queue_ms": args.queue_ms,
+                          "rate_ab": args.rate_ab or 0,
+                          "rate_ba": (args.rate_ba if args.rate_ba is not None
+                                      else args.rate_ab) or 0})
+    return ab, ba
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        ab, ba = directions(args)
+    except ValueError as exc:
+        print(f"wire: {exc}", file=sys.stderr)
+        return 2
+    wire = Wire(args.a, args.b, ab, ba, args.control, args.seed)
 
     def stop(signum: int, _frame: object) -> None:
         wire.running = False
