@@ -63,13 +63,13 @@ def test_normal_stop_and_exception_leave_nothing():
     with start_scenario("internet", link="isdn-128k", clients="2") as lab:
         assert _lab_links(lab.lab_id)  # bridges exist while the lab runs
         assert _descendants(os.getpid()) - before  # node shells, captures
-        state = STATE_DIR / f"{lab.lab_id}.json"
+        state = lab.state_file
         assert state.exists()
     assert not _lab_links(lab.lab_id)
     assert not state.exists()
     assert _alive(_descendants(os.getpid()) - before) == set()
     with pytest.raises(RuntimeError), start_scenario("internet") as lab:
-        state = STATE_DIR / f"{lab.lab_id}.json"
+        state = lab.state_file
         raise RuntimeError("a failing test")
     assert not _lab_links(lab.lab_id) and not state.exists()
     assert _alive(_descendants(os.getpid()) - before) == set()
@@ -84,7 +84,7 @@ def test_sigkilled_runner_then_clean_leaves_nothing():
     assert up.stdout is not None
     line = up.stdout.readline()
     lab_id = json.loads(line)["lab"]
-    state = STATE_DIR / f"{lab_id}.json"
+    state = STATE_DIR / f"{lab_id}-{up.pid}.json"
     assert state.exists()
     lab_procs = _descendants(up.pid)
     assert len(lab_procs) > 5  # unshare, the runner, node shells, tcpdumps

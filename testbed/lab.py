@@ -174,7 +174,10 @@ class Lab:
         self._captures: list[_Capture] = []
         self._undo: list[tuple[str, Callable[[], None]]] = []
         self._wires: dict[str, Daemon] = {}
-        self._state_file = STATE_DIR / f"{self.lab_id}.json"
+        # lab ids repeat across sandboxes (PIDs start at 1 in each): the supervisor's root-
+        # namespace PID makes the state file unique on the machine
+        supervisor = os.environ.get("VPNLAB_SUPERVISOR_PID", str(os.getpid()))
+        self.state_file = STATE_DIR / f"{self.lab_id}-{supervisor}.json"
 
     # -- lifecycle ---------------------------------------------------------------------------
     def __enter__(self) -> Lab:
@@ -226,7 +229,7 @@ class Lab:
                 undo()
             except Exception as exc:  # noqa: BLE001 - teardown goes on; reported below
                 errors.append(f"{what}: {exc}")
-        self._state_file.unlink(missing_ok=True)
+        self.state_file.unlink(missing_ok=True)
         if errors:
             say("teardown problems: " + "; ".join(errors))
 
@@ -408,9 +411,9 @@ class Lab:
             "captures": {f"{k[0]}/{k[1]}": str(v) for k, v in self.captures.items()},
             "started": time.time(),
         }
-        tmp = self._state_file.with_suffix(".tmp")
+        tmp = self.state_file.with_suffix(".tmp")
         tmp.write_text(json.dumps(state, indent=1))
-        tmp.replace(self._state_file)
+        tmp.replace(self.state_file)
 
     # -- access ------------------------------------------------------------------------------
     def node(self, name: str) -> Node:

@@ -60,12 +60,14 @@ def sandbox_argv(argv: list[str]) -> list[str]:
 
 
 def process_start(pid: int) -> str:
-    """The start time of a process (clock ticks since boot): with the PID, an identity that a
-    recycled PID cannot fake."""
+    """The start time of a living process (clock ticks since boot), "" if it is gone: with the
+    PID, an identity that a recycled PID cannot fake."""
     try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     except (OSError, IndexError):
         return ""
+    # a zombie (killed, not yet reaped by its parent) is dead: it holds no lab
+    return "" if fields[0] in ("Z", "X") else fields[19]
 
 
 def _child_of(pid: int) -> int | None:
