@@ -123,13 +123,29 @@ def test_call_clear_request_answered_by_call_disconnect_notify():
     p.pns.place_call(5)
     p.settle(0.0)
     p.pns.events(), p.pac.events()
-    p.pns.clear_call(5, "user hung up")
+    p.pns.clear_call(5, "user hung up", 1.0)
     assert p.pns.calls[5].state is CallState.CLEARING
+    assert p.pns.get_timer() == 11.0  # waits at most clear_timeout for the CDN
     p.settle(1.0)
     assert p.sent("pns")[-1] == T.CCRQ and p.sent("pac")[-1] == T.CDN
     assert not p.pns.calls and not p.pac.calls
     assert [e.kind for e in p.pns.events()] == ["call-cleared"]
     assert [e.kind for e in p.pac.events()] == ["call-cleared"]
+    assert p.pns.get_timer() == 61.0  # back to the echo interval (CDN came at 1.0)
+
+
+def test_call_clear_request_without_answer_clears_locally_after_timeout():
+    p = connected()
+    p.pns.place_call(5)
+    p.settle(0.0)
+    p.pns.events()
+    p.cut = True
+    p.pns.clear_call(5, "user hung up", 1.0)
+    p.transfer(1.0)
+    p.pns.handle_timer(11.0)
+    (event,) = p.pns.events()
+    assert event.kind == "call-cleared" and "no Call-Disconnect-Notify" in event.reason
+    assert not p.pns.calls and p.pns.state is ControlState.ESTABLISHED
 
 
 def test_pac_disconnect_reaches_the_pns_with_its_statistics():

@@ -233,3 +233,84 @@ def test_random_bytes_never_raise(n):
         server.receive_control(1, blob, 0)
         server.receive_gre("198.51.100.9", blob, 0)
     assert server.counters["gre_in"] == 50
+
+
+def brute_force_deadline(stack):
+    deadlines = [c.control.get_timer() for c in stack.connections.values()]
+    for s in stack.sessions.values():
+        deadlines += [s.ppp.get_timer(), s.gre.get_timer(), stack._gre_deadline(s)]
+    valid = [d for d in deadlines if d is not None]
+    return min(valid) if valid else None
+
+
+def test_timer_heap_agrees_with_every_sessions_deadline():
+    net = Net(make_server(), [make_client(seed=s) for s in (2, 3, 4)])
+    for c in net.clients:
+        c.start(0.0)
+    for until in (0.05, 0.5, 1.0, 3.0, 10.0, 70.0):
+        net.run(until)
+        for stack in [net.server, *net.clients]:
+            assert stack.get_timer() == brute_force_deadline(stack)
+
+
+def test_user_hang_up_clears_call_then_control_connection():
+    net = Net(make_server(), [make_client()])
+    up(net)
+    net.clients[0].hang_up(net.now)
+    net.run(net.now + 10)
+    types = [m.decode(d).TYPE for k, _, d in net.wire if k == "tcp"]
+    T = m.ControlMessageType
+    assert types[-4:] == [T.CCRQ, T.CDN, T.StopCCRQ, T.StopCCRP]
+    assert not net.server.sessions and not net.clients[0].sessions
+    assert [e.reason for e in net.events[0] if isinstance(e, SessionDown)] == ["user hung up"]
+    assert any(isinstance(e, SessionDown) for e in net.server_events)
+
+
+def ip_packet(src: bytes, dst: bytes, n: int) -> bytes:
+    return bytes.fromhex("450000200000000040110000") + src + dst + n.to_bytes(12, "big")
+
+
+def test_data_phase_loss_duplication_and_reordering_deliver_in_order_once():
+    """After bring-up, GRE through a link that drops every 4th packet, duplicates every 5th
+    and swaps neighbours: IP datagrams arrive at most once and in order (RFC 2637 §4.3)."""
+    net = Net(make_server(), [make_client()])
+    up(net)
+    client, server = net.clients[0], net.server
+    net.run(net.now + 1)
+    c_ip, s_ip = bytes([10, 10, 100, 2]), bytes([10, 10, 0, 20])
+    for n in range(60):
+        client.send_datagram(ip_packet(c_ip, s_ip, n), net.now)
+    sent = [data for _, data in client.gre_to_send()]
+    assert len(sent) == 60
+    link = []
+    for k, data in enumerate(sent):
+        if k % 4 == 3:
+            continue  # lost
+        link.append(data)
+        if k % 5 == 0:
+            link.append(data)  # duplicated
+    for k in range(0, len(link) - 1, 7):
+        link[k], link[k + 1] = link[k + 1], link[k]  # reordered
+    for data in link:
+        server.receive_gre(CLIENT_IP, data, net.now)
+    got = [int.from_bytes(p[20:32], "big") for p in server.datagrams_to_tun()]
+    assert got == sorted(set(got)) and 30 <= len(got) < 60
+    counters = next(iter(server.sessions.values())).gre.counters
+    assert counters["duplicates"] > 0 and counters["out_of_order"] > 0
+    net.run(net.now + 1)  # the server owes an ack: an ack-only packet, never ahead
+    acks = [GREPacket.decode(d) for k, dd, d in net.wire if k == "gre" and dd == "s2c"]
+    assert acks[-1].sequence is None and acks[-1].ack == max(
+        GREPacket.decode(d).sequence for d in link)
+
+
+def test_echo_keepalive_answered_keeps_the_connection():
+    client = PPTPClient(PPPConfig(False, (AuthMethod.MSCHAPV2,), username="alice",
+                                  password="s3cret", echo_interval=0),
+                        SERVER_IP, echo_interval=5, random=rng(2))
+    net = Net(make_server(), [client])
+    up(net)
+    net.run(net.now + 60)
+    types = [m.decode(d).TYPE for k, _, d in net.wire if k == "tcp"]
+    assert types.count(m.ControlMessageType.ECHORQ) >= 5
+    assert types.count(m.ControlMessageType.ECHORP) == types.count(m.ControlMessageType.ECHORQ)
+    assert not [e for e in net.events[0] if isinstance(e, ControlClosed)]

@@ -60,6 +60,7 @@ class ControlConnection:
     echo_interval: float = 60.0
     echo_timeout: float = 60.0
     max_calls: int = 0  # 0: no limit (PAC side)
+    clear_timeout: float = 10.0  # how long a PNS waits for CDN after its CCRQ
     allocate_call_id: Callable[[], int] | None = None
     state: ControlState = ControlState.IDLE
     calls: dict[int, Call] = field(default_factory=dict)
@@ -71,6 +72,7 @@ class ControlConnection:
     _echo_due: float | None = None
     _echo_sent: float | None = None
     _echo_id: int = 0
+    _clear_deadline: float | None = None
     _serial: int = 0
     counters: dict[str, int] = field(default_factory=lambda: {"ignored": 0, "malformed": 0})
 
@@ -94,7 +96,7 @@ class ControlConnection:
         self.calls[call_id] = Call(call_id, self._serial, CallState.WAIT_REPLY)
         self._send(m.IncomingCallRequest(call_id=call_id, call_serial_number=self._serial))
 
-    def clear_call(self, call_id: int, reason: str) -> None:
+    def clear_call(self, call_id: int, reason: str, now: float = 0.0) -> None:
         """PNS asks with Call-Clear-Request; a PAC notifies with Call-Disconnect-Notify."""
         call = self.calls.get(call_id)
         if call is None or call.state is CallState.CLOSED:
@@ -108,6 +110,8 @@ class ControlConnection:
         else:
             call.state = CallState.CLEARING
             self._send(m.CallClearRequest(call_id=call_id))
+            if self._clear_deadline is None:
+                self._clear_deadline = now + self.clear_timeout
 
     def stop(self, reason: str, code: int = m.StopReason.NONE) -> None:
         if self.state in (ControlState.CLOSED, ControlState.WAIT_STOP_REPLY):
@@ -134,10 +138,20 @@ class ControlConnection:
 
     def get_timer(self) -> float | None:
         if self._echo_sent is not None:
-            return self._echo_sent + self.echo_timeout
-        return self._echo_due if self.state is ControlState.ESTABLISHED else None
+            echo = self._echo_sent + self.echo_timeout
+        else:
+            echo = self._echo_due if self.state is ControlState.ESTABLISHED else None
+        if self._clear_deadline is None or self.state is ControlState.CLOSED:
+            return echo
+        return self._clear_deadline if echo is None else min(echo, self._clear_deadline)
 
     def handle_timer(self, now: float) -> None:
+        if self._clear_deadline is not None and now >= self._clear_deadline:
+            self._clear_deadline = None
+            for call in [c for c in self.calls.values() if c.state is CallState.CLEARING]:
+                call.reason += (f" (no Call-Disconnect-Notify within {self.clear_timeout:g}s,"
+                                " cleared locally)")
+                self._call_closed(call, call.reason)
         if self._echo_sent is not None and now >= self._echo_sent + self.echo_timeout:
             self._echo_sent = None
             self._fail(f"no answer to the control connection's Echo-Request within "
@@ -179,6 +193,8 @@ class ControlConnection:
             call.reason = call.reason or reason
             self._events.append(ControlEvent("call-cleared", call.call_id, call.reason))
         self.calls.pop(call.call_id, None)
+        if not any(c.state is CallState.CLEARING for c in self.calls.values()):
+            self._clear_deadline = None
 
     def _on_sccrq(self, msg: m.StartControlConnectionRequest, now: float) -> None:
         """§3.1.2: a PAC answers; a version other than 1.0 gets result 5 and the close."""

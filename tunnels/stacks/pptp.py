@@ -11,6 +11,7 @@ Inputs: `connection_made/receive_control/connection_lost`, `receive_gre(src, pac
 
 from __future__ import annotations
 
+import heapq
 import ipaddress
 import os
 import struct
@@ -101,12 +102,18 @@ class _Stack:
         self.connections: dict[int, _Connection] = {}
         self.sessions: dict[int, Session] = {}  # by our call ID
         self.by_address: dict[str, Session] = {}  # by the peer's tunnel address
+        self._by_packed: dict[bytes, Session] = {}  # the same, keyed by the 4 address octets
         self._control_out: list[tuple[int, bytes]] = []
         self._close: list[int] = []
         self._gre_out: list[tuple[str, bytes]] = []
         self._tun_out: list[bytes] = []
         self._events: deque[StackEvent] = deque()
         self._early: dict[int, list[tuple[str, bytes]]] = {}
+        # One deadline per control connection ("c", conn_id) and per session ("s", call_id),
+        # kept in a heap with lazy deletion: get_timer() and handle_timer() touch only what
+        # is due, never every session (the per-packet path stays O(1) in the session count).
+        self._deadline: dict[tuple[str, int], float] = {}
+        self._heap: list[tuple[float, tuple[str, int]]] = []
         self.counters = {"gre_in": 0, "gre_unknown_call": 0, "gre_wrong_source": 0,
                          "gre_malformed": 0, "tun_no_session": 0}
 
@@ -171,8 +178,7 @@ class _Stack:
         """An IPv4 packet from the TUN device, routed to the session owning its destination."""
         if len(packet) < 20:
             return
-        dst = str(ipaddress.IPv4Address(packet[16:20]))
-        session = self.by_address.get(dst) or self._default_session()
+        session = self._by_packed.get(packet[16:20]) or self._default_session()
         if session is None or not session.up:
             self.counters["tun_no_session"] += 1
             return
@@ -188,20 +194,46 @@ class _Stack:
         return False
 
     def get_timer(self) -> float | None:
-        deadlines = [c.control.get_timer() for c in self.connections.values()]
-        for s in self.sessions.values():
-            deadlines += [s.ppp.get_timer(), s.gre.get_timer(), self._gre_deadline(s)]
-        valid = [d for d in deadlines if d is not None]
+        heap = self._heap
+        while heap and self._deadline.get(heap[0][1]) != heap[0][0]:
+            heapq.heappop(heap)  # stale: rescheduled or gone since it was pushed
+        return heap[0][0] if heap else None
+
+    def _schedule(self, key: tuple[str, int], deadline: float | None) -> None:
+        if deadline is None:
+            self._deadline.pop(key, None)
+        elif self._deadline.get(key) != deadline:
+            self._deadline[key] = deadline
+            heapq.heappush(self._heap, (deadline, key))
+            if len(self._heap) > 4 * len(self._deadline) + 64:  # stale entries: compact
+                self._heap = [(d, k) for k, d in self._deadline.items()]
+                heapq.heapify(self._heap)
+
+    def _session_deadline(self, s: Session) -> float | None:
+        valid = [d for d in (s.ppp.get_timer(), s.gre.get_timer(), self._gre_deadline(s))
+                 if d is not None]
         return min(valid) if valid else None
 
     def _gre_deadline(self, s: Session) -> float | None:
         return s.started + self.gre_timeout if s.last_gre is None and self.gre_timeout else None
 
     def handle_timer(self, now: float) -> None:
-        for conn_id, conn in list(self.connections.items()):
-            conn.control.handle_timer(now)
-            self._after_control(conn_id, now)
-        for s in list(self.sessions.values()):
+        due = []
+        while self._heap and self._heap[0][0] <= now:
+            deadline, key = heapq.heappop(self._heap)
+            if self._deadline.get(key) == deadline:
+                del self._deadline[key]
+                due.append(key)
+        for kind, ident in due:
+            if kind == "c":
+                conn = self.connections.get(ident)
+                if conn is not None:
+                    conn.control.handle_timer(now)
+                    self._after_control(ident, now)
+                continue
+            s = self.sessions.get(ident)
+            if s is None:
+                continue
             deadline = self._gre_deadline(s)
             if deadline is not None and now >= deadline:
                 self._end_session(s, NO_GRE_REASON, now, notify_peer=True)
@@ -225,6 +257,11 @@ class _Stack:
         conn = conn or self.connections.get(conn_id)
         if conn is None:
             return
+        self._drain_control(conn_id, conn, now)
+        live = self.connections.get(conn_id) is conn
+        self._schedule(("c", conn_id), conn.control.get_timer() if live else None)
+
+    def _drain_control(self, conn_id: int, conn: _Connection, now: float) -> None:
         while True:  # an event may make the control connection send (SCCRP -> OCRQ)
             for data in conn.control.messages_to_send():
                 self._control_out.append((conn_id, data))
@@ -242,6 +279,8 @@ class _Stack:
             session = self.sessions.get(event.call_id)
             if session is not None:
                 self._end_session(session, event.reason, now, notify_peer=False)
+            elif not conn.control.calls:
+                self._after_last_call(conn_id, conn)
         elif event.kind == "closed":
             self._events.append(ControlClosed(conn_id, event.reason))
             self._close.append(conn_id)
@@ -258,7 +297,7 @@ class _Stack:
         call = conn.control.calls[call_id]
         config = self._ppp_config(conn, call_id)
         if config is None:
-            conn.control.clear_call(call_id, "no address left in the pool")
+            conn.control.clear_call(call_id, "no address left in the pool", now)
             self._after_control(conn_id, now)
             return
         session = Session(conn_id, call_id, conn.peer,
@@ -283,19 +322,24 @@ class _Stack:
             if isinstance(event, pev.NetworkOpened):
                 s.up, s.address = True, event.peer_address
                 self.by_address[event.peer_address] = s
+                self._by_packed[ipaddress.IPv4Address(event.peer_address).packed] = s
                 self._events.append(SessionUp(s.conn_id, s.call_id, s.peer, s.ppp.username,
                                               event.local_address, event.peer_address,
                                               event.dns, event.nbns))
             elif isinstance(event, pev.LinkTerminated):
                 self._end_session(s, event.reason, now, notify_peer=True)
                 return
+        if self.sessions.get(s.call_id) is s:
+            self._schedule(("s", s.call_id), self._session_deadline(s))
 
     def _end_session(self, s: Session, reason: str, now: float, notify_peer: bool) -> None:
         if self.sessions.pop(s.call_id, None) is None:
             return
+        self._schedule(("s", s.call_id), None)
         s.reason = reason
         if s.address is not None and self.by_address.get(s.address) is s:
             del self.by_address[s.address]
+            self._by_packed.pop(ipaddress.IPv4Address(s.address).packed, None)
         if s.ppp.phase.value != "dead":
             s.ppp.lower_layer_down(now, reason)
             for frame in s.ppp.frames_to_send():
@@ -306,12 +350,15 @@ class _Stack:
         conn = self.connections.get(s.conn_id)
         if conn is not None:
             if notify_peer:
-                conn.control.clear_call(s.call_id, reason)
+                conn.control.clear_call(s.call_id, reason, now)
             self._after_session_end(s.conn_id, conn, reason)
             self._after_control(s.conn_id, now)
 
     def _after_session_end(self, conn_id: int, conn: _Connection, reason: str) -> None:
         pass
+
+    def _after_last_call(self, conn_id: int, conn: _Connection) -> None:
+        """The peer's CDN closed the last call we were clearing (§3.2.1)."""
 
 
 class PPTPServer(_Stack):
@@ -390,9 +437,16 @@ class PPTPClient(_Stack):
         return True
 
     def _after_session_end(self, conn_id: int, conn: _Connection, reason: str) -> None:
-        """A client whose call ended hangs up the control connection too (StopCCRQ)."""
+        """A client whose call ended hangs up the control connection too (StopCCRQ), after
+        the server's Call-Disconnect-Notify when we sent a Call-Clear-Request, as Windows
+        does: CCRQ, CDN, StopCCRQ, StopCCRP."""
         self.reason = self.reason or reason
-        conn.control.stop(reason, StopReason.NONE)
+        if not conn.control.calls:
+            conn.control.stop(self.reason, StopReason.NONE)
+
+    def _after_last_call(self, conn_id: int, conn: _Connection) -> None:
+        if self.reason:
+            conn.control.stop(self.reason, StopReason.NONE)
 
     def hang_up(self, now: float, reason: str = "user hung up") -> None:
         self.reason = self.reason or reason
