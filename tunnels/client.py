@@ -40,15 +40,15 @@ class VPNClient:
 
     def emit(self, event: str, **fields: Any) -> None:
         record = {"event": event, "time": round(time.time(), 3), **fields}
+        if self.status_path is not None:  # first, so a reader woken by the line sees it
+            tmp = self.status_path.with_suffix(".tmp")
+            tmp.write_text(json.dumps(self.state, indent=1, default=str))
+            tmp.replace(self.status_path)
         if self.json_lines:
             print(json.dumps(record), flush=True)
         else:
             detail = " ".join(f"{k}={v}" for k, v in fields.items())
             print(f"vpnlab connect: {event} {detail}", flush=True)
-        if self.status_path is not None:
-            tmp = self.status_path.with_suffix(".tmp")
-            tmp.write_text(json.dumps(self.state, indent=1, default=str))
-            tmp.replace(self.status_path)
 
     def _ppp_config(self) -> PPPConfig:
         c = self.config
