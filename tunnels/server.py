@@ -73,12 +73,12 @@ class VPNServer:
 
     def emit(self, event: str, **fields: Any) -> None:
         record = {"event": event, "time": round(time.time(), 3), **fields}
+        self._write_status()  # first, so a reader woken by the line sees the new state
         if self.json_lines:
             print(json.dumps(record), flush=True)
         else:
             detail = " ".join(f"{k}={v}" for k, v in fields.items())
             print(f"vpnlab server: {event} {detail}", flush=True)
-        self._write_status()
 
     def _write_status(self) -> None:
         if self.status_path is None:
