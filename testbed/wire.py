@@ -28,7 +28,9 @@ from __future__ import annotations
 
 import argparse
 import collections
+import contextlib
 import ctypes
+import itertools
 import json
 import math
 import os
@@ -50,6 +52,7 @@ CLOCK_MONOTONIC = 1
 TFD_NONBLOCK = os.O_NONBLOCK
 TFD_CLOEXEC = os.O_CLOEXEC
 TFD_TIMER_ABSTIME = 1
+_replies = itertools.count()
 BATCH = 64  # frames read per wake-up per side, so the other side and the timer get a turn
 
 
@@ -319,15 +322,23 @@ class Wire:
 
 def send_wire_control(path: str, timeout: float = 5.0, **change: object) -> dict:
     """Send one change (keyword arguments, see the module docstring) to a running wire and
-    return its reply, counters included; raises ValueError if the wire refused the change."""
+    return its reply, counters included; raises ValueError if the wire refused the change.
+
+    The reply socket is a file beside the control socket, not an abstract address: the wire
+    runs in another network namespace, and abstract unix addresses are per namespace."""
     client = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-    client.bind("")  # autobind an abstract address: nothing on disk to clean up
+    reply_path = f"{path}.{os.getpid()}.{next(_replies)}.r"
     try:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(reply_path)
+        client.bind(reply_path)
         client.settimeout(timeout)
         client.sendto(json.dumps(change).encode(), path)
         reply = json.loads(client.recv(65535))
     finally:
         client.close()
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(reply_path)
     if not reply.get("ok"):
         raise ValueError(f"wire at {path} refused {change}: {reply.get('error')}")
     return reply
