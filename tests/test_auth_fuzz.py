@@ -9,8 +9,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tunnels.errors import RemoteProtocolError
-from tunnels.ppp.auth import AuthMethod, make_authenticator, make_peer, pap
-from tunnels.ppp.auth.chap import ChapCode, ChapPacket, parse_failure
+from tunnels.ppp.auth import AuthMethod, WindowsError_, make_authenticator, make_peer, pap
+from tunnels.ppp.auth.chap import (
+    ChapCode,
+    ChapPacket,
+    MSCHAPFailure,
+    MSCHAPv1Response,
+    MSCHAPv2Response,
+    parse_failure,
+)
 from tunnels.ppp.auth.eap import EapCode, EapPacket
 from tunnels.ppp.auth.pap import AuthenticateReply, AuthenticateRequest, PapCode
 from tests.test_auth_pairs import ACCOUNTS, Link, counter_random
@@ -105,3 +112,46 @@ def test_random_input_into_receive(method, side, packets, before):
         assert all(isinstance(p, bytes) for p in target.packets_to_send())
         timer = target.get_timer()
         assert timer is None or timer >= now
+
+
+@given(st.binary(min_size=24, max_size=24), st.binary(min_size=24, max_size=24), st.booleans())
+def test_mschapv1_response_round_trip(lm, nt, use_nt):
+    value = MSCHAPv1Response(lm, nt, use_nt)
+    assert len(value.encode()) == 49 and MSCHAPv1Response.decode(value.encode()) == value
+
+
+@given(st.binary(min_size=16, max_size=16), st.binary(min_size=24, max_size=24), u8)
+def test_mschapv2_response_round_trip(peer_challenge, nt, flags):
+    value = MSCHAPv2Response(peer_challenge, nt, flags)
+    assert len(value.encode()) == 49 and MSCHAPv2Response.decode(value.encode()) == value
+
+
+@given(st.sampled_from(list(WindowsError_)), st.booleans(),
+       st.sampled_from([b"", bytes(range(16))]), st.integers(1, 3),
+       st.text(alphabet=st.characters(codec="utf-8", exclude_categories=("Cs",)), max_size=40))
+def test_mschap_failure_round_trip(error, retry, challenge, version, message):
+    failure = MSCHAPFailure(int(error), retry, challenge, version, message)
+    assert MSCHAPFailure.decode(failure.encode()) == failure
+
+
+@pytest.mark.parametrize("text, want", [
+    (b"E=691 R=0 C=00112233445566778899AABBCCDDEEFF V=3 M=Authentication failure",
+     MSCHAPFailure(691, False, bytes.fromhex("00112233445566778899AABBCCDDEEFF"), 3,
+                   "Authentication failure")),
+    (b"E=648 R=0 V=2", MSCHAPFailure(648, False, b"", 2, "")),  # RFC 2433 §9 example
+    (b"E=649 R=1 V=3 M=M=odd", MSCHAPFailure(649, True, b"", 3, "M=odd")),
+    (b"Access denied", MSCHAPFailure(None, message="Access denied")),
+    (b"E=zz C=nothex", MSCHAPFailure(None, False, b"", 1, "")),
+])
+def test_mschap_failure_examples(text, want):
+    assert MSCHAPFailure.decode(text) == want
+
+
+@pytest.mark.parametrize("codec", [MSCHAPv1Response.decode, MSCHAPv2Response.decode,
+                                   MSCHAPFailure.decode])
+@given(data=st.binary(max_size=80))
+def test_mschap_value_parsers_never_raise_anything_else(codec, data):
+    try:
+        codec(data)
+    except RemoteProtocolError:
+        pass

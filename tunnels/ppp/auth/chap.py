@@ -63,21 +63,112 @@ class ChapPacket:
         raise RemoteProtocolError(f"unknown CHAP code {code}")
 
 
-_FAILURE = re.compile(r"E=(\d{1,10})")
-
-
 def _v1_material(password: str, challenge: bytes) -> MPPEMaterial:
     """RFC 3079 §2: 128-bit keys come from the NT hash, 40/56-bit ones from the LM hash."""
     return MPPEMaterial(1, mscrypto.nt_password_hash(password), challenge=challenge,
                         lm_password_hash=mscrypto.lm_password_hash(password))
 
 
+@dataclass(frozen=True, slots=True)
+class MSCHAPv1Response:
+    """RFC 2433 §5: the 49-octet Response value."""
+
+    lm_response: bytes
+    nt_response: bytes
+    use_nt: bool = True
+
+    def encode(self) -> bytes:
+        return Writer().push_bytes(self.lm_response).push_bytes(self.nt_response) \
+            .push_u8(1 if self.use_nt else 0).getvalue()
+
+    @classmethod
+    def decode(cls, value: bytes) -> MSCHAPv1Response:
+        if len(value) != 49:
+            raise RemoteProtocolError(f"MS-CHAP v1 response value of {len(value)} octets, not 49")
+        r = Reader(value)
+        return cls(r.pull_bytes(24, "LM response"), r.pull_bytes(24, "NT response"),
+                   r.pull_u8("use-NT flag") == 1)
+
+
+@dataclass(frozen=True, slots=True)
+class MSCHAPv2Response:
+    """RFC 2759 §4: Peer-Challenge, 8 reserved zero octets, NT-Response, Flags."""
+
+    peer_challenge: bytes
+    nt_response: bytes
+    flags: int = 0
+
+    def encode(self) -> bytes:
+        return Writer().push_bytes(self.peer_challenge).push_bytes(bytes(8)) \
+            .push_bytes(self.nt_response).push_u8(self.flags).getvalue()
+
+    @classmethod
+    def decode(cls, value: bytes) -> MSCHAPv2Response:
+        if len(value) != 49:
+            raise RemoteProtocolError(f"MS-CHAP v2 response value of {len(value)} octets, not 49")
+        r = Reader(value)
+        peer_challenge = r.pull_bytes(16, "peer challenge")
+        r.skip(8, "reserved")  # RFC 2759 §4: zero, but not checked on receipt
+        return cls(peer_challenge, r.pull_bytes(24, "NT-Response"), r.pull_u8("flags"))
+
+
+_FIELD = re.compile(r"([ERCV])=(\S*)")
+
+
+@dataclass(frozen=True, slots=True)
+class MSCHAPFailure:
+    """The Failure message of RFC 2433 §6 / RFC 2759 §6: "E=691 R=0 C=<hex> V=3 M=text".
+
+    `error` is a Windows code (base.WindowsError_) or None when the text has no E= field;
+    `challenge` is empty when absent (MS-CHAP v1 may omit C=). Decoding is lenient (peers only
+    show the text) and never raises."""
+
+    error: int | None
+    retry: bool = False
+    challenge: bytes = b""
+    version: int = 3
+    message: str = ""
+
+    def encode(self) -> bytes:
+        parts = [f"E={self.error}", f"R={int(self.retry)}"]
+        if self.challenge:
+            parts.append(f"C={self.challenge.hex().upper()}")
+        parts.append(f"V={self.version}")
+        if self.message:
+            parts.append(f"M={self.message}")
+        return " ".join(parts).encode()
+
+    @classmethod
+    def decode(cls, raw: bytes) -> MSCHAPFailure:
+        text = raw.decode("utf-8", "replace")
+        if text.startswith("M="):
+            head, message = "", text[2:]
+        elif " M=" in text:
+            head, message = text.split(" M=", 1)
+        else:
+            head, message = text, ""
+        fields = dict(_FIELD.findall(head))
+        if not fields:  # not in the MS-CHAP format at all: keep the whole text
+            return cls(None, message=text)
+        return cls(_int(fields.get("E", "")), fields.get("R") == "1",
+                   _hex(fields.get("C", "")), _int(fields.get("V", "")) or 1, message)
+
+
+def _int(text: str) -> int | None:
+    return int(text) if text.isdigit() and len(text) <= 10 else None
+
+
+def _hex(text: str) -> bytes:
+    try:
+        return bytes.fromhex(text)
+    except ValueError:
+        return b""
+
+
 def parse_failure(message: bytes) -> tuple[int | None, str]:
     """"E=691 R=0 C=... V=3 M=text" into (691, "text")."""
-    text = message.decode("utf-8", "replace")
-    m = _FAILURE.search(text)
-    msg = text.split("M=", 1)[1] if "M=" in text else text
-    return (int(m.group(1)) if m else None), msg
+    failure = MSCHAPFailure.decode(message)
+    return failure.error, failure.message
 
 
 class _Exchange:
@@ -177,10 +268,10 @@ class ChapAuthenticator(_Exchange):
             good = hmac.compare_digest(want, value)
             material = None
         else:  # MS-CHAP v1: 24 LM-response octets, 24 NT-response octets, use-NT flag
-            if len(value) != 49:
-                raise RemoteProtocolError(f"MS-CHAP v1 response of {len(value)} octets")
+            response = MSCHAPv1Response.decode(value)
             nt = mscrypto.nt_challenge_response_v1(self._challenge, account.password)
-            good = value[48] == 1 and hmac.compare_digest(nt, value[24:48])
+            # We accept only the NT response: LM responses are crackable (RFC 2433 §12).
+            good = response.use_nt and hmac.compare_digest(nt, response.nt_response)
             material = _v1_material(account.password, self._challenge)
         if not good:
             return self._fail(WindowsError_.AUTHENTICATION_FAILURE, "unknown user or bad password")
@@ -191,14 +282,16 @@ class ChapAuthenticator(_Exchange):
     def _fail(self, code: int, text: str) -> tuple[bool, str, None, int]:
         if self.method is AuthMethod.CHAP:
             return False, text, None, code
-        # RFC 2433 §6's examples answer MS-CHAP v1 with V=2; RFC 2759 §6 uses V=3.
-        return False, f"E={code} R=0 V=2 M={text}" if self.method is AuthMethod.MSCHAP else \
-            f"E={code} R=0 C={self._challenge.hex().upper()} V=3 M={text}", None, code
+        # RFC 2433 §6's examples answer MS-CHAP v1 with V=2 and no C=; RFC 2759 §6 uses V=3.
+        if self.method is AuthMethod.MSCHAP:
+            failure = MSCHAPFailure(code, False, b"", 2, text)
+        else:
+            failure = MSCHAPFailure(code, False, self._challenge, 3, text)
+        return False, failure.encode().decode(), None, code
 
     def _verify_mschapv2(self, user: str, value: bytes, account: object) -> tuple:
-        if len(value) != 49:
-            raise RemoteProtocolError(f"MS-CHAP v2 response value of {len(value)} octets, not 49")
-        peer_challenge, nt_response = value[:16], value[24:48]
+        response = MSCHAPv2Response.decode(value)
+        peer_challenge, nt_response = response.peer_challenge, response.nt_response
         if account is None:
             return self._fail(WindowsError_.AUTHENTICATION_FAILURE, "unknown user or bad password")
         password = account.password  # type: ignore[attr-defined]
@@ -251,7 +344,7 @@ class ChapPeer(_Exchange):
             if len(packet.value) != 8:
                 raise RemoteProtocolError("MS-CHAP v1 challenge must have 8 octets")
             nt = mscrypto.nt_challenge_response_v1(packet.value, self.password)
-            value = b"\0" * 24 + nt + b"\x01"
+            value = MSCHAPv1Response(bytes(24), nt, use_nt=True).encode()  # LM response zero
             self._material = _v1_material(self.password, packet.value)
         else:
             if len(packet.value) != 16:
@@ -259,7 +352,7 @@ class ChapPeer(_Exchange):
             peer_challenge = self.random(16)
             nt = mscrypto.generate_nt_response(packet.value, peer_challenge, self.username,
                                                self.password)
-            value = peer_challenge + b"\0" * 8 + nt + b"\0"
+            value = MSCHAPv2Response(peer_challenge, nt).encode()
             self._expected_s = mscrypto.generate_authenticator_response(
                 self.password, nt, peer_challenge, packet.value, self.username)
             self._material = MPPEMaterial(2, mscrypto.nt_password_hash(self.password),
