@@ -2,25 +2,36 @@
 
 Every message starts with the common header (Length, PPTP Message Type 1, Magic Cookie
 0x1A2B3C4D, Control Message Type, Reserved0); each class lists its remaining fields as
-(name, struct code) in wire order, so encode and decode are one generic pair and a reader can
+(name, field code) in wire order, so encode and decode are one generic pair and a reader can
 check a class against the RFC's figure line by line. `ControlStream` splits TCP bytes into
 messages.
 """
 
 from __future__ import annotations
 
-import struct
-from dataclasses import astuple, dataclass, fields
+from collections.abc import Callable
+from dataclasses import dataclass
 from enum import IntEnum
-from typing import ClassVar
+from typing import Any, ClassVar
 
-from tunnels._wire import fixed_string, parse_fixed_string
+from tunnels._wire import Reader, Writer, fixed_string, parse_fixed_string
 from tunnels.errors import RemoteProtocolError, WireAnswer
 
 MAGIC_COOKIE = 0x1A2B3C4D
 PROTOCOL_VERSION = 0x0100
 CONTROL_MESSAGE = 1
-_HEADER = struct.Struct("!HHIHH")
+HEADER_LENGTH = 12  # Length, PPTP Message Type, Magic Cookie, Control Message Type, Reserved0
+
+# Field codes of the layouts: B/H/I are 8/16/32-bit integers, "<n>s" a NUL-padded string.
+_PULL: dict[str, Callable[[Reader, str], int]] = {
+    "B": Reader.pull_u8, "H": Reader.pull_u16, "I": Reader.pull_u32}
+_PUSH: dict[str, Callable[[Writer, int], Writer]] = {
+    "B": Writer.push_u8, "H": Writer.push_u16, "I": Writer.push_u32}
+_SIZE = {"B": 1, "H": 2, "I": 4}
+
+
+def _field_size(code: str) -> int:
+    return _SIZE.get(code) or int(code[:-1])
 
 
 class ControlMessageType(IntEnum):
@@ -93,29 +104,43 @@ class GeneralError(IntEnum):
 
 
 class ControlMessage:
+    """Base of the 15 messages: LAYOUT lists the fields after the common header, in the
+    order of the RFC's figure; the length is fixed per type and computed from it."""
+
     TYPE: ClassVar[ControlMessageType]
     LAYOUT: ClassVar[tuple[tuple[str, str], ...]]
-    _struct: ClassVar[struct.Struct]
+    _length: ClassVar[int]
 
     def __init_subclass__(cls) -> None:
-        cls._struct = struct.Struct("!" + "".join(code for _, code in cls.LAYOUT))
+        cls._length = HEADER_LENGTH + sum(_field_size(code) for _, code in cls.LAYOUT)
 
     @classmethod
     def length(cls) -> int:
-        return _HEADER.size + cls._struct.size
+        return cls._length
 
     def encode(self) -> bytes:
-        values = [fixed_string(v, 64) if isinstance(v, str) else v for v in astuple(self)]
-        return _HEADER.pack(self.length(), CONTROL_MESSAGE, MAGIC_COOKIE, self.TYPE, 0) + \
-            self._struct.pack(*values)
+        w = Writer()
+        w.push_u16(self._length).push_u16(CONTROL_MESSAGE).push_u32(MAGIC_COOKIE)
+        w.push_u16(self.TYPE).push_u16(0)
+        for name, code in self.LAYOUT:
+            value = getattr(self, name)
+            push = _PUSH.get(code)
+            if push is None:
+                w.push_bytes(fixed_string(value, _field_size(code)))
+            else:
+                push(w, value)
+        return w.getvalue()
 
     @classmethod
-    def decode_body(cls, body: bytes) -> ControlMessage:
-        values = cls._struct.unpack(body[: cls._struct.size])
-        kinds = {f.name: f.type for f in fields(cls)}
-        out = [parse_fixed_string(v) if kinds[name] in ("str", str) else v
-               for (name, _), v in zip(cls.LAYOUT, values, strict=True)]
-        return cls(*out)
+    def decode_body(cls, r: Reader) -> ControlMessage:
+        values: list[Any] = []
+        for name, code in cls.LAYOUT:
+            pull = _PULL.get(code)
+            if pull is None:
+                values.append(parse_fixed_string(r.pull_bytes(_field_size(code), name)))
+            else:
+                values.append(pull(r, name))
+        return cls(*values)
 
 
 _TEXT = "64s"
@@ -297,13 +322,6 @@ class CallDisconnectNotify(ControlMessage):
     LAYOUT = (("call_id", "H"), ("result_code", "B"), ("error_code", "B"),
               ("cause_code", "H"), ("reserved1", "H"), ("call_statistics", "128s"))
 
-    def encode(self) -> bytes:  # the statistics field is 128 octets, not 64
-        body = struct.pack("!HBBHH", self.call_id, self.result_code, self.error_code,
-                           self.cause_code, self.reserved1)
-        stats = self.call_statistics.encode("ascii", "replace")[:128].ljust(128, b"\0")
-        return _HEADER.pack(self.length(), CONTROL_MESSAGE, MAGIC_COOKIE, self.TYPE, 0) + \
-            body + stats
-
 
 @dataclass(frozen=True, slots=True)
 class WanErrorNotify(ControlMessage):
@@ -347,9 +365,12 @@ BAD_FORMAT = WireAnswer("stop-control-connection", GeneralError.BAD_FORMAT)
 def decode(message: bytes) -> ControlMessage:
     """One whole control message; a bad cookie, type or length is the peer's fault and the
     answer is to stop the control connection (RFC 2637 §2.3, general error 2 "bad format")."""
-    if len(message) < _HEADER.size:
+    if len(message) < HEADER_LENGTH:
         raise RemoteProtocolError(f"PPTP message of {len(message)} octets", BAD_FORMAT)
-    length, kind, cookie, ctype, _ = _HEADER.unpack_from(message)
+    r = Reader(message)
+    length, kind = r.pull_u16("Length"), r.pull_u16("PPTP Message Type")
+    cookie, ctype = r.pull_u32("Magic Cookie"), r.pull_u16("Control Message Type")
+    r.skip(2, "Reserved0")
     if cookie != MAGIC_COOKIE:
         raise RemoteProtocolError(f"magic cookie {cookie:#010x}, expected 0x1a2b3c4d",
                                   BAD_FORMAT)
@@ -363,7 +384,7 @@ def decode(message: bytes) -> ControlMessage:
         raise RemoteProtocolError(
             f"{cls.TYPE.name} length {length} (have {len(message)}), expected {cls.length()}",
             BAD_FORMAT)
-    return cls.decode_body(message[_HEADER.size:])
+    return cls.decode_body(r)
 
 
 class ControlStream:
@@ -378,8 +399,8 @@ class ControlStream:
         self._buf += data
         out = []
         while len(self._buf) >= 2:
-            length = struct.unpack_from("!H", self._buf)[0]
-            if length < _HEADER.size or length > self.MAX_LENGTH:
+            length = Reader(self._buf[:2]).pull_u16("Length")
+            if length < HEADER_LENGTH or length > self.MAX_LENGTH:
                 self._buf.clear()
                 raise RemoteProtocolError(f"control message length field {length}", BAD_FORMAT)
             if len(self._buf) < length:
