@@ -3,8 +3,9 @@
     sudo .venv/bin/python bench/link_presets.py [--pings 500] [--json]
 
 Each preset shapes the home NAT's link of the `internet` scenario; the client measures toward
-the Internet host: TCP goodput with iperf3 (download: server → client, the A→B... direction of
-the preset's first rate), RTT and loss with ping. The unshaped `ethernet` row is the baseline
+the Internet host: TCP goodput with iperf3 (download: server → client, i.e. B→A of the access
+link whose A end is the subscriber, so `rate_b_to_a`; the first 2 s of slow start omitted),
+RTT and loss with ping. The unshaped `ethernet` row is the baseline
 of the same run. Goals (issue 2): rate within 5%, RTT within 5 ms, loss within 1 point.
 """
 
@@ -33,7 +34,8 @@ def measure(name: str, pings: int) -> dict:
         server = www.start_daemon("iperf3", ["iperf3", "-s", "-1", "--forceflush"],
                                     ready="listening")
         seconds = "10" if (shape.rate_bps or 10**9) < 200_000 else "5"
-        res = client.run(["iperf3", "-c", lab.address("www"), "-R", "-t", seconds, "-J"],
+        res = client.run(["iperf3", "-c", lab.address("www"), "-R", "-O", "2", "-t", seconds,
+                          "-J"],
                          timeout=60)
         server.stop()
         if res.ok:
@@ -56,7 +58,18 @@ def measure(name: str, pings: int) -> dict:
     # a ping is lost when either its request or its reply is: 1 - (1 - p)^2 per round trip
     row["configured_loss_pct"] = 100 * (1 - (1 - shape.loss_pct / 100) ** 2)
     row["configured_rate_bps"] = shape.rate_b_to_a
+    row["goals_met"] = _goals_met(row)
     return row
+
+
+def _goals_met(row: dict) -> bool:
+    """Issue 2's goals: rate within 5%, RTT within 5 ms, loss within 1 point."""
+    want, got = row["configured_rate_bps"], row.get("rate_bps")
+    rate_ok = want is None or (got is not None and abs(got / want - 1) <= 0.05)
+    rtt_ok = abs(row.get("rtt_ms", 1e9) - row["configured_rtt_ms"]) <= 5
+    loss = row.get("loss_pct")
+    loss_ok = loss is not None and abs(loss - row["configured_loss_pct"]) <= 1
+    return rate_ok and rtt_ok and loss_ok
 
 
 def main() -> int:
@@ -77,8 +90,8 @@ def main() -> int:
         print(json.dumps(rows, indent=1))
         return 0
     print(f"{'preset':<10} {'rate want':>10} {'rate got':>10} {'ratio':>6} {'RTT want':>8} "
-          f"{'RTT got':>12} {'loss want':>9} {'loss got':>8}  (rate: B→A, TCP goodput scaled "
-          "to Ethernet frames; RTT/loss: ping, round trip)")
+          f"{'RTT got':>12} {'loss want':>9} {'loss got':>8} {'goals':>5}  (rate: B→A, TCP goodput "
+          "scaled to Ethernet frames; RTT/loss: ping, round trip)")
     for r in rows:
         want = r["configured_rate_bps"]
         got = r.get("rate_bps")
@@ -86,7 +99,8 @@ def main() -> int:
         print(f"{r['preset']:<10} {want or '-':>10} {got or '-':>10} {ratio:>6} "
               f"{r['configured_rtt_ms']:>8.2f} "
               f"{r.get('rtt_ms', 0):>7.2f}±{r.get('rtt_sd_ms', 0):<4.2f} "
-              f"{r['configured_loss_pct']:>9.2f} {r.get('loss_pct')!s:>8}")
+              f"{r['configured_loss_pct']:>9.2f} {r.get('loss_pct')!s:>8} "
+              f"{'ok' if r['goals_met'] else 'MISS':>5}")
     return 0
 
 

@@ -58,3 +58,40 @@ def test_modem_serialization_and_delay():
         _, rtt = _ping(lab, 10, "0.3")
         # 2 x 100 ms plus a 98-byte frame clocked out at 33.6k up and 53k down (~38 ms)
         assert 225 <= rtt <= 300, f"RTT {rtt} ms"
+
+
+def _goodput_down(lab, seconds: int = 4) -> float:
+    """TCP goodput www → client (B→A of the access link), slow start left out."""
+    www = lab.node("www")
+    server = www.start_daemon("iperf3", ["iperf3", "-s", "-1"], ready="listening")
+    try:
+        res = lab.node("client").run(["iperf3", "-c", lab.address("www"), "-R", "-O", "2",
+                                      "-t", str(seconds), "-J"], timeout=seconds + 30)
+    finally:
+        server.stop()
+    import json
+
+    return json.loads(res.stdout)["end"]["sum_received"]["bits_per_second"]
+
+
+def test_t1_rate_within_20_percent():
+    with start_scenario("internet", link="t1") as lab:
+        # goodput is ~95.6% of the line rate (1448 payload bytes per 1514-byte frame)
+        got = _goodput_down(lab) * 1514 / 1448
+        assert 0.8 * 1_544_000 <= got <= 1.2 * 1_544_000, f"{got:.0f} bit/s for T1"
+
+
+def test_jitter_keeps_order_and_bounds(internet_link):
+    link = internet_link.link("homenat", "isp")
+    link.set_shape(LinkShape(rate_bps=10_000_000, delay_ms=20, jitter_ms=10))
+    try:
+        out = internet_link.node("client").run(
+            ["ping", "-c", "50", "-i", "0.01", "-W", "2", "-n", internet_link.address("www")],
+            timeout=60).stdout
+    finally:
+        link.set_shape(LinkShape(rate_bps=10_000_000, delay_ms=20, loss_pct=0.5))
+    rtts = [float(m) for m in re.findall(r"time=([\d.]+) ms", out)]
+    assert len(rtts) >= 45
+    # 2 x (20 ± 10) ms, plus a little processing; never below 2 x 10
+    assert min(rtts) >= 19 and max(rtts) <= 70, (min(rtts), max(rtts))
+    assert max(rtts) - min(rtts) > 5, "jitter configured but RTTs all alike"
