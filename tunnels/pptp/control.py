@@ -282,7 +282,8 @@ class ControlConnection:
             return
         call_id = self._accept_call_id()
         if not call_id:
-            self._send(m.IncomingCallReply(peer_call_id=msg.call_id, result_code=3,
+            self._send(m.IncomingCallReply(peer_call_id=msg.call_id,
+                                           result_code=m.IncomingCallResult.DO_NOT_ACCEPT,
                                            error_code=m.GeneralError.NO_RESOURCE))
             return
         self.calls[call_id] = Call(call_id, msg.call_serial_number, CallState.WAIT_CONNECT,
@@ -295,7 +296,7 @@ class ControlConnection:
         if not self.is_pac or call is None or call.state is not CallState.WAIT_REPLY:
             self.counters["ignored"] += 1
             return
-        if msg.result_code != 1:
+        if msg.result_code != m.IncomingCallResult.CONNECT:
             self._call_closed(call, f"peer refused the incoming call: result {msg.result_code}")
             return
         call.peer_call_id, call.peer_window = msg.call_id, msg.packet_receive_window

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from enum import IntEnum
+from enum import IntEnum, IntFlag
 from typing import Any, ClassVar
 
 from tunnels._wire import Reader, Writer, fixed_string, parse_fixed_string
@@ -60,6 +60,42 @@ class StartResult(IntEnum):
     ALREADY_EXISTS = 3
     NOT_AUTHORIZED = 4
     BAD_PROTOCOL_VERSION = 5
+
+
+class FramingCapability(IntFlag):
+    """Framing Capabilities / Framing Type (§2.1, §2.7)."""
+
+    ASYNC = 1
+    SYNC = 2
+
+
+class BearerCapability(IntFlag):
+    """Bearer Capabilities / Bearer Type (§2.1, §2.7)."""
+
+    ANALOG = 1
+    DIGITAL = 2
+
+
+class StopResult(IntEnum):
+    """StopCCRP Result Code (§2.4)."""
+
+    OK = 1
+    GENERAL_ERROR = 2
+
+
+class EchoResult(IntEnum):
+    """Echo-Reply Result Code (§2.6)."""
+
+    OK = 1
+    GENERAL_ERROR = 2
+
+
+class IncomingCallResult(IntEnum):
+    """ICRP Result Code (§2.10)."""
+
+    CONNECT = 1
+    GENERAL_ERROR = 2
+    DO_NOT_ACCEPT = 3
 
 
 class StopReason(IntEnum):

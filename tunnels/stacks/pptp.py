@@ -1,12 +1,38 @@
 """PPTP sessions wired layer to layer, still without I/O: control ↔ call ↔ GRE ↔ PPP ↔ IP.
 
-`PPTPServer` serves many control connections (one per TCP connection, `conn_id` chosen by the
-runtime) and many calls; GRE is demultiplexed by the Call ID in the key field (our own Call ID)
-with one dict lookup, never a scan. `PPTPClient` opens one control connection and one call.
-Inputs: `connection_made/receive_control/connection_lost`, `receive_gre(src, packet, now)`,
-`send_datagram(ip_packet, now)`, `handle_timer(now)`. Outputs, drained: `control_to_send()`
-[(conn_id, bytes)], `connections_to_close()` [conn_id], `gre_to_send()` [(dst, bytes)],
-`datagrams_to_tun()` [bytes], `next_event()`, and `get_timer()`.
+Roles: the client is the PNS (sends SCCRQ and Outgoing-Call-Request, as Windows, pptp-linux
+and the Ixia in tests/data/pptp do), the server the PAC (answers SCCRP/OCRP on TCP 1723).
+
+API (all times are the caller's clock in seconds; nothing here reads a clock or a socket)
+- `PPTPServer(ppp_config_for, host_name="vpnlab", max_calls=0, echo_interval=60.0,
+  gre_timeout=15.0, random=os.urandom)`: `ppp_config_for(call_id, peer_addr) -> PPPConfig |
+  None` gives each call its PPP settings (e.g. an address from the daemon's pool); None clears
+  the call. `max_calls` > 0 refuses further OCRQs with Busy / No-Resource.
+  Inputs: `connection_made(conn_id, peer_addr, now)`, `receive_control(conn_id, data, now)`
+  (TCP bytes in any chunking), `connection_lost(conn_id, now)`.
+- `PPTPClient(ppp_config, server, host_name="vpnlab-client", echo_interval=60.0,
+  gre_timeout=15.0, random=os.urandom)`: `start(now)` sends SCCRQ (its one control connection
+  is conn_id 0), then OCRQ when connected; `hang_up(now, reason)` closes PPP, then
+  CCRQ → CDN → StopCCRQ → StopCCRP; `reason` says why the client went down; `call_id` ours.
+- Both: `receive_gre(src_addr, packet, now)` (the IP payload of a protocol-47 packet; demux by
+  the key's Call ID, which is ours, with one dict lookup; a packet from another source than
+  the control connection's peer is dropped and counted), `send_datagram(ip_packet, now)` (an
+  IPv4 packet from the TUN device, routed by destination address to its session; the client's
+  one session takes everything), `get_timer() -> float | None` (the one next deadline, from a
+  heap: O(log n), never a scan) and `handle_timer(now)` (only the due connections/sessions).
+- Outputs, drained by the caller after every input: `control_to_send() -> [(conn_id, bytes)]`,
+  `connections_to_close() -> [conn_id]` (close that TCP connection after writing its bytes),
+  `gre_to_send() -> [(dst_addr, bytes)]` (send from the address the control connection
+  reached), `datagrams_to_tun() -> [bytes]`, `next_event() -> StackEvent | None`:
+  `SessionUp(conn_id, call_id, peer, username, local_address, peer_address, dns, nbns)`,
+  `SessionDown(conn_id, call_id, reason)`, `ControlClosed(conn_id, reason)`,
+  `SessionEvent(conn_id, call_id, ppp_event)`.
+- Status: `status()` (JSON-able: sessions with call IDs, peer, PPP status and GRE counters;
+  connections with FSM state and peer vendor; stack counters), `sessions` (dict by our Call
+  ID), `connections` (dict by conn_id; `.control` is the `ControlConnection`).
+- Failure reasons by name: `NO_GRE_REASON` when the call is up but no GRE arrives within
+  `gre_timeout` (GRE filtered, or a NAT without the PPTP helper); echo timeouts say
+  "no answer to the control connection's Echo-Request within Ns".
 """
 
 from __future__ import annotations
