@@ -3,7 +3,8 @@
 Connects to the server's TCP 1723, runs the PPTP client stack, and when PPP's network phase
 opens creates the TUN device with the assigned address and installs routes (the server through
 the original gateway first). It exits 0 after a clean hang-up (SIGTERM/SIGINT) and 1 with a
-named reason when the tunnel could not come up or went down.
+named reason when the tunnel could not come up or went down (reconnecting is off by default:
+a test or a person should see the failure, not a retry loop hiding it).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -19,9 +21,12 @@ from tunnels.config import ClientConfig
 from tunnels.ppp.config import PPPConfig
 from tunnels.runtime.pump import StackPump
 from tunnels.runtime.rawgre import GRESocket
-from tunnels.runtime.routes import ClientRoutes
-from tunnels.runtime.tun import TunDevice
+from tunnels.runtime.routes import ClientRoutes, RouteError
+from tunnels.runtime.tun import TunDevice, TunError
 from tunnels.stacks.pptp import ControlClosed, PPTPClient, SessionDown, SessionEvent, SessionUp
+
+TUN_MTU = 1400  # GRE + PPP + MPPE overhead inside a 1500-byte path
+HANG_UP_GRACE = 3.0  # seconds to wait for the server's answers to our Terminate/Stop
 
 
 class VPNClient:
@@ -36,20 +41,38 @@ class VPNClient:
         self.done = asyncio.Event()
         self.hung_up = False
         self.pump: StackPump | None = None
+        self.gre: GRESocket | None = None
         self.routes: ClientRoutes | None = None
+        self.started = 0.0
 
+    # -- reporting -------------------------------------------------------------------------
     def emit(self, event: str, **fields: Any) -> None:
         record = {"event": event, "time": round(time.time(), 3), **fields}
-        if self.status_path is not None:  # first, so a reader woken by the line sees it
-            tmp = self.status_path.with_suffix(".tmp")
-            tmp.write_text(json.dumps(self.state, indent=1, default=str))
-            tmp.replace(self.status_path)
+        self.write_status()  # first, so a reader woken by the line sees the new state
         if self.json_lines:
-            print(json.dumps(record), flush=True)
+            print(json.dumps(record, default=str), flush=True)
         else:
             detail = " ".join(f"{k}={v}" for k, v in fields.items())
             print(f"vpnlab connect: {event} {detail}", flush=True)
 
+    def write_status(self) -> None:
+        if self.status_path is None:
+            return
+        status = dict(self.state)
+        if self.pump is not None:
+            status["counters"] = {"pump": dict(self.pump.counters),
+                                  "stack": self.pump.stack.status().get("counters", {})}
+        if self.gre is not None:
+            status.setdefault("counters", {})["gre_socket"] = dict(self.gre.counters)
+        tmp = self.status_path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(status, indent=1, default=str))
+        tmp.replace(self.status_path)
+
+    def _internal_error(self, detail: str) -> None:
+        print(f"vpnlab connect: internal error (counted, going on): {detail}", file=sys.stderr,
+              flush=True)
+
+    # -- stack events ----------------------------------------------------------------------
     def _ppp_config(self) -> PPPConfig:
         c = self.config
         return PPPConfig(False, c.auth, username=c.username, password=c.password,
@@ -71,26 +94,50 @@ class VPNClient:
 
     def _tunnel_up(self, event: SessionUp) -> None:
         assert self.pump is not None
+        try:
+            self._make_interface(event)
+        except (TunError, RouteError) as exc:
+            self._fail_locally(f"tunnel negotiated but the local side failed: {exc}")
+            return
+        session = self.pump.stack.sessions.get(event.call_id)
+        ppp = session.ppp.status() if session else {}
+        assert self.routes is not None
+        self.state.update(state="up", interface=self.config.interface,
+                          local_address=event.local_address, peer_address=event.peer_address,
+                          dns=list(event.dns), nbns=list(event.nbns), call_id=event.call_id,
+                          peer_call_id=session.gre.peer_call_id if session else None,
+                          auth=ppp.get("auth_method"), encryption=ppp.get("encryption"),
+                          routes=self.config.routes, route_table=self.routes.described(),
+                          bringup_seconds=round(self.pump.now() - self.started, 3))
+        self.emit("tunnel-up", **{k: self.state[k] for k in (
+            "interface", "local_address", "peer_address", "dns", "nbns", "auth", "encryption",
+            "call_id", "peer_call_id", "route_table", "bringup_seconds")})
+
+    def _make_interface(self, event: SessionUp) -> None:
+        assert self.pump is not None
         tun = TunDevice(self.config.interface)
-        tun.configure(event.local_address, event.peer_address, 1400)
+        try:
+            tun.configure(event.local_address, event.peer_address, TUN_MTU)
+        except TunError:
+            tun.close()
+            raise
         self.pump.attach_tun(tun)
         self.routes = ClientRoutes(self.config.server, tun.name, self.config.routes,
                                    self.config.split)
         self.routes.install()
-        session = self.pump.stack.sessions.get(event.call_id)
-        ppp = session.ppp.status() if session else {}
-        self.state.update(state="up", interface=tun.name, local_address=event.local_address,
-                          peer_address=event.peer_address, dns=list(event.dns),
-                          nbns=list(event.nbns), call_id=event.call_id,
-                          peer_call_id=session.gre.peer_call_id if session else None,
-                          auth=ppp.get("auth_method"), encryption=ppp.get("encryption"),
-                          routes=self.config.routes)
-        self.emit("tunnel-up", **{k: self.state[k] for k in (
-            "interface", "local_address", "peer_address", "dns", "nbns", "auth", "encryption")})
+
+    def _fail_locally(self, reason: str) -> None:
+        """Our side cannot carry the tunnel: hang the call up and exit with the reason."""
+        assert self.pump is not None
+        self.state["reason"] = reason
+        self.pump.feed("hang_up", self.pump.stack.hang_up, self.pump.now(), reason)
+        self.pump.flush()
+        asyncio.get_running_loop().call_later(HANG_UP_GRACE, self._tunnel_down, reason)
 
     def _tunnel_down(self, reason: str) -> None:
         if self.done.is_set():
             return
+        reason = self.state.get("reason") or reason
         self._teardown_local()
         self.state.update(state="down", reason=reason)
         self.emit("tunnel-down", reason=reason)
@@ -103,26 +150,49 @@ class VPNClient:
         if self.pump is not None:
             self.pump.detach_tun()
 
+    # -- main ------------------------------------------------------------------------------
     async def run(self) -> int:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._hang_up)
+        self.started = loop.time()
         self.emit("connecting", server=self.config.server, port=1723)
+        connect = asyncio.ensure_future(asyncio.wait_for(
+            asyncio.open_connection(self.config.server, 1723), self.connect_timeout))
+        stopped = asyncio.ensure_future(self.done.wait())
+        await asyncio.wait({connect, stopped}, return_when=asyncio.FIRST_COMPLETED)
+        stopped.cancel()
+        if not connect.done():  # hung up while connecting
+            connect.cancel()
+            self.state.update(state="down", reason="user hung up")
+            self.emit("tunnel-down", reason="user hung up")
+            return 0
         try:
-            reader, writer = await asyncio.wait_for(
-                asyncio.open_connection(self.config.server, 1723), self.connect_timeout)
+            reader, writer = connect.result()
         except (OSError, asyncio.TimeoutError) as exc:
             self.state.update(state="down", reason=f"cannot reach {self.config.server}:1723: "
                                                    f"{exc or 'timed out'}")
             self.emit("tunnel-down", reason=self.state["reason"])
             return 1
+        return await self._session(reader, writer)
+
+    async def _session(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> int:
+        loop = asyncio.get_running_loop()
         local = writer.get_extra_info("sockname")[0]
-        gre = GRESocket(local)
-        stack = PPTPClient(self._ppp_config(), self.config.server,
-                           echo_interval=60.0)
-        self.pump = pump = StackPump(loop, stack, gre, self.on_event)
+        try:
+            self.gre = gre = GRESocket(local)
+        except OSError as exc:
+            writer.close()
+            self.state.update(state="down", reason=f"cannot open a raw GRE socket on {local}: "
+                                                   f"{exc.strerror or exc}")
+            self.emit("tunnel-down", reason=self.state["reason"])
+            return 1
+        stack = PPTPClient(self._ppp_config(), self.config.server, echo_interval=60.0)
+        self.pump = pump = StackPump(loop, stack, gre, self.on_event, self._internal_error)
         pump.writers[0] = writer
-        stack.start(pump.now())
+        self.state.update(state="negotiating", local_carrier_address=local)
+        self.emit("control-connected", local=local, server=self.config.server)
+        pump.feed("start", stack.start, pump.now())
         pump.flush()
         reading = asyncio.create_task(self._read(reader, stack, pump))
         try:
@@ -131,6 +201,7 @@ class VPNClient:
         finally:
             reading.cancel()
             self._teardown_local()
+            self.write_status()
             pump.close()
             gre.close()
             writer.close()
@@ -140,24 +211,25 @@ class VPNClient:
                     pump: StackPump) -> None:
         try:
             while data := await reader.read(4096):
-                stack.receive_control(0, data, pump.now())
+                pump.feed("receive_control", stack.receive_control, 0, data, pump.now())
                 pump.flush()
         except ConnectionError:
             pass
-        stack.connection_lost(0, pump.now())
+        pump.feed("connection_lost", stack.connection_lost, 0, pump.now())
         pump.flush()
         self._tunnel_down(stack.reason or "the server closed the control connection")
 
     def _hang_up(self) -> None:
+        if self.hung_up:
+            return
         self.hung_up = True
         if self.pump is None:
             self.done.set()
             return
-        stack = self.pump.stack
-        stack.hang_up(self.pump.now(), "user hung up")
+        self.pump.feed("hang_up", self.pump.stack.hang_up, self.pump.now(), "user hung up")
         self.pump.flush()
         # If the server never answers the Terminate-Request, give up after a few seconds.
-        asyncio.get_running_loop().call_later(3.0, self._tunnel_down, "user hung up")
+        asyncio.get_running_loop().call_later(HANG_UP_GRACE, self._tunnel_down, "user hung up")
 
 
 def main(config: ClientConfig, json_lines: bool, status: str | None) -> int:

@@ -12,7 +12,6 @@ import asyncio
 import ipaddress
 import json
 import signal
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -22,10 +21,13 @@ from tunnels.config import ServerConfig
 from tunnels.ppp.config import PPPConfig
 from tunnels.runtime.pump import StackPump
 from tunnels.runtime.rawgre import GRESocket
-from tunnels.runtime.tun import TunDevice
+from tunnels.runtime.routes import RouteError, ServerRouting
+from tunnels.runtime.tun import TunDevice, TunError
 from tunnels.stacks.pptp import ControlClosed, PPTPServer, SessionDown, SessionEvent, SessionUp
 
 TUN_NAME = "vpns0"
+TUN_MTU = 1400
+STATUS_REFRESH = 1.0  # seconds between status-file rewrites (counters move without events)
 
 
 class AddressPool:
@@ -60,10 +62,15 @@ class VPNServer:
         self._next_conn = 0
         self.sessions: dict[int, dict[str, Any]] = {}
         self.history: list[dict[str, Any]] = []
+        self.totals = {"calls_up": 0, "calls_down": 0, "auth_failures": 0,
+                       "pool_exhausted": 0, "control_connections": 0}
+        self.pump: StackPump | None = None
+        self.gre: GRESocket | None = None
 
     def _ppp_config_for(self, call_id: int, peer: str) -> PPPConfig | None:
         address = self.pool.take(call_id)
         if address is None:
+            self.totals["pool_exhausted"] += 1
             return None
         c = self.config
         return PPPConfig(True, c.auth, verifier=c.accounts, name=c.name,
@@ -80,12 +87,26 @@ class VPNServer:
             detail = " ".join(f"{k}={v}" for k, v in fields.items())
             print(f"vpnlab server: {event} {detail}", flush=True)
 
+    def _internal_error(self, detail: str) -> None:
+        print(f"vpnlab server: internal error (counted, going on): {detail}", file=sys.stderr,
+              flush=True)
+
+    def status(self) -> dict[str, Any]:
+        status: dict[str, Any] = {
+            "role": "server", "protocol": "pptp", "listen": self.config.listen,
+            "pool": str(self.config.pool), "max_ports": self.config.max_ports,
+            "sessions": list(self.sessions.values()), "ended": self.history[-50:],
+            "totals": dict(self.totals), "stack": self.stack.status()}
+        if self.pump is not None:
+            status["pump"] = dict(self.pump.counters)
+        if self.gre is not None:
+            status["gre_socket"] = dict(self.gre.counters)
+        return status
+
     def _write_status(self) -> None:
         if self.status_path is None:
             return
-        status = {"role": "server", "protocol": "pptp", "listen": self.config.listen,
-                  "sessions": list(self.sessions.values()), "ended": self.history[-50:],
-                  "stack": self.stack.status()}
+        status = self.status()
         tmp = self.status_path.with_suffix(".tmp")
         tmp.write_text(json.dumps(status, indent=1, default=str))
         tmp.replace(self.status_path)
@@ -98,16 +119,20 @@ class VPNServer:
                     "auth": s.ppp.status()["auth_method"] if s else None,
                     "encryption": s.ppp.status()["encryption"] if s else None}
             self.sessions[event.call_id] = info
+            self.totals["calls_up"] += 1
             self.emit("session-up", **info)
         elif isinstance(event, SessionDown):
             info = self.sessions.pop(event.call_id, {"call_id": event.call_id})
             self.pool.give_back(event.call_id)
+            self.totals["calls_down"] += 1
             self.history.append({**info, "reason": event.reason})
             self.emit("session-down", call_id=event.call_id, reason=event.reason)
         elif isinstance(event, ControlClosed):
             self.emit("control-closed", conn_id=event.conn_id, reason=event.reason)
         elif isinstance(event, SessionEvent):
             name = type(event.event).__name__
+            if name == "AuthenticationFailed":
+                self.totals["auth_failures"] += 1
             if name in ("Authenticated", "AuthenticationFailed", "EncryptionNegotiated"):
                 self.emit(name, call_id=event.call_id, **_fields(event.event))
 
@@ -116,49 +141,90 @@ class VPNServer:
         stop = asyncio.Event()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-        gre = GRESocket(self.config.listen)
-        tun = TunDevice(TUN_NAME)
-        pump = StackPump(loop, self.stack, gre, self.on_event)
         try:
-            tun.configure(self.pool.gateway, None, 1400)
-            subprocess.run(["ip", "route", "replace", str(self.config.pool), "dev", tun.name],
-                           check=True, capture_output=True, timeout=10)
-            pump.attach_tun(tun)
-            server = await asyncio.start_server(
-                lambda r, w: self._connection(pump, r, w), self.config.listen, 1723)
+            self.gre = gre = GRESocket(self.config.listen)
+        except OSError as exc:
+            return self._fatal(f"cannot open a raw GRE socket on {self.config.listen}: "
+                               f"{exc.strerror or exc}")
+        routing = ServerRouting(str(self.config.pool), TUN_NAME)
+        try:
+            tun = TunDevice(TUN_NAME)
+        except TunError as exc:
+            gre.close()
+            return self._fatal(str(exc))
+        self.pump = pump = StackPump(loop, self.stack, gre, self.on_event, self._internal_error)
+        refresh: list[asyncio.TimerHandle] = []
+        try:
+            try:
+                tun.configure(self.pool.gateway, None, TUN_MTU)
+                routing.install()
+                pump.attach_tun(tun)
+                server = await asyncio.start_server(
+                    lambda r, w: self._connection(pump, r, w), self.config.listen, 1723)
+            except (TunError, RouteError, OSError) as exc:
+                tun.close()
+                return self._fatal(f"cannot set up: {exc}")
             self.emit("listening", address=self.config.listen, port=1723,
-                      pool=str(self.config.pool),
-                      auth=[m.value for m in self.config.auth],
-                      encryption=self.config.encryption.value)
+                      pool=str(self.config.pool), auth=[m.value for m in self.config.auth],
+                      encryption=self.config.encryption.value,
+                      mppe="stateless" if self.config.mppe_stateless else "stateful",
+                      max_ports=self.config.max_ports, interface=TUN_NAME)
+            self._refresh_status(loop, refresh)
             async with server:
                 await stop.wait()
             self.emit("stopping", sessions=len(self.sessions))
             for conn_id in list(self.stack.connections):
-                self.stack.connections[conn_id].control.stop("server shutting down", 3)
-                self.stack._after_control(conn_id, pump.now())
+                pump.feed("stop", self._stop_connection, conn_id, pump.now())
             pump.flush()
             await asyncio.sleep(0.05)
         finally:
+            for handle in refresh:
+                handle.cancel()
             pump.close()
+            routing.remove()
             gre.close()
-        self.emit("stopped")
+        self.emit("stopped", totals=self.totals)
         return 0
+
+    def _stop_connection(self, conn_id: int, now: float) -> None:
+        """Shutdown: Stop-Control-Connection-Request (reason 3, local shutdown) on each."""
+        self.stack.connections[conn_id].control.stop("server shutting down", 3)
+        self.stack._after_control(conn_id, now)
+
+    def _fatal(self, reason: str) -> int:
+        self.emit("failed", reason=reason)
+        print(f"vpnlab server: {reason}", file=sys.stderr, flush=True)
+        return 1
+
+    def _refresh_status(self, loop: asyncio.AbstractEventLoop,
+                        handles: list[asyncio.TimerHandle]) -> None:
+        """Counters move without events: rewrite the status file every STATUS_REFRESH s."""
+        if self.status_path is None:
+            return
+
+        def tick() -> None:
+            self._write_status()
+            handles[:] = [loop.call_later(STATUS_REFRESH, tick)]
+
+        handles[:] = [loop.call_later(STATUS_REFRESH, tick)]
 
     async def _connection(self, pump: StackPump, reader: asyncio.StreamReader,
                           writer: asyncio.StreamWriter) -> None:
         conn_id = self._next_conn
         self._next_conn += 1
+        self.totals["control_connections"] += 1
         peer = writer.get_extra_info("peername")[0]
         pump.writers[conn_id] = writer
-        self.stack.connection_made(conn_id, peer, pump.now())
+        pump.feed("connection_made", self.stack.connection_made, conn_id, peer, pump.now())
         try:
             while data := await reader.read(4096):
-                self.stack.receive_control(conn_id, data, pump.now())
+                pump.feed("receive_control", self.stack.receive_control, conn_id, data,
+                          pump.now())
                 pump.flush()
         except ConnectionError:
             pass
         finally:
-            self.stack.connection_lost(conn_id, pump.now())
+            pump.feed("connection_lost", self.stack.connection_lost, conn_id, pump.now())
             pump.writers.pop(conn_id, None)
             pump.flush()
             writer.close()

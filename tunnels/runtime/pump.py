@@ -1,31 +1,49 @@
 """The one generic pump between a sans-I/O stack and the kernel (style.md 11).
 
-Reads sockets and the TUN device, hands bytes to the stack with `now = loop.time()`, flushes
-what the stack wants sent, hands events to the daemon, and re-arms one timer from
-`stack.get_timer()`. It makes no protocol decision.
+Reads the raw GRE socket and the TUN device, hands bytes to the stack with
+`now = loop.time()`, flushes what the stack wants sent, hands events to the daemon, and re-arms
+one timer from `stack.get_timer()`. It makes no protocol decision.
+
+Fault isolation: one input that makes the stack raise (a bug met by a malformed packet) is
+counted in `counters["stack_errors"]`, the first few are reported through `on_error`, and the
+pump goes on with the next input; outputs already queued are still flushed. A daemon never dies
+of one packet, and one call's trouble never stops the socket shared by all calls.
 """
 
 from __future__ import annotations
 
 import asyncio
+import traceback
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
-from tunnels.runtime.rawgre import GRESocket
 from tunnels.runtime.tun import TunDevice
 
-_BATCH = 64
+_BATCH = 64  # reads per readiness callback before yielding to the loop
+_REPORTED_ERRORS = 5  # tracebacks reported in full; later ones only counted
+
+
+class PacketSocket(Protocol):
+    """What the pump needs from the GRE socket (a stand-in in unit tests)."""
+
+    def fileno(self) -> int: ...
+    def receive(self) -> tuple[str, bytes] | None: ...
+    def send(self, dst: str, packet: bytes) -> None: ...
 
 
 class StackPump:
-    def __init__(self, loop: asyncio.AbstractEventLoop, stack: Any, gre: GRESocket,
-                 on_event: Callable[[Any], None]):
+    def __init__(self, loop: asyncio.AbstractEventLoop, stack: Any, gre: PacketSocket,
+                 on_event: Callable[[Any], None],
+                 on_error: Callable[[str], None] | None = None):
         self.loop = loop
         self.stack = stack
         self.gre = gre
         self.on_event = on_event
+        self.on_error = on_error
         self.writers: dict[int, asyncio.StreamWriter] = {}
         self.tun: TunDevice | None = None
+        self.counters = {"gre_read": 0, "tun_read": 0, "tun_written": 0, "gre_sent": 0,
+                         "control_sent": 0, "stack_errors": 0, "event_errors": 0}
         self._timer: asyncio.TimerHandle | None = None
         self._armed_at: float | None = None
         loop.add_reader(gre.fileno(), self._gre_readable)
@@ -45,9 +63,23 @@ class StackPump:
         self.detach_tun()
         if self._timer is not None:
             self._timer.cancel()
+            self._timer = None
 
     def now(self) -> float:
         return self.loop.time()
+
+    # -- inputs ----------------------------------------------------------------------------
+    def feed(self, what: str, fn: Callable[..., Any], *args: Any) -> None:
+        """Call one stack input; a raise is counted and reported, never propagated."""
+        try:
+            fn(*args)
+        except Exception:  # noqa: BLE001 - isolation is the point: count, report, go on
+            self._error("stack_errors", f"{what}: {traceback.format_exc(limit=6)}")
+
+    def _error(self, counter: str, detail: str) -> None:
+        self.counters[counter] += 1
+        if self.on_error is not None and self.counters[counter] <= _REPORTED_ERRORS:
+            self.on_error(detail)
 
     def _gre_readable(self) -> None:
         now = self.now()
@@ -55,7 +87,8 @@ class StackPump:
             got = self.gre.receive()
             if got is None:
                 break
-            self.stack.receive_gre(got[0], got[1], now)
+            self.counters["gre_read"] += 1
+            self.feed("receive_gre", self.stack.receive_gre, got[0], got[1], now)
         self.flush()
 
     def _tun_readable(self) -> None:
@@ -66,28 +99,37 @@ class StackPump:
             packet = self.tun.read()
             if packet is None:
                 break
-            self.stack.send_datagram(packet, now)
+            self.counters["tun_read"] += 1
+            self.feed("send_datagram", self.stack.send_datagram, packet, now)
         self.flush()
 
     def _on_timer(self) -> None:
         self._timer, self._armed_at = None, None
-        self.stack.handle_timer(self.now())
+        self.feed("handle_timer", self.stack.handle_timer, self.now())
         self.flush()
 
+    # -- outputs ---------------------------------------------------------------------------
     def flush(self) -> None:
+        """Drain every output of the stack, then re-arm the one timer."""
         stack = self.stack
         for conn_id, data in stack.control_to_send():
             writer = self.writers.get(conn_id)
             if writer is not None and not writer.is_closing():
                 writer.write(data)
+                self.counters["control_sent"] += 1
         for dst, packet in stack.gre_to_send():
             self.gre.send(dst, packet)
+            self.counters["gre_sent"] += 1
         packets = stack.datagrams_to_tun()
         if self.tun is not None:
             for packet in packets:
                 self.tun.write(packet)
+            self.counters["tun_written"] += len(packets)
         while (event := stack.next_event()) is not None:
-            self.on_event(event)
+            try:
+                self.on_event(event)
+            except Exception:  # noqa: BLE001 - a daemon's handler bug must not stop the pump
+                self._error("event_errors", f"event {event!r}: {traceback.format_exc(limit=6)}")
         for conn_id in stack.connections_to_close():
             writer = self.writers.pop(conn_id, None)
             if writer is not None:
@@ -96,7 +138,7 @@ class StackPump:
 
     def _arm(self) -> None:
         deadline = self.stack.get_timer()
-        if deadline == self._armed_at:
+        if deadline == self._armed_at and self._timer is not None:
             return
         if self._timer is not None:
             self._timer.cancel()

@@ -1,48 +1,101 @@
-"""Client routes: the server through the original gateway first, then the tunnel.
+"""Routes around a tunnel, on the client and on the server. Commands are argv lists.
 
-The host route comes first so the tunnel never carries its own carrier traffic; teardown puts
-the original default route back. Commands are argv lists; failures raise with the command.
+Client: a host route to the server through the original gateway goes in FIRST, so the tunnel
+never carries its own carrier traffic (TCP 1723 and GRE); then either everything through the
+tunnel (`default`) or only the given prefixes (`split`). `default` is installed as the two
+halves 0.0.0.0/1 and 128.0.0.0/1 through the TUN device: they beat the original default route
+by being more specific, so the original is never touched, and if the daemon dies without its
+cleanup they vanish with the TUN device and the node keeps its own default route.
+
+Server: the pool is a separate subnet routed to the server by the intranet (our choice over
+proxy ARP: no ARP tricks, works across routers, and the intranet sees each client's own
+address). The server routes the pool into its TUN device and forwards between it and the
+intranet (`net.ipv4.ip_forward`, per namespace; put back as found on stop).
 """
 
 from __future__ import annotations
 
 import subprocess
+from pathlib import Path
+
+DEFAULT_HALVES = ("0.0.0.0/1", "128.0.0.0/1")
+IP_FORWARD = Path("/proc/sys/net/ipv4/ip_forward")
 
 
-def _ip(*args: str, check: bool = True) -> str:
+class RouteError(RuntimeError):
+    pass
+
+
+def ip(*args: str, check: bool = True) -> str:
     done = subprocess.run(["ip", *args], capture_output=True, text=True, timeout=10)
     if check and done.returncode != 0:
-        raise RuntimeError(f"`ip {' '.join(args)}` failed: {done.stderr.strip()}")
+        raise RouteError(f"`ip {' '.join(args)}` failed: {done.stderr.strip()}")
     return done.stdout
+
+
+def route_to(address: str) -> list[str]:
+    """`via GW dev IF` (or `dev IF` on-link) the kernel uses to reach `address` right now."""
+    words = ip("-4", "route", "get", address).split()
+    if "dev" not in words:
+        raise RouteError(f"no route to {address}: {' '.join(words)}")
+    via = ["via", words[words.index("via") + 1]] if "via" in words else []
+    return [*via, "dev", words[words.index("dev") + 1]]
 
 
 class ClientRoutes:
     def __init__(self, server: str, interface: str, mode: str, split: tuple[str, ...]):
+        if mode not in ("default", "split"):
+            raise ValueError(f"route mode {mode!r}: expected default or split")
         self.server, self.interface, self.mode, self.split = server, interface, mode, split
-        self.saved_default = ""
-        self.added: list[list[str]] = []
+        self.added: list[list[str]] = []  # `ip route` arguments, in the order added
+
+    def plan(self, carrier: list[str]) -> list[list[str]]:
+        """The routes to add, in order, given the current path to the server."""
+        prefixes = DEFAULT_HALVES if self.mode == "default" else self.split
+        return [[f"{self.server}/32", *carrier],
+                *([prefix, "dev", self.interface] for prefix in prefixes)]
 
     def install(self) -> None:
-        words = _ip("route", "get", self.server).split()
-        via = ["via", words[words.index("via") + 1]] if "via" in words else []
-        dev = ["dev", words[words.index("dev") + 1]]
-        self._add(["route", "replace", f"{self.server}/32", *via, *dev])
-        if self.mode == "default":
-            self.saved_default = _ip("route", "show", "default").strip()
-            self._add(["route", "replace", "default", "dev", self.interface])
-        else:
-            for prefix in self.split:
-                self._add(["route", "replace", prefix, "dev", self.interface])
+        """Host route first; on any failure what was added is removed again and it raises."""
+        try:
+            for route in self.plan(route_to(self.server)):
+                ip("route", "replace", *route)
+                self.added.append(route)
+        except RouteError:
+            self.remove()
+            raise
 
-    def _add(self, argv: list[str]) -> None:
-        _ip(*argv)
-        self.added.append(argv)
+    def described(self) -> list[str]:
+        return [" ".join(r) for r in self.added]
 
     def remove(self) -> None:
-        """Undo in reverse; routes through the TUN device vanish with it anyway."""
-        for argv in reversed(self.added):
-            _ip("route", "del", *argv[2:], check=False)
+        """Undo in reverse; a route already gone (with the TUN device) is not an error."""
+        for route in reversed(self.added):
+            ip("route", "del", *route, check=False)
         self.added.clear()
-        if self.saved_default:
-            _ip("route", "replace", *self.saved_default.split(), check=False)
-            self.saved_default = ""
+
+
+class ServerRouting:
+    def __init__(self, pool: str, interface: str, forward: Path = IP_FORWARD):
+        self.pool, self.interface, self.forward = pool, interface, forward
+        self.saved_forward: str | None = None
+        self.routed = False
+
+    def install(self) -> None:
+        current = self.forward.read_text().strip()
+        if current != "1":
+            self.forward.write_text("1\n")
+            self.saved_forward = current
+        ip("route", "replace", self.pool, "dev", self.interface)
+        self.routed = True
+
+    def remove(self) -> None:
+        if self.routed:
+            ip("route", "del", self.pool, "dev", self.interface, check=False)
+            self.routed = False
+        if self.saved_forward is not None:
+            try:
+                self.forward.write_text(self.saved_forward + "\n")
+            except OSError:
+                pass
+            self.saved_forward = None

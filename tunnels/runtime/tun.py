@@ -16,38 +16,53 @@ IFF_TUN = 0x0001
 IFF_NO_PI = 0x1000
 
 
+class TunError(OSError):
+    pass
+
+
 class TunDevice:
     def __init__(self, name: str):
-        if len(name) > 15:
-            raise ValueError(f"TUN name {name!r}: expected at most 15 characters")
-        self.fd = os.open("/dev/net/tun", os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC)
+        if not name or len(name) > 15:
+            raise TunError(f"TUN name {name!r}: expected 1 to 15 characters (IFNAMSIZ)")
+        try:
+            self.fd = os.open("/dev/net/tun", os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC)
+        except OSError as exc:
+            raise TunError(f"cannot open /dev/net/tun: {exc.strerror}") from None
         try:
             ifr = struct.pack("16sH", name.encode(), IFF_TUN | IFF_NO_PI)
             name_out = fcntl.ioctl(self.fd, TUNSETIFF, ifr)[:16].rstrip(b"\0").decode()
-        except OSError:
+        except OSError as exc:
             os.close(self.fd)
-            raise
+            hint = " (in use by another process?)" if exc.errno == 16 else ""
+            raise TunError(f"cannot create TUN device {name!r}: {exc.strerror}{hint}") from None
         self.name = name_out
         self.closed = False
+        self.errors = 0
 
     def configure(self, local: str, peer: str | None, mtu: int) -> None:
-        """Address (point-to-point when `peer` is given), MTU, up."""
+        """Address (point-to-point when `peer` is given), MTU, up; raises TunError saying
+        which command failed and why."""
         addr = ["ip", "addr", "add", f"{local}/32"] + (["peer", f"{peer}/32"] if peer else [])
         for argv in (addr + ["dev", self.name],
                      ["ip", "link", "set", self.name, "mtu", str(mtu), "up"]):
-            subprocess.run(argv, check=True, capture_output=True, timeout=10)
+            done = subprocess.run(argv, capture_output=True, text=True, timeout=10)
+            if done.returncode != 0:
+                raise TunError(f"`{' '.join(argv)}` failed: {done.stderr.strip()}")
 
     def read(self) -> bytes | None:
         try:
             return os.read(self.fd, 65535)
         except BlockingIOError:
             return None
+        except OSError:
+            self.errors += 1
+            return None
 
     def write(self, packet: bytes) -> None:
         try:
             os.write(self.fd, packet)
-        except (BlockingIOError, OSError):
-            pass  # a full queue or a malformed packet the kernel refuses: dropped, like a NIC
+        except OSError:
+            self.errors += 1  # a full queue or a packet the kernel refuses: dropped, like a NIC
 
     def close(self) -> None:
         if not self.closed:
