@@ -345,3 +345,32 @@ def test_unknown_method_is_a_local_error():
         make_authenticator(Fake(), ACCOUNTS, "n")  # type: ignore[arg-type]
     with pytest.raises(LocalProtocolError):
         make_peer(Fake(), "u", "p")  # type: ignore[arg-type]
+
+
+def test_eap_nak_moves_to_the_next_method_the_peer_asks_for(monkeypatch):
+    monkeypatch.setitem(eap.METHODS, ToyGTC.type, ToyGTC())
+    a = eap.EapAuthenticator(ACCOUNTS, counter_random(),
+                             method=(ToyGTC.type, EapType.MD5_CHALLENGE))
+
+    def peer_without_gtc(direction: str, packet: bytes) -> bytes:
+        p = EapPacket.decode(packet)
+        if direction == "p>a" and p.type == ToyGTC.type:  # as if the peer lacked type 6
+            return EapPacket(EapCode.RESPONSE, p.identifier, EapType.NAK,
+                             bytes([EapType.MD5_CHALLENGE])).encode()
+        return packet
+
+    link = Link(a, make_peer(AuthMethod.EAP_MD5, "alice", "correct horse"), peer_without_gtc)
+    link.start().run(60)
+    assert link.auth.outcome.success and link.peer.outcome.success
+    types = [EapPacket.decode(p).type for p in link.sent("a>p")]
+    assert types == [EapType.IDENTITY, ToyGTC.type, EapType.MD5_CHALLENGE, None]
+
+
+@pytest.mark.parametrize("method", [AuthMethod.CHAP, AuthMethod.MSCHAP, AuthMethod.MSCHAPV2],
+                         ids=lambda m: m.value)
+def test_domain_prefixed_user_name(method):
+    """Windows sends "DOMAIN\\user"; the local account is "user" (RFC 2759 §8.2 hashes the
+    bare name, so the NT-Response still checks)."""
+    link = pair(method, "CORP\\alice").run(until=60)
+    assert link.auth.outcome.success and link.peer.outcome.success
+    assert link.auth.outcome.username == "CORP\\alice"

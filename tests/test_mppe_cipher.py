@@ -232,3 +232,10 @@ def test_option_parse_picks_the_strongest_and_rejects_bad_lengths():
 def test_option_value_round_trip(value):
     assert options.decode_bits(options.encode_bits(value)) == value
     assert options.parse_bits(value)[1] == bool(value & options.MPPE_H)
+
+
+@pytest.mark.parametrize("bits, size", [(128, 8), (56, 7), (40, 0)])
+def test_short_start_key_is_a_local_error(bits, size):
+    for cls in (MPPEEncryptor, MPPEDecryptor):
+        with pytest.raises(LocalProtocolError):
+            cls(bytes(size), bits, True)

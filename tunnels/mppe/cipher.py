@@ -14,8 +14,8 @@ from __future__ import annotations
 from cryptography.hazmat.decrepit.ciphers.algorithms import ARC4
 from cryptography.hazmat.primitives.ciphers import Cipher
 
-from tunnels.errors import RemoteProtocolError, WireAnswer
-from tunnels.mppe.keys import initial_session_key, next_session_key
+from tunnels.errors import LocalProtocolError, RemoteProtocolError, WireAnswer
+from tunnels.mppe.keys import initial_session_key, key_length, next_session_key
 
 FLUSHED = 0x8000
 ENCRYPTED = 0x1000
@@ -30,6 +30,8 @@ def _stream(key: bytes):  # noqa: ANN202 - cryptography's CipherContext
 
 class _State:
     def __init__(self, start_key: bytes, key_bits: int, stateless: bool):
+        if len(start_key) < key_length(key_bits):
+            raise LocalProtocolError(f"{len(start_key)}-octet start key for {key_bits}-bit MPPE")
         self.start_key = start_key
         self.key_bits = key_bits
         self.stateless = stateless

@@ -257,7 +257,9 @@ class ChapAuthenticator(_Exchange):
     _last_answer = b""
 
     def _verify(self, user: str, value: bytes) -> tuple[bool, str, MPPEMaterial | None, int | None]:
-        account = self.verifier.lookup(user)
+        # Windows peers may send "DOMAIN\\user"; local accounts know the bare name (the
+        # MS-CHAP v2 hashes use the bare name too, RFC 2759 §8.2).
+        account = self.verifier.lookup(user) or self.verifier.lookup(mscrypto.user_name_only(user))
         if self.method is AuthMethod.MSCHAPV2:
             return self._verify_mschapv2(user, value, account)
         if account is None:

@@ -11,6 +11,7 @@ import hashlib
 import hmac
 from dataclasses import dataclass
 from enum import IntEnum
+from collections.abc import Sequence
 from typing import Protocol
 
 from tunnels._wire import Reader, Writer
@@ -113,10 +114,15 @@ class _Base:
 
 
 class EapAuthenticator(_Base):
-    def __init__(self, verifier: Verifier, random: Random, method: int = EapType.MD5_CHALLENGE,
+    def __init__(self, verifier: Verifier, random: Random,
+                 method: int | Sequence[int] = EapType.MD5_CHALLENGE,
                  restart: float = 3.0, max_tries: int = 10):
+        """`method`: the EAP type to request, or several in order of preference; a peer's Nak
+        (RFC 3748 §5.3.1) moves to the next one it asks for."""
         super().__init__()
-        self.verifier, self.random, self.method = verifier, random, METHODS[method]
+        wanted = [method] if isinstance(method, int) else list(method)
+        self._candidates = [METHODS[t] for t in wanted]
+        self.verifier, self.random, self.method = verifier, random, self._candidates[0]
         self.restart, self.max_tries = restart, max_tries
         self._id = random(1)[0]
         self._request: EapPacket | None = None
@@ -157,7 +163,15 @@ class EapAuthenticator(_Base):
             self._send(EapPacket(EapCode.REQUEST, self._id, self.method.type,
                                  self.method.request(self.random) + b"vpnlab"), now)
         elif packet.type == EapType.NAK:
-            self._finish(False, None, f"the peer refused EAP type {self.method.type}")
+            self._candidates = [m for m in self._candidates if m is not self.method]
+            acceptable = [m for m in self._candidates if m.type in packet.data]
+            if not acceptable:
+                self._finish(False, None, f"the peer refused EAP type {self.method.type}")
+                return
+            self.method = acceptable[0]
+            self._id = (self._id + 1) & 0xFF
+            self._send(EapPacket(EapCode.REQUEST, self._id, self.method.type,
+                                 self.method.request(self.random) + b"vpnlab"), now)
         elif packet.type == self.method.type:
             account = self.verifier.lookup(self.identity)
             assert self._request is not None
