@@ -340,3 +340,19 @@ def test_every_captured_message_agrees_with_scapy_field_by_field(capture):
             assert_agrees_with_scapy(msg, msg.encode())
             count += 1
     assert count >= 4
+
+
+@pytest.mark.parametrize("module", ["tunnels/pptp/messages.py", "tunnels/pptp/control.py",
+                                    "tunnels/gre/header.py", "tunnels/gre/session.py",
+                                    "tunnels/stacks/pptp.py"])
+def test_cores_are_sans_io(module):
+    """No socket, event loop, clock, process or thread in a protocol core (style rule 1)."""
+    import ast
+
+    tree = ast.parse((Path(__file__).parent.parent / module).read_text())
+    imported = {alias.name.split(".")[0] for node in ast.walk(tree)
+                if isinstance(node, ast.Import) for alias in node.names}
+    imported |= {(node.module or "").split(".")[0] for node in ast.walk(tree)
+                 if isinstance(node, ast.ImportFrom)}
+    assert not imported & {"socket", "asyncio", "time", "subprocess", "select", "threading",
+                           "selectors", "datetime", "scapy"}
