@@ -12,6 +12,7 @@ of the same run. Goals (issue 2): rate within 5%, RTT within 5 ms, loss within 1
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import re
@@ -51,6 +52,10 @@ def measure(name: str, pings: int) -> dict:
         row["loss_pct"] = float(loss.group(1)) if loss else None
         if rtt:
             row["rtt_ms"], row["rtt_sd_ms"] = float(rtt.group(2)), float(rtt.group(4))
+        if lab._link_nodes:  # the wire's own counts: one-way loss per direction, drops
+            with contextlib.suppress(Exception):
+                stats = lab.link("homenat", "isp").stats()
+                row["wire"] = {k: stats[k] for k in ("ab", "ba")}
     # a 98-byte ping frame is clocked out at the rate in each direction, as netem's rate does
     want_rtt = 2 * shape.delay_ms + sum(98 * 8 * 1000 / r for r in (shape.rate_bps,
                                         shape.rate_b_to_a) if r)

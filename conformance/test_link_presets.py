@@ -63,7 +63,8 @@ def test_modem_serialization_and_delay():
 def _goodput_down(lab, seconds: int = 4) -> float:
     """TCP goodput www → client (B→A of the access link), slow start left out."""
     www = lab.node("www")
-    server = www.start_daemon("iperf3", ["iperf3", "-s", "-1"], ready="listening")
+    server = www.start_daemon("iperf3", ["iperf3", "-s", "-1", "--forceflush"],
+                                ready="listening")
     try:
         res = lab.node("client").run(["iperf3", "-c", lab.address("www"), "-R", "-O", "2",
                                       "-t", str(seconds), "-J"], timeout=seconds + 30)
