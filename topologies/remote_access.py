@@ -25,16 +25,28 @@ FILESERVER = "10.10.0.20"
 POOL = "10.10.100.0/24"
 
 
+MPPE_AUTH = ("mschap", "mschapv2")  # MPPE keys come from MS-CHAP (RFC 3079)
+
+
 def build(params: Mapping[str, str]) -> LabSpec:
     if params["protocol"] != "pptp":
         raise SpecError(f"remote-access: protocol={params['protocol']!r} is not implemented "
                         "yet; expected pptp")
+    if params["encryption"] in ("basic", "strong", "strongest") and \
+            params["auth"] not in MPPE_AUTH:
+        raise SpecError(f"remote-access: encryption={params['encryption']} needs MPPE keys, "
+                        f"which come from MS-CHAP: expected auth=mschap or mschapv2 (got "
+                        f"{params['auth']}), or encryption=none")
+    if params["clients"] == "2" and params["nat"] == "none":
+        raise SpecError("remote-access: clients=2 puts both clients behind the home NAT; "
+                        "expected nat=pptp-helper or nat=no-helper with it")
     b = Builder()
     if params["nat"] == "none":
         direct_client(b)
     else:
         extra = ("client2",) if params["clients"] == "2" else ()
-        home_behind_nat(b, pptp_helper=params["nat"] == "helper", extra_clients=extra)
+        home_behind_nat(b, pptp_helper=params["nat"] in ("pptp-helper", "helper"),
+                        extra_clients=extra)
     vpn_site(b)
     b.isp_core()
     return LabSpec("remote-access", tuple(b.nodes), tuple(b.links),
@@ -223,8 +235,9 @@ SCENARIO = Scenario(
         "encryption": Param("strongest", ("none", "optional", "basic", "strong", "strongest"),
                             "none, or MPPE: basic 40-bit, strong 56, strongest 128"),
         "mppe": Param("stateless", ("stateless", "stateful"), "MPPE mode"),
-        "nat": Param("none", ("none", "helper", "no-helper"),
-                     "client behind a home NAT, with or without the PPTP helper"),
+        "nat": Param("none", ("none", "pptp-helper", "no-helper", "helper"),
+                     "client behind a home NAT, with or without the kernel's PPTP helper "
+                     "(helper: same as pptp-helper)"),
         "clients": Param("1", ("1", "2"), "clients (2 needs nat=helper or no-helper)"),
         "echo": Param("10", (), "LCP echo interval in seconds, both ends (3 misses: down)"),
     },

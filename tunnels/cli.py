@@ -21,6 +21,7 @@ def cmd_server(args: argparse.Namespace) -> int:
 
 def cmd_connect(args: argparse.Namespace) -> int:
     import sys
+    from pathlib import Path
 
     from tunnels import client
     from tunnels.config import ClientConfig, ConfigError
@@ -30,15 +31,21 @@ def cmd_connect(args: argparse.Namespace) -> int:
               file=sys.stderr)
         return 2
     try:
-        config = ClientConfig(server=args.server, username=args.user, password=args.password,
-                              auth=tuple(AuthMethod(a) for a in args.auth) if args.auth
-                              else tuple(AuthMethod),
-                              encryption=EncryptionLevel(args.encryption),
-                              mppe_stateless=args.mppe == "stateless", routes=args.routes,
-                              split=tuple(args.split), echo_interval=args.echo_interval,
-                              interface=args.interface)
+        if args.config:
+            config = ClientConfig.load(Path(args.config))
+        else:
+            missing = [f"--{n}" for n in ("server", "user", "password") if not getattr(args, n)]
+            if missing:
+                raise ConfigError(f"{', '.join(missing)}: required (or --config FILE)")
+            config = ClientConfig(
+                server=args.server, username=args.user, password=args.password,
+                auth=tuple(AuthMethod(a) for a in args.auth) if args.auth else tuple(AuthMethod),
+                encryption=EncryptionLevel(args.encryption),
+                mppe_stateless=args.mppe == "stateless", routes=args.routes,
+                split=tuple(args.split), echo_interval=args.echo_interval,
+                interface=args.interface)
     except ConfigError as exc:
-        print(f"vpnlab connect: {exc}", file=sys.stderr)
+        print(f"vpnlab connect: configuration error: {exc}", file=sys.stderr)
         return 2
     return client.main(config, args.json, args.status)
 
@@ -51,9 +58,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_server)
     p = sub.add_parser("connect", help="connect our VPN client from the current namespace")
     p.add_argument("--protocol", default="pptp", choices=["pptp", "l2tp", "l2tp-ipsec"])
-    p.add_argument("--server", required=True)
-    p.add_argument("--user", required=True)
-    p.add_argument("--password", required=True)
+    p.add_argument("--config", help="TOML file with a [client] table (see tunnels/config.py) "
+                   "instead of the options below")
+    p.add_argument("--server", help="the VPN server's address")
+    p.add_argument("--user")
+    p.add_argument("--password")
     p.add_argument("--auth", action="append", choices=[m.value for m in AuthMethod],
                    help="accept this method (repeat; default: all)")
     p.add_argument("--encryption", default="none", choices=[e.value for e in EncryptionLevel])

@@ -1,6 +1,7 @@
 """Server and client configuration, from a TOML file or from code, validated before use.
 
-An error names the file, the field and what was expected, and nothing starts:
+Every error names the file, the field, what was found and what was expected, and is raised
+before anything is created (no socket, TUN device or route), so a bad file changes nothing:
 
     [server]
     listen = "203.0.113.2"        # the Internet interface's address (TCP 1723, GRE)
@@ -17,6 +18,20 @@ An error names the file, the field and what was expected, and nothing starts:
     [users.alice]
     password = "s3cret"
     dialin = true                  # false: refused with error 649
+
+A client file has one [client] table with the `vpnlab connect` options as fields:
+
+    [client]
+    server = "203.0.113.2"
+    user = "alice"
+    password = "s3cret"
+    auth = ["mschapv2"]            # accepted methods (default: all)
+    encryption = "strongest"
+    mppe = "stateless"
+    routes = "split"               # default | split
+    split = ["10.10.0.0/24"]
+    echo_interval = 10
+    interface = "vpn0"
 """
 
 from __future__ import annotations
@@ -31,41 +46,125 @@ from typing import Any
 from tunnels.ppp.auth.base import Account, AuthMethod, LocalAccounts
 from tunnels.ppp.config import EncryptionLevel
 
+# MPPE keys come from MS-CHAP (RFC 3079): required encryption needs one of these
+MPPE_AUTH = (AuthMethod.MSCHAP, AuthMethod.MSCHAPV2)
+
 
 class ConfigError(ValueError):
     pass
 
 
-def _auth(where: str, values: Any) -> tuple[AuthMethod, ...]:
-    if isinstance(values, str):
-        values = [values]
-    if not isinstance(values, list) or not values:
-        raise ConfigError(f"{where}: expected a list of methods like [\"mschapv2\"]")
-    out = []
-    for v in values:
+class _Fields:
+    """Reads one table's fields, naming `where: table.field` in every error."""
+
+    def __init__(self, where: str, table: str, data: Mapping[str, Any], known: set[str]):
+        self.where, self.table, self.data = where, table, data
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ConfigError(f"{where}: {table}.{unknown[0]}: unknown field; expected one of "
+                              f"{', '.join(sorted(known))}")
+
+    def fail(self, name: str, expected: str) -> None:
+        got = f"got {self.data[name]!r}; " if name in self.data else ""
+        raise ConfigError(f"{self.where}: {self.table}.{name}: {got}expected {expected}")
+
+    def get(self, name: str, default: Any = None) -> Any:
+        return self.data.get(name, default)
+
+    def required(self, name: str, expected: str) -> Any:
+        if name not in self.data:
+            raise ConfigError(f"{self.where}: {self.table}.{name}: missing; expected {expected}")
+        return self.data[name]
+
+    def address(self, name: str, default: Any = None) -> str:
+        value = self.required(name, "an IPv4 address") if default is None else \
+            self.get(name, default)
         try:
-            out.append(AuthMethod(v))
+            return str(ipaddress.IPv4Address(value))
         except ValueError:
-            raise ConfigError(f"{where}: {v!r}: expected one of "
-                              f"{', '.join(m.value for m in AuthMethod)}") from None
-    return tuple(out)
+            self.fail(name, "an IPv4 address like 203.0.113.2")
+            raise AssertionError from None  # unreachable: fail() raises
+
+    def addresses(self, name: str) -> tuple[str, ...]:
+        values = self.get(name, [])
+        if not isinstance(values, list) or len(values) > 2:
+            self.fail(name, "a list of at most two IPv4 addresses (primary, secondary)")
+        try:
+            return tuple(str(ipaddress.IPv4Address(v)) for v in values)
+        except ValueError:
+            self.fail(name, "a list of at most two IPv4 addresses (primary, secondary)")
+            raise AssertionError from None
+
+    def prefixes(self, name: str) -> tuple[str, ...]:
+        values = self.get(name, [])
+        if not isinstance(values, list):
+            self.fail(name, 'a list of prefixes like ["10.10.0.0/24"]')
+        try:
+            return tuple(str(ipaddress.IPv4Network(v, strict=False)) for v in values)
+        except ValueError:
+            self.fail(name, 'a list of prefixes like ["10.10.0.0/24"]')
+            raise AssertionError from None
+
+    def choice(self, name: str, default: str, choices: tuple[str, ...]) -> str:
+        value = self.get(name, default)
+        if value not in choices:
+            self.fail(name, f"one of {', '.join(choices)}")
+        return str(value)
+
+    def number(self, name: str, default: float, minimum: float, integer: bool = False) -> Any:
+        value = self.get(name, default)
+        kinds = (int,) if integer else (int, float)
+        if isinstance(value, bool) or not isinstance(value, kinds) or value < minimum:
+            self.fail(name, f"{'an integer' if integer else 'a number'} >= {minimum}")
+        return value
+
+    def string(self, name: str, default: str | None = None, max_len: int = 255) -> str:
+        value = self.required(name, "a string") if default is None else self.get(name, default)
+        if not isinstance(value, str) or not value or len(value) > max_len:
+            self.fail(name, f"a non-empty string of at most {max_len} characters")
+        return str(value)
+
+    def auth(self, name: str, default: tuple[AuthMethod, ...]) -> tuple[AuthMethod, ...]:
+        values = self.get(name, [m.value for m in default])
+        if isinstance(values, str):
+            values = [values]
+        allowed = ", ".join(m.value for m in AuthMethod)
+        if not isinstance(values, list) or not values:
+            self.fail(name, f'a non-empty list of methods like ["mschapv2"] ({allowed})')
+        try:
+            return tuple(AuthMethod(v) for v in values)
+        except ValueError:
+            self.fail(name, f"methods among {allowed}")
+            raise AssertionError from None
+
+    def encryption(self, name: str, auth: tuple[AuthMethod, ...]) -> EncryptionLevel:
+        value = EncryptionLevel(self.choice(name, "none", tuple(e.value for e in EncryptionLevel)))
+        if value.key_bits and not set(auth) & set(MPPE_AUTH):
+            self.fail(name, "none or optional with these auth methods: MPPE keys come from "
+                            "MS-CHAP (RFC 3079), add mschap or mschapv2 to auth")
+        return value
 
 
-def _encryption(where: str, value: Any) -> EncryptionLevel:
+def _load_toml(path: Path) -> dict[str, Any]:
     try:
-        return EncryptionLevel(value)
-    except ValueError:
-        raise ConfigError(f"{where}: {value!r}: expected one of "
-                          f"{', '.join(e.value for e in EncryptionLevel)}") from None
+        return tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such file") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read: {exc}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
 
 
-def _addresses(where: str, values: Any) -> tuple[str, ...]:
-    if not isinstance(values, list) or len(values) > 2:
-        raise ConfigError(f"{where}: expected a list of at most two IPv4 addresses")
-    try:
-        return tuple(str(ipaddress.IPv4Address(v)) for v in values)
-    except ValueError as exc:
-        raise ConfigError(f"{where}: {exc}") from None
+def _table(data: Mapping[str, Any], name: str, where: str, others: set[str]) -> Mapping[str, Any]:
+    unknown = sorted(set(data) - {name} - others)
+    if unknown:
+        raise ConfigError(f"{where}: [{unknown[0]}]: unknown table; expected "
+                          f"{', '.join(f'[{t}]' for t in sorted({name} | others))}")
+    table = data.get(name)
+    if not isinstance(table, Mapping):
+        raise ConfigError(f"{where}: missing [{name}] table")
+    return table
 
 
 @dataclass(frozen=True)
@@ -88,68 +187,51 @@ class ServerConfig:
 
     @classmethod
     def from_mapping(cls, data: Mapping[str, Any], where: str = "config") -> ServerConfig:
-        server = data.get("server")
-        if not isinstance(server, Mapping):
-            raise ConfigError(f"{where}: missing [server] table")
-        known = {"listen", "pool", "name", "max_ports", "dns", "wins", "auth", "encryption",
-                 "mppe", "echo_interval"}
-        unknown = set(server) - known
-        if unknown:
-            raise ConfigError(f"{where}: [server]: unknown field(s) {', '.join(sorted(unknown))}"
-                              f"; expected {', '.join(sorted(known))}")
+        table = _table(data, "server", where, {"users"})
+        f = _Fields(where, "server", table, {"listen", "pool", "name", "max_ports", "dns",
+                                            "wins", "auth", "encryption", "mppe",
+                                            "echo_interval"})
+        listen = f.address("listen")
         try:
-            listen = str(ipaddress.IPv4Address(server.get("listen", "")))
-        except ValueError:
-            raise ConfigError(f"{where}: server.listen: expected the server's IPv4 address") \
-                from None
-        try:
-            pool = ipaddress.IPv4Network(server.get("pool", ""), strict=True)
-        except ValueError:
-            raise ConfigError(f"{where}: server.pool: expected a prefix like 10.10.100.0/24") \
-                from None
+            pool = ipaddress.IPv4Network(f.required("pool", "a prefix like 10.10.100.0/24"))
+        except (ValueError, TypeError):
+            f.fail("pool", "a prefix like 10.10.100.0/24 (host bits zero)")
+            raise AssertionError from None
         if pool.num_addresses < 4:
-            raise ConfigError(f"{where}: server.pool: {pool} is too small (need /30 or larger)")
-        max_ports = server.get("max_ports", 128)
-        if not isinstance(max_ports, int) or max_ports < 1:
-            raise ConfigError(f"{where}: server.max_ports: expected a positive integer")
-        mppe = server.get("mppe", "stateless")
-        if mppe not in ("stateless", "stateful"):
-            raise ConfigError(f"{where}: server.mppe: expected stateless or stateful")
-        echo = server.get("echo_interval", 10)
-        if not isinstance(echo, (int, float)) or echo < 0:
-            raise ConfigError(f"{where}: server.echo_interval: expected seconds >= 0")
-        return cls(listen=listen, pool=pool, name=str(server.get("name", "vpnlab")),
-                   max_ports=max_ports, dns=_addresses(f"{where}: server.dns",
-                                                       server.get("dns", [])),
-                   wins=_addresses(f"{where}: server.wins", server.get("wins", [])),
-                   auth=_auth(f"{where}: server.auth", server.get("auth", ["mschapv2"])),
-                   encryption=_encryption(f"{where}: server.encryption",
-                                          server.get("encryption", "none")),
-                   mppe_stateless=mppe == "stateless", echo_interval=float(echo),
+            f.fail("pool", "a /30 or larger (the first address is the server's own)")
+        if ipaddress.IPv4Address(listen) in pool:
+            f.fail("pool", f"a subnet not containing listen ({listen}): the pool is routed "
+                           "into the tunnel")
+        auth = f.auth("auth", (AuthMethod.MSCHAPV2,))
+        return cls(listen=listen, pool=pool, name=f.string("name", "vpnlab", 64),
+                   max_ports=f.number("max_ports", 128, 1, integer=True),
+                   dns=f.addresses("dns"), wins=f.addresses("wins"), auth=auth,
+                   encryption=f.encryption("encryption", auth),
+                   mppe_stateless=f.choice("mppe", "stateless",
+                                           ("stateless", "stateful")) == "stateless",
+                   echo_interval=float(f.number("echo_interval", 10, 0)),
                    accounts=_users(data.get("users", {}), where))
 
     @classmethod
     def load(cls, path: Path) -> ServerConfig:
-        try:
-            data = tomllib.loads(path.read_text())
-        except FileNotFoundError:
-            raise ConfigError(f"{path}: no such file") from None
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigError(f"{path}: not valid TOML: {exc}") from None
-        return cls.from_mapping(data, str(path))
+        return cls.from_mapping(_load_toml(path), str(path))
 
 
 def _users(users: Any, where: str) -> LocalAccounts:
     if not isinstance(users, Mapping):
-        raise ConfigError(f"{where}: [users]: expected tables like [users.alice]")
+        raise ConfigError(f"{where}: users: expected tables like [users.alice]")
     accounts = {}
     for name, entry in users.items():
-        if not isinstance(entry, Mapping) or not isinstance(entry.get("password"), str):
-            raise ConfigError(f"{where}: users.{name}.password: expected a string")
-        dialin = entry.get("dialin", True)
+        if not isinstance(entry, Mapping):
+            raise ConfigError(f"{where}: users.{name}: expected a table with password")
+        f = _Fields(where, f"users.{name}", entry, {"password", "dialin"})
+        password = f.required("password", "a string")
+        if not isinstance(password, str):
+            f.fail("password", "a string")
+        dialin = f.get("dialin", True)
         if not isinstance(dialin, bool):
-            raise ConfigError(f"{where}: users.{name}.dialin: expected true or false")
-        accounts[name] = Account(entry["password"], dialin)
+            f.fail("dialin", "true or false")
+        accounts[name] = Account(password, dialin)
     return LocalAccounts(accounts)
 
 
@@ -167,15 +249,57 @@ class ClientConfig:
     interface: str = "vpn0"
 
     def __post_init__(self) -> None:
+        """The same checks for the CLI's flags as for a file's fields (named as flags)."""
         try:
             ipaddress.IPv4Address(self.server)
         except ValueError:
             raise ConfigError(f"--server {self.server!r}: expected an IPv4 address") from None
+        if not self.username:
+            raise ConfigError("--user: expected a non-empty user name")
+        if not self.auth:
+            raise ConfigError("--auth: expected at least one method")
+        if self.encryption.key_bits and not set(self.auth) & set(MPPE_AUTH):
+            raise ConfigError(f"--encryption {self.encryption.value}: MPPE keys come from "
+                              "MS-CHAP (RFC 3079); expected --auth mschap or mschapv2 among "
+                              "the accepted methods, or --encryption none/optional")
         if self.routes not in ("default", "split"):
             raise ConfigError(f"--routes {self.routes!r}: expected default or split")
+        if self.routes == "split" and not self.split:
+            raise ConfigError("--routes split: expected at least one --split PREFIX")
         for prefix in self.split:
             try:
-                ipaddress.IPv4Network(prefix)
+                ipaddress.IPv4Network(prefix, strict=False)
             except ValueError:
                 raise ConfigError(f"--split {prefix!r}: expected a prefix like 10.10.0.0/24") \
                     from None
+        if self.echo_interval < 0:
+            raise ConfigError(f"--echo-interval {self.echo_interval}: expected seconds >= 0")
+        if not self.interface or len(self.interface) > 15 or "/" in self.interface:
+            raise ConfigError(f"--interface {self.interface!r}: expected a name of 1 to 15 "
+                              "characters (IFNAMSIZ)")
+
+    @classmethod
+    def from_mapping(cls, data: Mapping[str, Any], where: str = "config") -> ClientConfig:
+        table = _table(data, "client", where, set())
+        f = _Fields(where, "client", table, {"server", "user", "password", "auth",
+                                            "encryption", "mppe", "routes", "split",
+                                            "echo_interval", "interface"})
+        auth = f.auth("auth", tuple(AuthMethod))
+        routes = f.choice("routes", "default", ("default", "split"))
+        split = f.prefixes("split")
+        if routes == "split" and not split:
+            f.fail("split", 'at least one prefix with routes = "split"')
+        password = f.required("password", "a string")
+        if not isinstance(password, str):
+            f.fail("password", "a string")
+        return cls(server=f.address("server"), username=f.string("user"), password=password,
+                   auth=auth, encryption=f.encryption("encryption", auth),
+                   mppe_stateless=f.choice("mppe", "stateless",
+                                           ("stateless", "stateful")) == "stateless",
+                   routes=routes, split=split,
+                   echo_interval=float(f.number("echo_interval", 10, 0)),
+                   interface=f.string("interface", "vpn0", 15))
+
+    @classmethod
+    def load(cls, path: Path) -> ClientConfig:
+        return cls.from_mapping(_load_toml(path), str(path))
