@@ -104,8 +104,11 @@ class StackPump:
         self.flush()
 
     def _on_timer(self) -> None:
+        # asyncio may fire up to one clock resolution early; a deadline handed in as "not yet
+        # due" would spin. Like aioquic: now = max(deadline, loop.time()).
+        now = max(self._armed_at or 0.0, self.now())
         self._timer, self._armed_at = None, None
-        self.feed("handle_timer", self.stack.handle_timer, self.now())
+        self.feed("handle_timer", self.stack.handle_timer, now)
         self.flush()
 
     # -- outputs ---------------------------------------------------------------------------
