@@ -60,3 +60,45 @@ def test_with_netem_each_egress_gets_its_direction():
     toward_b, toward_a = shaping.tc_commands(shape, "la", "lb", netem=True)
     assert toward_b[4] == "lb" and "33600bit" in toward_b and "100ms" in toward_b
     assert toward_a[4] == "la" and "53000bit" in toward_a
+
+
+@pytest.mark.parametrize("value", [True, float("nan"), float("inf"), "10"])
+def test_non_numbers_are_refused(value):
+    with pytest.raises(SpecError, match="delay_ms"):
+        LinkShape(delay_ms=value)
+
+
+@pytest.mark.parametrize("shape, want", [
+    (None, False),
+    (LinkShape(), False),
+    (LinkShape(rate_bps=64_000), True),
+    (LinkShape(reverse_rate_bps=64_000), True),
+    (LinkShape(delay_ms=1), True),
+    (LinkShape(loss_pct=0.1), True),
+])
+@pytest.mark.parametrize("netem", [True, False])
+def test_link_namespace_truth_table(shape, want, netem):
+    assert shaping.needs_link_namespace(shape, netem) is want
+
+
+def test_tc_commands_exact_argv():
+    assert shaping.tc_commands(shaping.preset("isdn-128k"), "la", "lb", netem=True) == [
+        ["tc", "qdisc", "replace", "dev", "lb", "root", "netem", "delay", "10ms",
+         "rate", "128000bit"],
+        ["tc", "qdisc", "replace", "dev", "la", "root", "netem", "delay", "10ms",
+         "rate", "128000bit"],
+    ]
+    rate_only = LinkShape(rate_bps=56_000, reverse_rate_bps=33_600)
+    assert shaping.tc_commands(rate_only, "la", "lb", netem=True) == [
+        ["tc", "qdisc", "replace", "dev", "lb", "root", "tbf", "rate", "56000bit",
+         "burst", "1600", "limit", "4800"],
+        ["tc", "qdisc", "replace", "dev", "la", "root", "tbf", "rate", "33600bit",
+         "burst", "1600", "limit", "4800"],
+    ]
+    assert shaping.tc_commands(LinkShape(), "la", "lb", netem=True) == []
+
+
+def test_shaping_method_text_for_doctor():
+    assert str(shaping.ShapingMethod(netem=True)) == "netem"
+    assert str(shaping.ShapingMethod(False, "Error: Specified qdisc kind is unknown.")) == (
+        "userspace wire (netem missing: Error: Specified qdisc kind is unknown.)")
