@@ -317,11 +317,6 @@ def test_lcp_renegotiation_runs_authentication_again():
 def test_lost_authentication_success_is_recovered(method):
     """RFC 1994 §4.2 / RFC 1334 §2.2: the authenticator answers a repeated Response or
     Authenticate-Request again, so a lost Success costs one retransmission, not the link."""
-    if method in (AuthMethod.CHAP, AuthMethod.MSCHAP, AuthMethod.MSCHAPV2):
-        pytest.xfail("ChapPeer (tunnels/ppp/auth/chap.py) does not retransmit its Response yet")
-    if method is AuthMethod.EAP_MD5:
-        pytest.xfail("EAP Success is never retransmitted (RFC 3748 §4.2); the peer would need "
-                     "an alternate indication of success, not implemented")
     s, c = server((method,), echo_interval=0), client((method,), echo_interval=0)
     pair = Pair(s, c)
     lost = {"done": False}

@@ -328,11 +328,21 @@ class PPPEngine:
         return True
 
     def _rx_ipcp(self, protocol: int, info: bytes, now: float) -> bool:
+        self._alternate_success(now)
         if self.phase is not Phase.NETWORK:
             self.counters["discarded"] += 1  # NCP packets before Network: discarded
             return True
         self.ipcp.receive(info, now)
         return True
+
+    def _alternate_success(self, now: float) -> None:
+        """RFC 3748 §4.2: EAP Success is never retransmitted, so a peer still waiting for it
+        may take the authenticator's network-layer packets as the alternate indication."""
+        auth = self.auth
+        if (self.phase is Phase.AUTHENTICATE and not self.config.is_authenticator
+                and auth is not None and auth.outcome is None
+                and hasattr(auth, "assume_success") and auth.assume_success()):
+            self._auth_progress(now)
 
     def _rx_ccp(self, protocol: int, info: bytes, now: float) -> bool:
         if self.ccp is None or self.ccp_policy is None:

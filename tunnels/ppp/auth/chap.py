@@ -319,17 +319,33 @@ class ChapPeer(_Exchange):
         self._expected_s = ""
         self._material: MPPEMaterial | None = None
         self._id: int | None = None
+        self._response = b""
+        self._sent = 0
 
     def start(self, now: float) -> None:
         pass  # the authenticator speaks first
 
     def handle_timer(self, now: float) -> None:
-        pass
+        """RFC 1994 §4.2: the Success or Failure may be lost, and the authenticator answers a
+        repeated Response the same way, so the peer repeats its Response until it hears."""
+        if self.deadline is None or now < self.deadline or self.outcome is not None:
+            return
+        if self._sent >= self.max_tries:
+            self.deadline = None
+            return
+        self._sent += 1
+        self._out.append(self._response)
+        self.deadline = now + self.restart
 
     def receive(self, info: bytes, now: float) -> None:
         packet = ChapPacket.decode(info)
         if packet.code == ChapCode.CHALLENGE:
+            if self.outcome is not None and packet.identifier == self._id:
+                self._out.append(self._response)  # a repeated challenge: the same answer
+                return
             self._answer(packet)
+            self._sent = 1
+            self.deadline = None if self.outcome is not None else now + self.restart
         elif packet.code == ChapCode.SUCCESS and packet.identifier == self._id:
             self._success(packet.name)
         elif packet.code == ChapCode.FAILURE and packet.identifier == self._id:
@@ -359,7 +375,8 @@ class ChapPeer(_Exchange):
                 self.password, nt, peer_challenge, packet.value, self.username)
             self._material = MPPEMaterial(2, mscrypto.nt_password_hash(self.password),
                                           nt_response=nt)
-        self._out.append(ChapPacket(ChapCode.RESPONSE, packet.identifier, value, user).encode())
+        self._response = ChapPacket(ChapCode.RESPONSE, packet.identifier, value, user).encode()
+        self._out.append(self._response)
 
     def _success(self, message: bytes) -> None:
         if self.method is AuthMethod.MSCHAPV2:

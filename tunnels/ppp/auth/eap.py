@@ -206,6 +206,16 @@ class EapPeer(_Base):
         elif packet.code == EapCode.REQUEST:
             self._out.append(self._answer(packet).encode())
 
+    def assume_success(self) -> bool:
+        """The alternate indication of success (RFC 3748 §4.2), once a method has run."""
+        if self.outcome is None and self._answered_method:
+            self.outcome = AuthOutcome(True, self.username, AuthMethod.EAP_MD5, None,
+                                       "EAP Success lost; network-layer packets seen")
+            return True
+        return False
+
+    _answered_method = False
+
     def _answer(self, request: EapPacket) -> EapPacket:
         ident = request.identifier
         if request.type == EapType.IDENTITY:
@@ -215,5 +225,6 @@ class EapPeer(_Base):
         method = METHODS.get(request.type or 0)
         if method is None:  # RFC 3748 §5.3.1: legacy Nak with the types we can do
             return EapPacket(EapCode.RESPONSE, ident, EapType.NAK, bytes(sorted(METHODS)))
+        self._answered_method = True
         return EapPacket(EapCode.RESPONSE, ident, method.type,
                          method.answer(ident, request.data, self.username, self.password))
