@@ -16,6 +16,7 @@ import contextlib
 import json
 import os
 import re
+import signal
 import sys
 import time
 
@@ -85,6 +86,9 @@ def main() -> int:
     args = p.parse_args()
     if not sandbox.in_sandbox():
         return sandbox.reexec_in_sandbox()
+    # PID 1 of the sandbox ignores signals without a handler: SIGTERM must still stop us,
+    # through the labs' `finally` teardown.
+    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
     os.environ["VPNLAB_QUIET"] = "1"
     rows = []
     for name in args.presets:
