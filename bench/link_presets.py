@@ -78,6 +78,10 @@ def _goals_met(row: dict) -> bool:
     return rate_ok and rtt_ok and loss_ok
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def main() -> int:
     p = argparse.ArgumentParser()
     p.add_argument("--pings", type=int, default=400)
@@ -88,7 +92,7 @@ def main() -> int:
         return sandbox.reexec_in_sandbox()
     # PID 1 of the sandbox ignores signals without a handler: SIGTERM must still stop us,
     # through the labs' `finally` teardown.
-    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    signal.signal(signal.SIGTERM, _interrupt)
     os.environ["VPNLAB_QUIET"] = "1"
     rows = []
     for name in args.presets:
