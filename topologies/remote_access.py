@@ -37,6 +37,15 @@ def build(params: Mapping[str, str]) -> LabSpec:
         raise SpecError(f"remote-access: encryption={params['encryption']} needs MPPE keys, "
                         f"which come from MS-CHAP: expected auth=mschap or mschapv2 (got "
                         f"{params['auth']}), or encryption=none")
+    try:
+        if float(params["echo"]) < 0:
+            raise ValueError
+    except ValueError:
+        raise SpecError(f"remote-access: echo={params['echo']!r}: expected seconds >= 0 "
+                        "(0: no LCP echo)") from None
+    if not params["max_ports"].isdigit() or int(params["max_ports"]) < 1:
+        raise SpecError(f"remote-access: max_ports={params['max_ports']!r}: expected a "
+                        "positive integer")
     if params["clients"] == "2" and params["nat"] == "none":
         raise SpecError("remote-access: clients=2 puts both clients behind the home NAT; "
                         "expected nat=pptp-helper or nat=no-helper with it")
@@ -70,6 +79,7 @@ def server_config(params: Mapping[str, str], listen: str) -> str:
         f'encryption = "{params["encryption"]}"',
         f'mppe = "{params["mppe"]}"',
         f"echo_interval = {params['echo']}",
+        f"max_ports = {params['max_ports']}",
         "",
         "[users.alice]",
         f'password = "{PASSWORD}"',
@@ -136,7 +146,8 @@ def check_tunnels(lab: Lab, params: Mapping[str, str]) -> list[CheckResult]:
         up = st.get("state") == "up"
         out.append(CheckResult(f"{name}: tunnel up", up,
                                f"address {st.get('local_address')}, auth {st.get('auth')}, "
-                               f"dns {st.get('dns')}" if up else
+                               f"dns {st.get('dns')}, up {st.get('bringup_seconds')} s after "
+                               "connecting" if up else
                                f"state {st.get('state')}: {st.get('reason')}"))
         if up:
             out.append(CheckResult(f"{name}: negotiated auth is {params['auth']}",
@@ -240,5 +251,6 @@ SCENARIO = Scenario(
                      "(helper: same as pptp-helper)"),
         "clients": Param("1", ("1", "2"), "clients (2 needs nat=helper or no-helper)"),
         "echo": Param("10", (), "LCP echo interval in seconds, both ends (3 misses: down)"),
+        "max_ports": Param("128", (), "the server's concurrent calls (ports)"),
     },
 )
