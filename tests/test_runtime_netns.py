@@ -396,3 +396,58 @@ def test_client_names_a_server_that_does_not_answer(namespaces):
     down = client.wait_line('"event": "tunnel-down"')
     assert client.proc.wait(10) == 1
     assert down["reason"].startswith("cannot reach 192.0.2.2:1723")
+
+
+def test_server_carries_many_concurrent_calls(namespaces, tmp_path):
+    """Eight clients in eight namespaces on one bridge, all up at once against one server:
+    each its own Call ID, address and PPP session, all pinging, and one hang-up leaves the
+    others up."""
+    n = 8
+    server_ns = namespaces()
+    server_ns.run(["ip", "link", "add", "br0", "type", "bridge"])
+    server_ns.run(["ip", "addr", "add", "192.0.2.2/24", "dev", "br0"])
+    server_ns.run(["ip", "link", "set", "br0", "up"])
+    clients = []
+    for i in range(n):
+        ns = namespaces()
+        ns.run(["ip", "link", "add", "eth0", "type", "veth", "peer", "name", f"p{i}", "netns",
+                str(server_ns.pid)])
+        ns.run(["ip", "addr", "add", f"192.0.2.{10 + i}/24", "dev", "eth0"])
+        ns.run(["ip", "link", "set", "eth0", "up"])
+        server_ns.run(["ip", "link", "set", f"p{i}", "master", "br0", "up"])
+        clients.append(ns)
+    config = tmp_path / "server.toml"
+    config.write_text(SERVER_TOML + "\n".join(
+        f'[users.u{i}]\npassword = "pw{i}"' for i in range(n)) + "\n")
+    server = server_ns.popen(_cli("server", "--config", str(config), "--json"))
+    daemons: list[Daemon] = []
+    try:
+        server.wait_line('"event": "listening"')
+        t0 = time.monotonic()
+        for i, ns in enumerate(clients):
+            daemons.append(ns.popen(_cli(
+                "connect", "--server", "192.0.2.2", "--user", f"u{i}", "--password", f"pw{i}",
+                "--auth", "mschapv2", "--encryption", "strongest", "--routes", "split",
+                "--split", "10.10.100.0/24", "--json")))
+        ups = [d.wait_line('"event": "tunnel-(up|down)"', timeout=30) for d in daemons]
+        all_up = time.monotonic() - t0
+        assert all(u["event"] == "tunnel-up" for u in ups), ups
+        assert len({u["local_address"] for u in ups}) == n
+        assert len({u["peer_call_id"] for u in ups}) == n  # the server's Call IDs
+        for ns in clients:
+            ping = ns.run(["ping", "-c", "2", "-i", "0.2", "-W", "2", "-n", "10.10.100.1"],
+                          check=False)
+            assert ping.returncode == 0, ping.stdout
+        assert daemons[0].stop() == 0
+        server.wait_line('"event": "session-down"')
+        for ns in clients[1:]:
+            assert ns.run(["ping", "-c1", "-W2", "-n", "10.10.100.1"], check=False).returncode \
+                == 0
+        print(f"{n} concurrent tunnels up in {all_up:.2f}s; per client "
+              f"{sorted(u['bringup_seconds'] for u in ups)}")
+    finally:
+        for d in daemons:
+            d.stop()
+        code = server.stop()
+    assert code == 0, server.stderr
+    assert "internal error" not in server.stderr
