@@ -13,8 +13,9 @@ pytestmark = pytest.mark.netns
 
 
 @pytest.mark.parametrize("user, password, code", [("alice", "wrong", "691"),
-                                                  ("mallory", "x", "691")],
-                         ids=["wrong-password", "unknown-user"])
+                                                  ("mallory", "x", "691"),
+                                                  ("carol", ra.PASSWORD, "649")],
+                         ids=["wrong-password", "unknown-user", "no-dialin-permission"])
 def test_bad_credentials_get_691_and_server_keeps_serving(user, password, code):
     with start_scenario("remote-access", nat="pptp-helper", clients="2") as lab:
         lab.node("client").daemons["vpnclient"].stop()

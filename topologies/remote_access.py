@@ -85,6 +85,9 @@ def server_config(params: Mapping[str, str], listen: str) -> str:
         f'password = "{PASSWORD}"',
         "[users.bob]",
         f'password = "{PASSWORD}"',
+        "[users.carol]  # an account without dial-in permission: refused with error 649",
+        f'password = "{PASSWORD}"',
+        "dialin = false",
         "",
     ])
 
