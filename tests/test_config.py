@@ -49,6 +49,8 @@ routes = "split"
 split = ["10.10.0.0/24", "10.20.0.0/16"]
 echo_interval = 1
 interface = "corp0"
+reconnect = 2
+reconnect_delay = 1.5
 """
 
 
@@ -141,6 +143,12 @@ def test_client_file_loads_every_field(tmp_path):
     assert not c.mppe_stateless and c.routes == "split"
     assert c.split == ("10.10.0.0/24", "10.20.0.0/16")
     assert c.echo_interval == 1 and c.interface == "corp0"
+    assert c.reconnect == 2 and c.reconnect_delay == 1.5
+
+
+def test_client_reconnect_is_off_by_default():
+    c = ClientConfig(server="203.0.113.2", username="a", password="b")
+    assert c.reconnect == 0
 
 
 BAD_CLIENT = [
@@ -152,6 +160,8 @@ BAD_CLIENT = [
     ("routes-bad", GOOD_CLIENT.replace('"split"\n', '"all"\n'), "client.routes: got 'all'"),
     ("interface-long", GOOD_CLIENT.replace('"corp0"', '"a-very-long-ifname"'),
      "client.interface: got 'a-very-long-ifname'"),
+    ("reconnect-negative", GOOD_CLIENT.replace("reconnect = 2", "reconnect = -1"),
+     "client.reconnect: got -1; expected an integer >= 0"),
     ("mppe-with-pap", GOOD_CLIENT.replace('["mschapv2"]', '["pap"]'),
      "client.encryption: got 'strong'; expected none or optional"),
 ]

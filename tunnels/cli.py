@@ -43,7 +43,8 @@ def cmd_connect(args: argparse.Namespace) -> int:
                 encryption=EncryptionLevel(args.encryption),
                 mppe_stateless=args.mppe == "stateless", routes=args.routes,
                 split=tuple(args.split), echo_interval=args.echo_interval,
-                interface=args.interface)
+                interface=args.interface, reconnect=args.reconnect,
+                reconnect_delay=args.reconnect_delay)
     except ConfigError as exc:
         print(f"vpnlab connect: configuration error: {exc}", file=sys.stderr)
         return 2
@@ -72,6 +73,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="with --routes split: a prefix to send through the tunnel (repeat)")
     p.add_argument("--echo-interval", type=float, default=10.0)
     p.add_argument("--interface", default="vpn0")
+    p.add_argument("--reconnect", type=int, default=0, metavar="N",
+                   help="after a failure or a drop, try again N times (default 0: off)")
+    p.add_argument("--reconnect-delay", type=float, default=5.0, metavar="SECONDS")
     p.add_argument("--json", action="store_true")
     p.add_argument("--status", help="keep a JSON status file here")
     p.set_defaults(func=cmd_connect)

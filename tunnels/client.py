@@ -3,8 +3,9 @@
 Connects to the server's TCP 1723, runs the PPTP client stack, and when PPP's network phase
 opens creates the TUN device with the assigned address and installs routes (the server through
 the original gateway first). It exits 0 after a clean hang-up (SIGTERM/SIGINT) and 1 with a
-named reason when the tunnel could not come up or went down (reconnecting is off by default:
-a test or a person should see the failure, not a retry loop hiding it).
+named reason when the tunnel could not come up or went down. Reconnecting is off by default
+(`--reconnect N` turns it on): a test or a person should see the failure, not a retry loop
+hiding it.
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ class VPNClient:
         self.gre: GRESocket | None = None
         self.routes: ClientRoutes | None = None
         self.started = 0.0
+        self.attempt = 0  # 0: the first connection; n: the n-th reconnection
 
     # -- reporting -------------------------------------------------------------------------
     def emit(self, event: str, **fields: Any) -> None:
@@ -132,7 +134,17 @@ class VPNClient:
         self.state["reason"] = reason
         self.pump.feed("hang_up", self.pump.stack.hang_up, self.pump.now(), reason)
         self.pump.flush()
-        asyncio.get_running_loop().call_later(HANG_UP_GRACE, self._tunnel_down, reason)
+        self._down_later(reason)
+
+    def _down_later(self, reason: str) -> None:
+        """Give the peer HANG_UP_GRACE s to answer, then end this attempt (not a later one)."""
+        attempt = self.attempt
+
+        def expire() -> None:
+            if self.attempt == attempt:
+                self._tunnel_down(reason)
+
+        asyncio.get_running_loop().call_later(HANG_UP_GRACE, expire)
 
     def _tunnel_down(self, reason: str) -> None:
         if self.done.is_set():
@@ -152,9 +164,33 @@ class VPNClient:
 
     # -- main ------------------------------------------------------------------------------
     async def run(self) -> int:
+        """Connect; with `reconnect` > 0, try again that many times after a failure or a
+        drop (never after the user hung up)."""
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._hang_up)
+        code = await self._connect_once()
+        while code != 0 and not self.hung_up and self.attempt < self.config.reconnect:
+            self.attempt += 1
+            reason = self.state.get("reason")
+            self.done = asyncio.Event()
+            self.pump, self.gre, self.routes = None, None, None
+            self.state = {"role": "client", "protocol": "pptp", "server": self.config.server,
+                          "state": "waiting", "attempt": self.attempt, "previous": reason}
+            self.emit("reconnecting", attempt=self.attempt, of=self.config.reconnect,
+                      after=reason, delay=self.config.reconnect_delay)
+            try:
+                await asyncio.wait_for(self.done.wait(), self.config.reconnect_delay)
+            except asyncio.TimeoutError:
+                pass
+            if self.hung_up:
+                return 0
+            self.state["state"] = "connecting"
+            code = await self._connect_once()
+        return code
+
+    async def _connect_once(self) -> int:
+        loop = asyncio.get_running_loop()
         self.started = loop.time()
         self.emit("connecting", server=self.config.server, port=1723)
         connect = asyncio.ensure_future(asyncio.wait_for(
@@ -229,7 +265,7 @@ class VPNClient:
         self.pump.feed("hang_up", self.pump.stack.hang_up, self.pump.now(), "user hung up")
         self.pump.flush()
         # If the server never answers the Terminate-Request, give up after a few seconds.
-        asyncio.get_running_loop().call_later(HANG_UP_GRACE, self._tunnel_down, "user hung up")
+        self._down_later("user hung up")
 
 
 def main(config: ClientConfig, json_lines: bool, status: str | None) -> int:

@@ -32,6 +32,8 @@ A client file has one [client] table with the `vpnlab connect` options as fields
     split = ["10.10.0.0/24"]
     echo_interval = 10
     interface = "vpn0"
+    reconnect = 0                  # attempts after a failure or a drop (0: off)
+    reconnect_delay = 5            # seconds before each
 """
 
 from __future__ import annotations
@@ -247,6 +249,8 @@ class ClientConfig:
     split: tuple[str, ...] = ()
     echo_interval: float = 10.0
     interface: str = "vpn0"
+    reconnect: int = 0  # attempts after a failure or a drop; 0: off
+    reconnect_delay: float = 5.0
 
     def __post_init__(self) -> None:
         """The same checks for the CLI's flags as for a file's fields (named as flags)."""
@@ -274,6 +278,9 @@ class ClientConfig:
                     from None
         if self.echo_interval < 0:
             raise ConfigError(f"--echo-interval {self.echo_interval}: expected seconds >= 0")
+        if self.reconnect < 0 or self.reconnect_delay < 0:
+            raise ConfigError(f"--reconnect {self.reconnect} --reconnect-delay "
+                              f"{self.reconnect_delay}: expected numbers >= 0")
         if not self.interface or len(self.interface) > 15 or "/" in self.interface:
             raise ConfigError(f"--interface {self.interface!r}: expected a name of 1 to 15 "
                               "characters (IFNAMSIZ)")
@@ -283,7 +290,8 @@ class ClientConfig:
         table = _table(data, "client", where, set())
         f = _Fields(where, "client", table, {"server", "user", "password", "auth",
                                             "encryption", "mppe", "routes", "split",
-                                            "echo_interval", "interface"})
+                                            "echo_interval", "interface", "reconnect",
+                                            "reconnect_delay"})
         auth = f.auth("auth", tuple(AuthMethod))
         routes = f.choice("routes", "default", ("default", "split"))
         split = f.prefixes("split")
@@ -298,7 +306,9 @@ class ClientConfig:
                                            ("stateless", "stateful")) == "stateless",
                    routes=routes, split=split,
                    echo_interval=float(f.number("echo_interval", 10, 0)),
-                   interface=f.string("interface", "vpn0", 15))
+                   interface=f.string("interface", "vpn0", 15),
+                   reconnect=f.number("reconnect", 0, 0, integer=True),
+                   reconnect_delay=float(f.number("reconnect_delay", 5, 0)))
 
     @classmethod
     def load(cls, path: Path) -> ClientConfig:
