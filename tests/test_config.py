@@ -88,6 +88,8 @@ BAD_SERVER = [
      "server.listen: missing; expected an IPv4 address"),
     ("listen-bad", GOOD_SERVER.replace('"203.0.113.2"', '"vpn.example"'),
      "server.listen: got 'vpn.example'; expected an IPv4 address"),
+    ("listen-any", GOOD_SERVER.replace('"203.0.113.2"', '"0.0.0.0"'),
+     "server.listen: got '0.0.0.0'; expected the one address clients reach"),
     ("pool-host-bits", GOOD_SERVER.replace("10.10.100.0/24", "10.10.100.1/24"),
      "server.pool: got '10.10.100.1/24'"),
     ("pool-too-small", GOOD_SERVER.replace("10.10.100.0/24", "10.10.100.0/31"),

@@ -194,6 +194,9 @@ class ServerConfig:
                                             "wins", "auth", "encryption", "mppe",
                                             "echo_interval"})
         listen = f.address("listen")
+        if ipaddress.IPv4Address(listen).is_unspecified:
+            f.fail("listen", "the one address clients reach, not 0.0.0.0: GRE must leave from "
+                             "the address the control connection reached (RFC 2637)")
         try:
             pool = ipaddress.IPv4Network(f.required("pool", "a prefix like 10.10.100.0/24"))
         except (ValueError, TypeError):
