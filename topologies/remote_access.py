@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 from collections.abc import Mapping
 
 from testbed import pcap
@@ -161,7 +162,24 @@ def check_tunnels(lab: Lab, params: Mapping[str, str]) -> list[CheckResult]:
                 out.append(CheckResult(f"{name}: encryption is {want or 'off'}",
                                        st.get("encryption") == want,
                                        f"got {st.get('encryption')}"))
+            out.append(_server_agrees(lab, name, st))
     return out
+
+
+def _server_agrees(lab: Lab, name: str, st: Mapping) -> CheckResult:
+    """The server's own status shows the same call: address, auth and encryption (waited for
+    briefly: the two ends open IPCP a round trip apart)."""
+    deadline = time.monotonic() + 3.0
+    while True:
+        sessions = status(lab, "vpnsrv").get("sessions", [])
+        mine = [s for s in sessions if s.get("address") == st.get("local_address")]
+        same = len(mine) == 1 and all(mine[0].get(k) == st.get(k)
+                                      for k in ("auth", "encryption"))
+        if same or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    detail = mine[0] if mine else f"no session for {st.get('local_address')}"
+    return CheckResult(f"{name}: the server reports the same call", same, f"server: {detail}")
 
 
 def check_reach(lab: Lab) -> list[CheckResult]:
