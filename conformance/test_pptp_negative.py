@@ -3,6 +3,8 @@ server keeps serving the tunnel that is already up (style.md 9 on the wire)."""
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from conformance import pptp_wire as w
@@ -82,3 +84,39 @@ def test_ocrq_before_sccrq_is_not_answered_with_a_call(still_serving):
             "00000003" + "0040" + "0000" + "0000" + "0000" + "00" * 64 + "00" * 64)
     replies = w.messages(w.raw_control(still_serving, [ocrq])[0])
     assert not [r for r in replies if r.ctrl_msg_type == w.OCRP and r.result_code == 1]
+
+
+GARBAGE_GRE = [
+    "",  # empty
+    "30",  # one byte
+    "3001880b",  # truncated before the key
+    "3002880b00040001deadbeef",  # version 2
+    "3001080000040001deadbeef",  # protocol 0x0800, not PPP
+    "3001880b0004ffff00000001" + "ff03c021",  # unknown Call ID
+    "3001880bffff0001" + "00000001",  # payload length far beyond the packet
+    "b081880b0004000100000001",  # C and A bits on with a short header
+]
+
+
+def test_garbage_gre_is_counted_and_dropped(still_serving):
+    """Malformed GRE never crashes the server: each packet is dropped and counted, and the
+    established call goes on (style.md 9 on a live daemon)."""
+    lab = still_serving
+    before = ra.status(lab, "vpnsrv").get("stack", {}).get("counters", {})
+    server = lab.address("vpnsrv", "isp")
+    script = ("import socket\ns=socket.socket(socket.AF_INET,socket.SOCK_RAW,47)\n"
+              f"for p in {GARBAGE_GRE!r}*5: s.sendto(bytes.fromhex(p),('{server}',0))\n")
+    lab.node("client").run(["python3", "-c", script], check=True)
+    daemon = lab.node("vpnsrv").daemons["vpnserver"]
+    assert daemon.running()
+    deadline = time.monotonic() + 5
+    while True:  # the status file is rewritten every second
+        after = ra.status(lab, "vpnsrv").get("stack", {}).get("counters", {})
+        dropped = sum(after.get(k, 0) - before.get(k, 0) for k in
+                      ("gre_malformed", "gre_unknown_call", "gre_wrong_source"))
+        if dropped >= 5 * len(GARBAGE_GRE) - 5 or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    # the empty packet may be refused by the sender's kernel; everything else arrived
+    assert dropped >= 5 * (len(GARBAGE_GRE) - 1), (before, after)
+    assert ra.status(lab, "vpnsrv").get("pump", {}).get("stack_errors", 0) == 0
