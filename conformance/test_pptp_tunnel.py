@@ -117,3 +117,21 @@ def test_the_server_refuses_calls_beyond_max_ports_and_keeps_the_others():
         replies = [m for _, m in w.control(lab) if int(m.ctrl_msg_type) == w.OCRP]
         assert sorted(int(m.result_code) for m in replies) == [1, 4]
         assert lab.node("client").run(["ping", "-c1", "-W2", ra.FILESERVER]).ok
+
+
+def test_pptp_echo_keepalive_notices_a_cut_link_with_lcp_echo_off():
+    """The chapter's PPTP keepalive: with LCP echo off and the control connection's
+    Echo-Request every second, an unanswered Echo-Request tears the tunnel down at both ends
+    after the configured time, and both say why."""
+    with start_scenario("remote-access", echo="0", control_echo="1") as lab:
+        mark = len(w.events(lab, "vpnsrv"))
+        lab.link("client", "isp").down()
+        t0 = time.monotonic()
+        assert lab.node("client").daemons["vpnclient"].wait(15) == 1
+        elapsed = time.monotonic() - t0
+        down = [e for e in w.events(lab, "client") if e["event"] == "tunnel-down"][-1]
+        assert "Echo-Request" in down["reason"] and "LCP" not in down["reason"], down
+        assert elapsed < 5, f"noticed after {elapsed:.1f}s with a 1 s control echo"
+        server_down = w.wait_event(lab, "vpnsrv", "session-down", timeout=8, after=mark)
+        assert "Echo-Request" in server_down["reason"], server_down
+        assert not lab.node("client").run(["ip", "link", "show", "vpn0"]).ok

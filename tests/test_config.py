@@ -28,6 +28,7 @@ auth = ["mschapv2", "mschap"]
 encryption = "strongest"
 mppe = "stateful"
 echo_interval = 2.5
+control_echo = 30
 
 [users.alice]
 password = "s3cret"
@@ -67,7 +68,7 @@ def test_server_file_loads_every_field(tmp_path):
     assert c.dns == ("10.10.0.53",) and c.wins == ("10.10.0.54", "10.10.0.55")
     assert c.auth == (AuthMethod.MSCHAPV2, AuthMethod.MSCHAP)
     assert c.encryption is EncryptionLevel.STRONGEST and not c.mppe_stateless
-    assert c.echo_interval == 2.5
+    assert c.echo_interval == 2.5 and c.control_echo == 30
     assert c.accounts.lookup("ALICE").password == "s3cret"  # case-insensitive like SAM
     assert c.accounts.lookup("bob").dialin_allowed is False
 
@@ -112,6 +113,8 @@ BAD_SERVER = [
     ("mppe-mode", GOOD_SERVER.replace('"stateful"', '"sometimes"'),
      "server.mppe: got 'sometimes'; expected one of stateless, stateful"),
     ("echo-negative", GOOD_SERVER.replace("2.5", "-1"), "server.echo_interval: got -1"),
+    ("control-echo-zero", GOOD_SERVER.replace("control_echo = 30", "control_echo = 0"),
+     "server.control_echo: got 0; expected a number >= 1"),
     ("user-no-password", GOOD_SERVER.replace('password = "x"\n', ""),
      "users.bob.password: missing"),
     ("user-password-number", GOOD_SERVER.replace('password = "x"', "password = 5"),

@@ -44,6 +44,12 @@ def build(params: Mapping[str, str]) -> LabSpec:
     except ValueError:
         raise SpecError(f"remote-access: echo={params['echo']!r}: expected seconds >= 0 "
                         "(0: no LCP echo)") from None
+    try:
+        if float(params["control_echo"]) < 1:
+            raise ValueError
+    except ValueError:
+        raise SpecError(f"remote-access: control_echo={params['control_echo']!r}: expected "
+                        "seconds >= 1") from None
     if not params["max_ports"].isdigit() or int(params["max_ports"]) < 1:
         raise SpecError(f"remote-access: max_ports={params['max_ports']!r}: expected a "
                         "positive integer")
@@ -81,6 +87,7 @@ def server_config(params: Mapping[str, str], listen: str) -> str:
         f'mppe = "{params["mppe"]}"',
         f"echo_interval = {params['echo']}",
         f"max_ports = {params['max_ports']}",
+        f"control_echo = {params['control_echo']}",
         "",
         "[users.alice]",
         f'password = "{PASSWORD}"',
@@ -120,7 +127,7 @@ def connect(lab: Lab, node: str, params: Mapping[str, str], user: str = "alice",
                 lab.address("vpnsrv", "isp"), "--user", user, "--password", password,
                 "--auth", params["auth"], "--encryption", params["encryption"],
                 "--mppe", params["mppe"], "--routes", "split", "--split", "10.10.0.0/24",
-                "--echo-interval", params["echo"],
+                "--echo-interval", params["echo"], "--control-echo", params["control_echo"],
                 "--json", "--status", str(lab.run_dir / f"{node}-status.json"), *extra)
     lab.node(node).start_daemon("vpnclient", argv,
                                 ready=r'"event": "tunnel-(up|down)"' if wait else None,
@@ -273,5 +280,7 @@ SCENARIO = Scenario(
         "clients": Param("1", ("1", "2"), "clients (2 needs nat=helper or no-helper)"),
         "echo": Param("10", (), "LCP echo interval in seconds, both ends (3 misses: down)"),
         "max_ports": Param("128", (), "the server's concurrent calls (ports)"),
+        "control_echo": Param("60", (), "PPTP control-connection Echo-Request interval and "
+                              "timeout in seconds, both ends"),
     },
 )

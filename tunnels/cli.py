@@ -43,6 +43,7 @@ def cmd_connect(args: argparse.Namespace) -> int:
                 encryption=EncryptionLevel(args.encryption),
                 mppe_stateless=args.mppe == "stateless", routes=args.routes,
                 split=tuple(args.split), echo_interval=args.echo_interval,
+                control_echo=args.control_echo,
                 interface=args.interface, reconnect=args.reconnect,
                 reconnect_delay=args.reconnect_delay)
     except ConfigError as exc:
@@ -71,7 +72,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--routes", default="default", choices=["default", "split"])
     p.add_argument("--split", action="append", default=[], metavar="PREFIX",
                    help="with --routes split: a prefix to send through the tunnel (repeat)")
-    p.add_argument("--echo-interval", type=float, default=10.0)
+    p.add_argument("--echo-interval", type=float, default=10.0,
+                   help="LCP Echo-Request interval in seconds (0: off)")
+    p.add_argument("--control-echo", type=float, default=60.0,
+                   help="PPTP control-connection Echo-Request interval and timeout (s)")
     p.add_argument("--interface", default="vpn0")
     p.add_argument("--reconnect", type=int, default=0, metavar="N",
                    help="after a failure or a drop, try again N times (default 0: off)")

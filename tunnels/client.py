@@ -223,7 +223,8 @@ class VPNClient:
                                                    f"{exc.strerror or exc}")
             self.emit("tunnel-down", reason=self.state["reason"])
             return 1
-        stack = PPTPClient(self._ppp_config(), self.config.server, echo_interval=60.0)
+        stack = PPTPClient(self._ppp_config(), self.config.server,
+                           echo_interval=self.config.control_echo)
         self.pump = pump = StackPump(loop, stack, gre, self.on_event, self._internal_error)
         pump.writers[0] = writer
         self.state.update(state="negotiating", local_carrier_address=local)

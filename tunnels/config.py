@@ -14,6 +14,7 @@ before anything is created (no socket, TUN device or route), so a bad file chang
     encryption = "none"            # none | optional | basic | strong | strongest
     mppe = "stateless"             # stateless | stateful
     echo_interval = 10             # LCP echo, seconds (0: off)
+    control_echo = 60              # PPTP control-connection Echo-Request interval/timeout
 
     [users.alice]
     password = "s3cret"
@@ -181,6 +182,7 @@ class ServerConfig:
     encryption: EncryptionLevel = EncryptionLevel.NONE
     mppe_stateless: bool = True
     echo_interval: float = 10.0
+    control_echo: float = 60.0  # PPTP Echo-Request on the control connection (RFC 2637 §2.6)
     accounts: LocalAccounts = field(default_factory=LocalAccounts)
 
     @property
@@ -192,7 +194,7 @@ class ServerConfig:
         table = _table(data, "server", where, {"users"})
         f = _Fields(where, "server", table, {"listen", "pool", "name", "max_ports", "dns",
                                             "wins", "auth", "encryption", "mppe",
-                                            "echo_interval"})
+                                            "echo_interval", "control_echo"})
         listen = f.address("listen")
         if ipaddress.IPv4Address(listen).is_unspecified:
             f.fail("listen", "the one address clients reach, not 0.0.0.0: GRE must leave from "
@@ -215,6 +217,7 @@ class ServerConfig:
                    mppe_stateless=f.choice("mppe", "stateless",
                                            ("stateless", "stateful")) == "stateless",
                    echo_interval=float(f.number("echo_interval", 10, 0)),
+                   control_echo=float(f.number("control_echo", 60, 1)),
                    accounts=_users(data.get("users", {}), where))
 
     @classmethod
@@ -252,6 +255,7 @@ class ClientConfig:
     split: tuple[str, ...] = ()
     echo_interval: float = 10.0
     interface: str = "vpn0"
+    control_echo: float = 60.0
     reconnect: int = 0  # attempts after a failure or a drop; 0: off
     reconnect_delay: float = 5.0
 
@@ -281,6 +285,8 @@ class ClientConfig:
                     from None
         if self.echo_interval < 0:
             raise ConfigError(f"--echo-interval {self.echo_interval}: expected seconds >= 0")
+        if self.control_echo < 1:
+            raise ConfigError(f"--control-echo {self.control_echo}: expected seconds >= 1")
         if self.reconnect < 0 or self.reconnect_delay < 0:
             raise ConfigError(f"--reconnect {self.reconnect} --reconnect-delay "
                               f"{self.reconnect_delay}: expected numbers >= 0")
@@ -293,7 +299,8 @@ class ClientConfig:
         table = _table(data, "client", where, set())
         f = _Fields(where, "client", table, {"server", "user", "password", "auth",
                                             "encryption", "mppe", "routes", "split",
-                                            "echo_interval", "interface", "reconnect",
+                                            "echo_interval", "control_echo", "interface",
+                                            "reconnect",
                                             "reconnect_delay"})
         auth = f.auth("auth", tuple(AuthMethod))
         routes = f.choice("routes", "default", ("default", "split"))
@@ -310,6 +317,7 @@ class ClientConfig:
                    routes=routes, split=split,
                    echo_interval=float(f.number("echo_interval", 10, 0)),
                    interface=f.string("interface", "vpn0", 15),
+                   control_echo=float(f.number("control_echo", 60, 1)),
                    reconnect=f.number("reconnect", 0, 0, integer=True),
                    reconnect_delay=float(f.number("reconnect_delay", 5, 0)))
 

@@ -58,7 +58,8 @@ class VPNServer:
         self.status_path = status_path
         self.pool = AddressPool(config.pool)
         self.stack = PPTPServer(self._ppp_config_for, host_name=config.name,
-                                max_calls=config.max_ports, echo_interval=60.0)
+                                max_calls=config.max_ports,
+                                echo_interval=config.control_echo)
         self._next_conn = 0
         self.sessions: dict[int, dict[str, Any]] = {}
         self.history: list[dict[str, Any]] = []
