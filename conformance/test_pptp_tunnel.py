@@ -103,10 +103,6 @@ def test_keepalive_notices_a_cut_internet_link():
         assert "vpn0" not in routes and "10.10.0.0/24" not in routes
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "tunnels/stacks/pptp.py: a call refused by the OCRP (result 4, busy) is cleared in the "
-    "control FSM but the client stack emits no SessionDown/ControlClosed and never sends "
-    "StopCCRQ (its `reason` is empty in _after_last_call), so the client waits forever"))
 def test_the_server_refuses_calls_beyond_max_ports_and_keeps_the_others():
     with start_scenario("remote-access", nat="pptp-helper", clients="2", max_ports="1") as lab:
         first, second = ra.status(lab, "client"), ra.status(lab, "client2")

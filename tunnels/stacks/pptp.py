@@ -306,7 +306,7 @@ class _Stack:
             if session is not None:
                 self._end_session(session, event.reason, now, notify_peer=False)
             elif not conn.control.calls:
-                self._after_last_call(conn_id, conn)
+                self._after_last_call(conn_id, conn, event.reason)
         elif event.kind == "closed":
             self._events.append(ControlClosed(conn_id, event.reason))
             self._close.append(conn_id)
@@ -383,8 +383,9 @@ class _Stack:
     def _after_session_end(self, conn_id: int, conn: _Connection, reason: str) -> None:
         pass
 
-    def _after_last_call(self, conn_id: int, conn: _Connection) -> None:
-        """The peer's CDN closed the last call we were clearing (§3.2.1)."""
+    def _after_last_call(self, conn_id: int, conn: _Connection, reason: str) -> None:
+        """The last call is gone: cleared by the peer's CDN, or refused (busy) before it
+        ever carried a session (§3.2.1)."""
 
 
 class PPTPServer(_Stack):
@@ -470,9 +471,10 @@ class PPTPClient(_Stack):
         if not conn.control.calls:
             conn.control.stop(self.reason, StopReason.NONE)
 
-    def _after_last_call(self, conn_id: int, conn: _Connection) -> None:
-        if self.reason:
-            conn.control.stop(self.reason, StopReason.NONE)
+    def _after_last_call(self, conn_id: int, conn: _Connection, reason: str) -> None:
+        """A client with no call left hangs up the control connection, saying why."""
+        self.reason = self.reason or reason
+        conn.control.stop(self.reason, StopReason.NONE)
 
     def hang_up(self, now: float, reason: str = "user hung up") -> None:
         self.reason = self.reason or reason
