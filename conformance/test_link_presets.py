@@ -93,6 +93,7 @@ def test_jitter_keeps_order_and_bounds(internet_link):
         link.set_shape(LinkShape(rate_bps=10_000_000, delay_ms=20, loss_pct=0.5))
     rtts = [float(m) for m in re.findall(r"time=([\d.]+) ms", out)]
     assert len(rtts) >= 45
-    # 2 x (20 ± 10) ms, plus a little processing; never below 2 x 10
-    assert min(rtts) >= 19 and max(rtts) <= 70, (min(rtts), max(rtts))
+    # 2 x (20 ± 10) ms; never below 2 x 10. The upper bound leaves room for a loaded CI
+    # machine (two xdist workers and their labs): exact figures are the benchmark's job.
+    assert min(rtts) >= 19 and max(rtts) <= 120, (min(rtts), max(rtts))
     assert max(rtts) - min(rtts) > 5, "jitter configured but RTTs all alike"
