@@ -22,27 +22,18 @@ GOOD_FCS16 = 0xF0B8
 GOOD_FCS32 = 0xDEBB20E3
 
 
-def _table16() -> list[int]:
+def _crc_table(polynomial: int) -> list[int]:
+    """The reflected CRC lookup table of RFC 1662 §C.1 for the given polynomial."""
     table = []
     for b in range(256):
         v = b
         for _ in range(8):
-            v = (v >> 1) ^ 0x8408 if v & 1 else v >> 1
+            v = (v >> 1) ^ polynomial if v & 1 else v >> 1
         table.append(v)
     return table
 
 
-def _table32() -> list[int]:
-    table = []
-    for b in range(256):
-        v = b
-        for _ in range(8):
-            v = (v >> 1) ^ 0xEDB88320 if v & 1 else v >> 1
-        table.append(v)
-    return table
-
-
-_T16, _T32 = _table16(), _table32()
+_T16, _T32 = _crc_table(0x8408), _crc_table(0xEDB88320)
 
 
 def fcs16(data: bytes, fcs: int = 0xFFFF) -> int:
