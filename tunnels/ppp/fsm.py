@@ -115,6 +115,18 @@ class Verdict:
     options: list[Option]
 
 
+def reject_or_nak(options: list[Option], acceptable: Callable[[Option], bool],
+                  nak_for: Callable[[Option], Option | None]) -> Verdict | None:
+    """RFC 1661 §5.3-5.4: unrecognizable options are rejected first (all of them, nothing
+    else in that reply); only then are acceptable-but-wrong values naked with hints. None:
+    the request can be acked."""
+    rejects = [o for o in options if not acceptable(o)]
+    if rejects:
+        return Verdict(Code.CONFIGURE_REJECT, rejects)
+    naks = [nak for o in options if (nak := nak_for(o)) is not None]
+    return Verdict(Code.CONFIGURE_NAK, naks) if naks else None
+
+
 class OptionPolicy(Protocol):
     def request(self) -> list[Option]:
         """Options for our next Configure-Request."""

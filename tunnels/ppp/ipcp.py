@@ -11,7 +11,7 @@ import ipaddress
 from dataclasses import dataclass, field
 from enum import IntEnum
 
-from tunnels.ppp.fsm import Verdict
+from tunnels.ppp.fsm import Verdict, reject_or_nak
 from tunnels.ppp.packets import Code, Option
 
 ZERO = ipaddress.IPv4Address(0)
@@ -61,12 +61,9 @@ class IPCPPolicy:
         return options
 
     def judge(self, options: list[Option]) -> Verdict:
-        rejects = [o for o in options if not self._acceptable_type(o)]
-        if rejects:
-            return Verdict(Code.CONFIGURE_REJECT, rejects)
-        naks = [nak for o in options if (nak := self._nak_for(o)) is not None]
-        if naks:
-            return Verdict(Code.CONFIGURE_NAK, naks)
+        refusal = reject_or_nak(options, self._acceptable_type, self._nak_for)
+        if refusal is not None:
+            return refusal
         for o in options:
             if o.type == IPCPOption.IP_ADDRESS:
                 self.peer = _addr(o.data)

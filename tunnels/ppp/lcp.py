@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from enum import IntEnum
 
 from tunnels.ppp.auth.base import AuthMethod
-from tunnels.ppp.fsm import Verdict
+from tunnels.ppp.fsm import Verdict, reject_or_nak
 from tunnels.ppp.packets import Code, Option
 
 
@@ -82,12 +82,9 @@ class LCPPolicy:
 
     def judge(self, options: list[Option]) -> Verdict:
         self._count_loopback(options)
-        rejects = [o for o in options if not self._known(o)]
-        if rejects:
-            return Verdict(Code.CONFIGURE_REJECT, rejects)
-        naks = [nak for o in options if (nak := self._nak_for(o)) is not None]
-        if naks:
-            return Verdict(Code.CONFIGURE_NAK, naks)
+        refusal = reject_or_nak(options, self._known, self._nak_for)
+        if refusal is not None:
+            return refusal
         for o in options:
             if o.type == LCPOption.MRU:
                 self.peer_mru = struct.unpack("!H", o.data)[0]
