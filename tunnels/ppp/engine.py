@@ -336,8 +336,9 @@ class PPPEngine:
         return True
 
     def _alternate_success(self, now: float) -> None:
-        """RFC 3748 §4.2: EAP Success is never retransmitted, so a peer still waiting for it
-        may take the authenticator's network-layer packets as the alternate indication."""
+        """EAP Success is never retransmitted (RFC 3748 §4.2); a peer still waiting for it MAY
+        take a lower-layer success indication, here the authenticator's NCP packets, as one
+        (§3.4, §7.2)."""
         auth = self.auth
         if (self.phase is Phase.AUTHENTICATE and not self.config.is_authenticator
                 and auth is not None and auth.outcome is None

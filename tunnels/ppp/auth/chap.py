@@ -326,8 +326,9 @@ class ChapPeer(_Exchange):
         pass  # the authenticator speaks first
 
     def handle_timer(self, now: float) -> None:
-        """RFC 1994 §4.2: the Success or Failure may be lost, and the authenticator answers a
-        repeated Response the same way, so the peer repeats its Response until it hears."""
+        """The Success or Failure may be lost; RFC 1994 §4.2 has the authenticator answer a
+        repeated Response the same way. The RFC leaves the peer's timer to implementations:
+        like pppd, the peer repeats its Response until it hears (at most `max_tries`)."""
         if self.deadline is None or now < self.deadline or self.outcome is not None:
             return
         if self._sent >= self.max_tries:

@@ -207,7 +207,7 @@ class EapPeer(_Base):
             self._out.append(self._answer(packet).encode())
 
     def assume_success(self) -> bool:
-        """The alternate indication of success (RFC 3748 §4.2), once a method has run."""
+        """A lower-layer success indication (RFC 3748 §3.4, §7.2), once a method has run."""
         if self.outcome is None and self._answered_method:
             self.outcome = AuthOutcome(True, self.username, AuthMethod.EAP_MD5, None,
                                        "EAP Success lost; network-layer packets seen")
