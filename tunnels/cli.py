@@ -83,3 +83,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--json", action="store_true")
     p.add_argument("--status", help="keep a JSON status file here")
     p.set_defaults(func=cmd_connect)
+    from tunnels import load  # `vpnlab load` (issue 8), kept in its own module
+
+    load.register(sub)
