@@ -38,6 +38,8 @@ Decisions, each checked against the RFC text:
   and simply changes nothing.
 - Teardown (§5.7, §5.8): after the final exchange the tunnel MUST keep this channel running
   (acking the peer's retransmissions) for a full retransmission interval: `linger_time()`.
+- The data channel's optional Ns/Nr (§5.4) are another sequence space, never retransmitted:
+  not this class.
 """
 
 from __future__ import annotations
