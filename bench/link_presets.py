@@ -1,6 +1,7 @@
 """Link presets: configured vs measured rate, RTT and loss, on this machine, in one run.
 
     sudo .venv/bin/python bench/link_presets.py [--pings 500] [--json]
+    .venv/bin/python -m bench links [--json FILE]      # the same, in the bench framework
 
 Each preset shapes the home NAT's link of the `internet` scenario; the client measures toward
 the Internet host: TCP goodput with iperf3 (download: server → client, i.e. B→A of the access
@@ -78,6 +79,23 @@ def _goals_met(row: dict) -> bool:
     return rate_ok and rtt_ok and loss_ok
 
 
+def format_rows(rows: list[dict]) -> str:
+    """The table `main` and `python -m bench links` print."""
+    out = [f"{'preset':<10} {'rate want':>10} {'rate got':>10} {'ratio':>6} {'RTT want':>8} "
+           f"{'RTT got':>12} {'loss want':>9} {'loss got':>8} {'goals':>5}  (rate: B→A, "
+           "TCP goodput scaled to Ethernet frames; RTT/loss: ping, round trip)"]
+    for r in rows:
+        want = r["configured_rate_bps"]
+        got = r.get("rate_bps")
+        ratio = f"{got / want:.3f}" if want and got else "-"
+        out.append(f"{r['preset']:<10} {want or '-':>10} {got or '-':>10} {ratio:>6} "
+                   f"{r['configured_rtt_ms']:>8.2f} "
+                   f"{r.get('rtt_ms', 0):>7.2f}±{r.get('rtt_sd_ms', 0):<4.2f} "
+                   f"{r['configured_loss_pct']:>9.2f} {r.get('loss_pct')!s:>8} "
+                   f"{'ok' if r['goals_met'] else 'MISS':>5}")
+    return "\n".join(out)
+
+
 def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
@@ -102,18 +120,7 @@ def main() -> int:
     if args.json:
         print(json.dumps(rows, indent=1))
         return 0
-    print(f"{'preset':<10} {'rate want':>10} {'rate got':>10} {'ratio':>6} {'RTT want':>8} "
-          f"{'RTT got':>12} {'loss want':>9} {'loss got':>8} {'goals':>5}  (rate: B→A, TCP goodput "
-          "scaled to Ethernet frames; RTT/loss: ping, round trip)")
-    for r in rows:
-        want = r["configured_rate_bps"]
-        got = r.get("rate_bps")
-        ratio = f"{got / want:.3f}" if want and got else "-"
-        print(f"{r['preset']:<10} {want or '-':>10} {got or '-':>10} {ratio:>6} "
-              f"{r['configured_rtt_ms']:>8.2f} "
-              f"{r.get('rtt_ms', 0):>7.2f}±{r.get('rtt_sd_ms', 0):<4.2f} "
-              f"{r['configured_loss_pct']:>9.2f} {r.get('loss_pct')!s:>8} "
-              f"{'ok' if r['goals_met'] else 'MISS':>5}")
+    print(format_rows(rows))
     return 0
 
 
