@@ -314,6 +314,8 @@ def decode_avps(data: bytes, secret: bytes | None) -> list[AVP]:
     out: list[AVP] = []
     vector: bytes | None = None
     while not r.at_end():
+        if r.remaining < HEADER_LENGTH:
+            raise _malformed(f"{r.remaining} octets after the last AVP (an AVP has at least 6)")
         word = r.pull_u16("AVP flags/length")
         length = word & _LENGTH
         if length < HEADER_LENGTH or length - 2 > r.remaining:
