@@ -5,6 +5,7 @@ invariant. scapy only reads and writes pcaps here; it never decodes L2TP for us.
 from __future__ import annotations
 
 import ast
+import re
 import hashlib
 import itertools
 import shutil
@@ -17,6 +18,7 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 import scapy.layers.ppp  # noqa: F401  (binds PPPoE, which carries the packetnet frame)
 from scapy.layers.inet import IP, UDP
+from scapy.layers.ipsec import ESP, SecurityAssociation
 from scapy.packet import Raw
 from scapy.utils import rdpcap, wrpcap
 
@@ -43,7 +45,8 @@ from tunnels.l2tp.messages import (
 
 A, T = AVPType, MessageType
 DATA = Path(__file__).parent / "data" / "l2tp"
-CAPTURES = sorted(DATA.glob("*.pcap"))
+IN_ESP = DATA / "linux-peers-l2tp-in-esp.pcap"  # L2TP/IPsec, keys in the .xfrm-state.txt
+CAPTURES = sorted(c for c in DATA.glob("*.pcap") if c != IN_ESP)
 SECRET = b"vpnlab-secret"
 LCP_ECHO = bytes.fromhex("ff03c0210948000cc1343922e7e18ff6")
 TSHARK = shutil.which("tshark")
@@ -129,6 +132,35 @@ def test_real_control_messages_agree_with_tshark(capture):
             if msg and msg.has(A.HOST_NAME) else "",
         })
     assert ours == oracle
+
+
+def _esp_sas() -> dict[int, SecurityAssociation]:
+    """The transport-mode SAs `ip xfrm state` printed for the capture (AES-CBC, HMAC-SHA1-96)."""
+    text = IN_ESP.with_suffix(".xfrm-state.txt").read_text()
+    sas = {}
+    for spi, auth, enc in re.findall(
+            r"spi (0x[0-9a-f]+).*?hmac\(sha1\) 0x([0-9a-f]+).*?cbc\(aes\) 0x([0-9a-f]+)", text,
+            re.S):
+        sas[int(spi, 16)] = SecurityAssociation(
+            ESP, spi=int(spi, 16), crypt_algo="AES-CBC", crypt_key=bytes.fromhex(enc),
+            auth_algo="HMAC-SHA1-96", auth_key=bytes.fromhex(auth))
+    return sas
+
+
+def test_l2tp_inside_real_esp_re_encodes_byte_identically():
+    # strongSwan + xl2tpd (L2TP/IPsec, the chapter's VPN): scapy decrypts, our codec re-encodes.
+    sas, seen = _esp_sas(), []
+    for p in rdpcap(str(IN_ESP)):
+        if ESP not in p:
+            continue
+        raw = bytes(sas[p[ESP].spi].decrypt(p[IP])[UDP].payload)
+        packet = decode_packet(raw)
+        assert packet.encode() == raw
+        if isinstance(packet, ControlPacket) and packet.payload:
+            msg = ControlMessage.decode(packet.payload)
+            assert msg.encode() == packet.payload and msg.missing_required() == []
+            seen.append(msg.message_type)
+    assert {T.SCCRQ, T.SCCRP, T.SCCCN, T.ICRQ, T.ICRP, T.ICCN} <= set(seen)
 
 
 def _u16_field(msg: ControlMessage | None, attr: AVPType) -> str:
@@ -266,6 +298,16 @@ def test_hidden_avp_round_trip_and_rfc_formula(length):
     plain_prefix = length.to_bytes(2, "big") + value
     assert _rfc_hide(A.PROXY_AUTHEN_RESPONSE, SECRET, vector,
                      plain_prefix)[:len(plain_prefix)] == hidden_body[:len(plain_prefix)]
+
+
+def test_avps_longer_than_the_length_field_are_a_local_error():
+    longest_hidden = AVP.raw(A.PROXY_AUTHEN_RESPONSE, bytes(1015), hidden=True)  # 6+2+1015
+    wire = encode_avps([longest_hidden], SECRET, _counter_random())
+    assert decode_avps(wire, SECRET)[1] == longest_hidden
+    for avp in (AVP.raw(A.CHALLENGE, bytes(1016), hidden=True), AVP.raw(A.CHALLENGE, bytes(1018))):
+        with pytest.raises(LocalProtocolError, match="CHALLENGE"):
+            encode_avps([avp], SECRET, _counter_random())
+    assert len(encode_avps([AVP.raw(A.CHALLENGE, bytes(1017))], None, _counter_random())) == 1023
 
 
 def test_random_vector_inserted_once_and_a_given_one_is_used():

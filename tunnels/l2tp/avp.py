@@ -244,7 +244,7 @@ def _hidden_padding(value_length: int) -> int:
     padding for exactly this), and never past the 10-bit AVP length."""
     subformat = 2 + value_length
     padded = max(_MD5_BLOCK, -(-subformat // _MD5_BLOCK) * _MD5_BLOCK)
-    return min(padded, MAX_LENGTH - HEADER_LENGTH) - subformat
+    return max(0, min(padded, MAX_LENGTH - HEADER_LENGTH) - subformat)
 
 
 def _push_avp(w: Writer, avp: AVP, body: bytes) -> None:
