@@ -1,0 +1,196 @@
+"""ESP in transport mode (RFC 4303): the packet between the IP header and the end, and the
+IPv4 rewriting around it, plain (IP protocol 50) or UDP-encapsulated (RFC 3948).
+
+    SPI (4) | Sequence Number (4) | IV (one block) | ciphertext of
+        [payload | padding 1, 2, 3, ... | pad length (1) | next header (1)] | ICV (12)
+
+Decapsulation follows RFC 4303 §3.4 and the chapter: (1) the sequence number against the
+replay window (§3.4.3, cheap, before any cryptography), (2) the ICV (§3.4.4.1, before
+decrypting: a forged packet is never decrypted), (3) decryption, (4) the padding (§2.4: the
+receiver SHOULD check it), (5) only then the window moves. Every failure is a silent discard
+(§3.4.3, §3.4.4.1: "the receiver MUST discard the received IP datagram as invalid"), counted
+on the SA, raised as an `EspError` whose `wire_answer` is DISCARD.
+"""
+
+from __future__ import annotations
+
+import struct
+
+from tunnels.errors import DISCARD, LocalProtocolError, RemoteProtocolError
+from tunnels.ipsec.ipv4 import (PROTO_ESP, PROTO_TCP, PROTO_UDP, parse_ipv4, parse_udp,
+                                udp_header)
+from tunnels.ipsec.natt import classify, fix_transport_checksum
+from tunnels.ipsec.sa import SecurityAssociation
+
+NO_NEXT_HEADER = 59  # §2.6: a dummy packet, discarded by the receiver
+_HEADER = struct.Struct("!II")
+_PADDING = bytes(range(1, 256))  # §2.4: the default padding is 1, 2, 3, ...
+
+
+class EspError(RemoteProtocolError):
+    """An ESP packet that is dropped; `counter` names the SA counter it was counted in."""
+
+    counter = "malformed"
+
+    def __init__(self, message: str):
+        super().__init__(message, DISCARD)
+
+
+class EspMalformed(EspError):
+    """Too short, not a whole number of blocks, or an IP/UDP envelope that does not hold."""
+
+
+class EspUnknownSpi(EspMalformed):
+    """The SPI is not this SA's (the policy looks SAs up by SPI; not counted on the SA)."""
+
+    counter = ""
+
+
+class EspReplayed(EspError):
+    """Duplicate, left of the window, or sequence number 0 (§3.4.3)."""
+
+    counter = "replayed"
+
+
+class EspAuthenticationFailed(EspError):
+    """The ICV does not match (§3.4.4.1); the packet was not decrypted."""
+
+    counter = "auth_failures"
+
+
+class EspBadPadding(EspMalformed):
+    """Authentic and decrypted, but the padding is not 1, 2, 3, ... or too long (§2.4)."""
+
+    counter = "bad_padding"
+
+
+class EspExpired(EspError):
+    """The SA passed its hard lifetime (RFC 4301 §4.4.2.1)."""
+
+    counter = "expired"
+
+
+class EspDummy(EspError):
+    """Next header 59: traffic-flow-confidentiality filler, dropped once authenticated."""
+
+    counter = "dummy"
+
+
+class SAExpired(LocalProtocolError):
+    """Sending on an SA past its hard lifetime: the caller must rekey first."""
+
+
+def _drop(sa: SecurityAssociation, error: EspError) -> EspError:
+    if error.counter:
+        setattr(sa.counters, error.counter, getattr(sa.counters, error.counter) + 1)
+    return error
+
+
+def encapsulate(sa: SecurityAssociation, next_header: int, payload: bytes, iv: bytes,
+                now: float | None = None) -> bytes:
+    """The ESP packet carrying `payload` (what follows the IP header, of protocol
+    `next_header`). `iv` must be one fresh unpredictable block (RFC 3602 §3). With `now` the
+    time lifetime is checked too; bytes and sequence space are checked always."""
+    enc = sa.enc
+    block = enc.block_size
+    if len(iv) != block:
+        raise LocalProtocolError(f"{sa.cipher} needs a {block}-octet IV, got {len(iv)}")
+    if (0 < sa.lifetime_bytes <= sa.counters.bytes) or (now is not None and sa.expired(now)):
+        raise SAExpired(f"SPI {sa.spi:#010x} is past its hard lifetime; rekey")
+    seq = sa.next_sequence()
+    pad_len = -(len(payload) + 2) % block  # blocks of 8 or 16 also give §2.4's 4-octet alignment
+    plaintext = bytearray(payload)
+    plaintext += _PADDING[:pad_len]
+    plaintext.append(pad_len)
+    plaintext.append(next_header)
+    ciphertext = enc.encrypt(iv, plaintext)
+    header = _HEADER.pack(sa.spi, seq)
+    icv = sa.auth.icv(header, iv, ciphertext)
+    sa.counters.packets += 1
+    sa.counters.bytes += len(payload)
+    return b"".join((header, iv, ciphertext, icv))
+
+
+def decapsulate(sa: SecurityAssociation, data: bytes, now: float) -> tuple[int, bytes]:
+    """(next header, payload) of an ESP packet for `sa`, or an `EspError` (see module)."""
+    size = len(data)
+    block = sa.enc.block_size
+    icv_size = sa.auth.icv_size
+    body = size - 8 - icv_size  # IV + ciphertext
+    if size < 8 or body < 2 * block or body % block:
+        raise _drop(sa, EspMalformed(f"ESP of {size} octets for {sa.cipher}/{sa.integrity}"))
+    spi, seq = _HEADER.unpack_from(data)
+    if spi != sa.spi:
+        raise EspUnknownSpi(f"SPI {spi:#010x} is not {sa.spi:#010x}")
+    if sa.expired(now):
+        raise _drop(sa, EspExpired(f"SPI {spi:#010x} past its hard lifetime"))
+    if not sa.window.check(seq):
+        raise _drop(sa, EspReplayed(f"SPI {spi:#010x} seq {seq} replayed or outside the "
+                                    f"window (highest {sa.window.highest})"))
+    view = memoryview(data)
+    if not sa.auth.verify(view[: size - icv_size], view[size - icv_size :]):
+        raise _drop(sa, EspAuthenticationFailed(f"SPI {spi:#010x} seq {seq}: ICV mismatch"))
+    plain = sa.enc.decrypt(view[8 : size - icv_size])
+    pad_len, next_header = plain[-2], plain[-1]
+    end = len(plain) - 2 - pad_len
+    if end < 0 or plain[end:-2] != _PADDING[:pad_len]:
+        raise _drop(sa, EspBadPadding(f"SPI {spi:#010x} seq {seq}: pad length {pad_len} "
+                                      f"with padding that is not 1, 2, 3, ..."))
+    sa.window.update(seq)
+    if next_header == NO_NEXT_HEADER:
+        raise _drop(sa, EspDummy(f"SPI {spi:#010x} seq {seq}: dummy packet"))
+    sa.counters.packets += 1
+    sa.counters.bytes += end
+    return next_header, plain[:end]
+
+
+def protect_ipv4(sa: SecurityAssociation, ip_packet: bytes, iv: bytes,
+                 now: float | None = None) -> bytes:
+    """A whole IPv4 packet (not a fragment: ESP comes before fragmentation, RFC 4303
+    §3.3.4) in transport mode: the header kept with protocol 50, or 17 and a UDP header
+    from `sa.encap` (checksum zero, RFC 3948 §2.1), length and checksum rewritten."""
+    try:
+        header = parse_ipv4(ip_packet)
+    except RemoteProtocolError as exc:
+        raise LocalProtocolError(f"not an IPv4 packet to protect: {exc}") from None
+    if header.is_fragment:
+        raise LocalProtocolError("transport mode protects whole datagrams, not fragments")
+    payload = ip_packet[header.header_len : header.total_len]
+    esp = encapsulate(sa, header.proto, payload, iv, now)
+    if sa.encap is None:
+        return header.rewrite(PROTO_ESP, len(esp)) + esp
+    udp = udp_header(sa.encap[0], sa.encap[1], len(esp))
+    return b"".join((header.rewrite(PROTO_UDP, 8 + len(esp)), udp, esp))
+
+
+def unprotect_ipv4(sa: SecurityAssociation, packet: bytes, now: float,
+                   original: tuple[bytes, bytes] | None = None) -> bytes:
+    """The inner IPv4 packet of a transport-mode ESP packet (plain or UDP-encapsulated).
+
+    With UDP encapsulation the inner TCP/UDP checksum is repaired for the addresses the
+    packet arrived with (RFC 3948 §3.1.2), using `original` = the peer's NAT-OA (source,
+    destination) as 4-octet addresses when IKE received them.
+    """
+    try:
+        header = parse_ipv4(packet)
+    except RemoteProtocolError as exc:
+        raise _drop(sa, EspMalformed(str(exc))) from None
+    if header.is_fragment:
+        raise _drop(sa, EspMalformed("IPv4 fragment: reassemble before ESP (RFC 4303 §3.4.1)"))
+    start, stop = header.header_len, header.total_len
+    if header.proto == PROTO_UDP and sa.encap is not None:
+        try:
+            _, _, length = parse_udp(memoryview(packet)[start:stop])
+            if classify(memoryview(packet)[start + 8 : start + 8 + length]) != "esp":
+                raise EspMalformed("UDP-encapsulated packet is IKE or a keepalive, not ESP")
+        except RemoteProtocolError as exc:
+            raise _drop(sa, EspMalformed(str(exc))) from None
+        start, stop = start + 8, start + 8 + length
+    elif header.proto != PROTO_ESP or sa.encap is not None:
+        raise _drop(sa, EspMalformed(f"IP protocol {header.proto} for an SA with "
+                                     f"encapsulation {sa.encap}"))
+    next_header, payload = decapsulate(sa, packet[start:stop], now)
+    if sa.encap is not None and next_header in (PROTO_TCP, PROTO_UDP):
+        payload = fix_transport_checksum(next_header, payload, (header.src, header.dst),
+                                         original)
+    return header.rewrite(next_header, len(payload)) + payload

@@ -1,0 +1,242 @@
+"""The IPsec policy of an L2TP/IPsec host (RFC 4301 §4.4.1, RFC 3193 §4): UDP 1701 to and from
+a peer travels only inside that peer's transport-mode ESP SA.
+
+Sans-I/O: the runtime hands over what arrived (raw ESP, a UDP 4500 payload or plain UDP 1701)
+with the sender's address and port and the time, and gets back an event; it asks `outbound`
+what to put on the wire for an L2TP datagram. Drops are events too (`Dropped`, with the name of
+the counter that went up), never exceptions, so one packet cannot stop the pump.
+
+Keys: inbound SAs by SPI (the SPI is what the receiver chose, so it is unique here, RFC 4301
+§4.1); outbound SAs by the peer as seen on the wire, (address, UDP port) with NAT-T and
+(address, None) without. Two Windows clients behind one NAT both send from 500/4500; the NAT
+gives them one public address and two ports, so keying by address alone would cross them.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Literal
+
+from tunnels.errors import LocalProtocolError, RemoteProtocolError
+from tunnels.ipsec.esp import EspError, decapsulate, encapsulate
+from tunnels.ipsec.ipv4 import PROTO_UDP, parse_udp, transport_checksum, udp_header
+from tunnels.ipsec.natt import NattMalformed, classify, strip_marker
+from tunnels.ipsec.sa import SecurityAssociation
+
+L2TP_PORT = 1701
+Peer = tuple[str, int | None]  # (address, UDP source port with NAT-T, else None)
+PacketKind = Literal["esp", "udp4500", "udp1701"]
+
+
+@dataclass(frozen=True, slots=True)
+class L2tpDatagram:
+    """A UDP datagram for L2TP: `peer` is the key to answer with in `outbound`."""
+
+    peer: Peer
+    src_port: int
+    dst_port: int
+    payload: bytes
+    spi: int | None  # the inbound SA it came through; None for cleartext (policy off)
+
+
+@dataclass(frozen=True, slots=True)
+class IkePacket:
+    """An IKE message that came on UDP 4500 behind the non-ESP marker (RFC 3948 §2.2)."""
+
+    peer: Peer
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Dropped:
+    """A packet discarded on purpose; `reason` is the counter it was counted in."""
+
+    reason: str
+    detail: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Transmit:
+    """What to send: an IP protocol 50 payload ("esp"), a UDP payload from `src_port` to
+    `dst_port` ("udp4500", or "udp1701" in clear when protection is not required)."""
+
+    kind: PacketKind
+    dst: str
+    src_port: int | None
+    dst_port: int | None
+    payload: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class RekeyDue:
+    """An SA reached its soft lifetime: IKE should negotiate its successor (once per SA)."""
+
+    spi: int
+    peer: Peer
+
+
+@dataclass(frozen=True, slots=True)
+class SAEnded:
+    """An SA reached its hard lifetime and was removed."""
+
+    spi: int
+    peer: Peer
+
+
+class NoSecurityAssociation(LocalProtocolError):
+    """L2TP to a peer with no outbound SA while the policy requires protection."""
+
+
+InboundEvent = L2tpDatagram | IkePacket | Dropped
+
+
+def _inbound_peer(sa: SecurityAssociation) -> Peer:
+    return (sa.src, sa.encap[0] if sa.encap else None)
+
+
+def _outbound_peer(sa: SecurityAssociation) -> Peer:
+    return (sa.dst, sa.encap[1] if sa.encap else None)
+
+
+class TransportPolicy:
+    """SAs of one host, the protect/bypass decision for UDP 1701, and the counters."""
+
+    def __init__(self, *, require_protection: bool = True, l2tp_port: int = L2TP_PORT,
+                 iv_source: Callable[[int], bytes] = secrets.token_bytes):
+        self.require_protection = require_protection
+        self.l2tp_port = l2tp_port
+        self._iv = iv_source  # RFC 3602 §3: IVs MUST be unpredictable; tests inject theirs
+        self.inbound_sas: dict[int, SecurityAssociation] = {}
+        self.outbound_sas: dict[Peer, SecurityAssociation] = {}
+        self._soft_reported: set[int] = set()
+        self.counters: Counter[str] = Counter()
+
+    # SA table ----------------------------------------------------------------------------
+    def add_inbound(self, sa: SecurityAssociation) -> None:
+        if sa.spi in self.inbound_sas:
+            raise LocalProtocolError(f"inbound SPI {sa.spi:#010x} already in use")
+        self.inbound_sas[sa.spi] = sa
+
+    def add_outbound(self, sa: SecurityAssociation) -> None:
+        """Install (or, after a rekey, replace) the SA used to send to its peer."""
+        self.outbound_sas[_outbound_peer(sa)] = sa
+
+    def add_pair(self, inbound: SecurityAssociation, outbound: SecurityAssociation) -> None:
+        self.add_inbound(inbound)
+        self.add_outbound(outbound)
+
+    def remove(self, sa: SecurityAssociation) -> None:
+        if self.inbound_sas.get(sa.spi) is sa:
+            del self.inbound_sas[sa.spi]
+        if self.outbound_sas.get(_outbound_peer(sa)) is sa:
+            del self.outbound_sas[_outbound_peer(sa)]
+        self._soft_reported.discard(id(sa))
+
+    def _all(self) -> list[SecurityAssociation]:
+        return [*self.inbound_sas.values(), *self.outbound_sas.values()]
+
+    # Inbound -----------------------------------------------------------------------------
+    def _drop(self, reason: str, detail: str = "") -> Dropped:
+        self.counters[reason] += 1
+        return Dropped(reason, detail)
+
+    def inbound(self, src: Peer, packet_kind: PacketKind, data: bytes,
+                now: float) -> InboundEvent:
+        """Classify and open what arrived from `src` ((address, UDP source port), the port
+        None for raw ESP); plain UDP 1701 is accepted only when protection is not required."""
+        if packet_kind == "esp":
+            return self._esp((src[0], None), data, now)
+        if packet_kind == "udp4500":
+            try:
+                kind = classify(data)
+            except NattMalformed as exc:
+                return self._drop("malformed", str(exc))
+            if kind == "keepalive":  # RFC 3948 §2.3: the receiver ignores it
+                return self._drop("nat_keepalive")
+            if kind == "ike":
+                return IkePacket(src, strip_marker(data))
+            return self._esp(src, data, now)
+        if packet_kind == "udp1701":
+            if self.require_protection:
+                return self._drop("cleartext_l2tp_dropped", f"from {src[0]}:{src[1]}")
+            self.counters["cleartext_l2tp"] += 1
+            return L2tpDatagram(src, src[1] or 0, self.l2tp_port, data, None)
+        raise LocalProtocolError(f"packet kind {packet_kind!r}: esp, udp4500 or udp1701")
+
+    def _esp(self, src: Peer, data: bytes, now: float) -> InboundEvent:
+        if len(data) < 8:
+            return self._drop("malformed", f"{len(data)}-octet ESP")
+        spi = int.from_bytes(data[:4], "big")
+        sa = self.inbound_sas.get(spi)
+        if sa is None:
+            return self._drop("unknown_spi", f"SPI {spi:#010x} from {src[0]}")
+        if _inbound_peer(sa) != src:
+            # Another peer (or the same one through another NAT mapping) using this SPI.
+            return self._drop("peer_mismatch", f"SPI {spi:#010x} from {src}, SA is "
+                                               f"{_inbound_peer(sa)}")
+        try:
+            next_header, segment = decapsulate(sa, data, now)
+        except EspError as exc:
+            return self._drop(exc.counter or "malformed", str(exc))
+        return self._l2tp(src, sa, next_header, segment)
+
+    def _l2tp(self, src: Peer, sa: SecurityAssociation, next_header: int,
+              segment: bytes) -> InboundEvent:
+        if next_header != PROTO_UDP:
+            return self._drop("selector_mismatch", f"protocol {next_header} in an L2TP SA")
+        try:
+            sport, dport, length = parse_udp(segment)
+        except RemoteProtocolError as exc:
+            return self._drop("malformed", str(exc))
+        if dport != self.l2tp_port:
+            return self._drop("selector_mismatch", f"UDP port {dport} in an L2TP SA")
+        # The UDP checksum is not checked: the ICV already proved the datagram intact, and
+        # after a NAT it would be wrong anyway (RFC 3948 §3.1.2).
+        self.counters["l2tp_in"] += 1
+        return L2tpDatagram(src, sport, dport, segment[8 : 8 + length], sa.spi)
+
+    # Outbound ----------------------------------------------------------------------------
+    def outbound(self, dst: Peer, sport: int, dport: int, udp_payload: bytes,
+                 now: float) -> Transmit:
+        """What to send for a UDP datagram (L2TP) to `dst` (the `peer` of what it sent)."""
+        sa = self.outbound_sas.get(dst)
+        if sa is None:
+            if self.require_protection:
+                self.counters["no_outbound_sa"] += 1
+                raise NoSecurityAssociation(f"no SA to {dst}: L2TP is not sent in clear")
+            self.counters["cleartext_l2tp_out"] += 1
+            return Transmit("udp1701", dst[0], sport, dport, udp_payload)
+        segment = bytearray(udp_header(sport, dport, len(udp_payload)))
+        segment += udp_payload
+        checksum = transport_checksum(sa.src_packed, sa.dst_packed, PROTO_UDP, segment)
+        segment[6:8] = checksum.to_bytes(2, "big")
+        esp = encapsulate(sa, PROTO_UDP, bytes(segment), self._iv(sa.enc.block_size), now)
+        self.counters["l2tp_out"] += 1
+        if sa.encap is None:
+            return Transmit("esp", sa.dst, None, None, esp)
+        return Transmit("udp4500", sa.dst, sa.encap[0], sa.encap[1], esp)
+
+    # Lifetimes ---------------------------------------------------------------------------
+    def get_timer(self, now: float) -> float | None:
+        """The next time a soft or hard time lifetime is due (byte lifetimes are checked on
+        every packet)."""
+        deadlines = [sa.next_deadline(now) for sa in self._all()]
+        return min(deadlines) if deadlines else None
+
+    def handle_timer(self, now: float) -> list[RekeyDue | SAEnded]:
+        """Report soft lifetimes once and remove SAs past their hard lifetime (RFC 4301
+        §4.4.2.1); byte lifetimes are seen here too, at the next tick."""
+        events: list[RekeyDue | SAEnded] = []
+        for sa in self._all():
+            peer = _inbound_peer(sa) if self.inbound_sas.get(sa.spi) is sa else \
+                _outbound_peer(sa)
+            if sa.expired(now):
+                self.remove(sa)
+                events.append(SAEnded(sa.spi, peer))
+            elif sa.soft_expired(now) and id(sa) not in self._soft_reported:
+                self._soft_reported.add(id(sa))
+                events.append(RekeyDue(sa.spi, peer))
+        return events
