@@ -9,6 +9,7 @@ Parsed with the one cursor reader (`tunnels._wire`): a short packet raises `Trun
 
 from __future__ import annotations
 
+import struct
 from dataclasses import dataclass
 
 from tunnels._wire import Reader, Writer
@@ -19,6 +20,24 @@ _K, _S, _A = 0x20, 0x10, 0x80
 _MUST_BE_ZERO_1 = 0xCF  # C, R, s, Recur (every bit of octet 1 but K and S)
 _MUST_BE_ZERO_2 = 0x78  # the flags between A and the version
 VERSION = 1
+# The data path's two shapes, packed and unpacked with one struct call each (the codec below
+# is the reference; these give byte-identical results, tests/test_pptp_codecs.py pairs them).
+_FIXED = struct.Struct("!BBHHH")  # flags, flags/version, protocol, payload length, call ID
+_DATA_ACK = struct.Struct("!BBHHHII")  # S and A: sequence and acknowledgement numbers
+_DATA = struct.Struct("!BBHHHI")  # S only
+_U32 = struct.Struct("!I")
+_DATA_ACK_FLAGS = (_K | _S, _A | VERSION)
+_DATA_FLAGS = (_K | _S, VERSION)
+
+
+def encode_data(call_id: int, payload: bytes, sequence: int, ack: int | None) -> bytes:
+    """`GREPacket(call_id, payload, sequence, ack).encode()` without the object: the data
+    path sends every PPP frame through here (one pack, one concatenation)."""
+    if ack is None:
+        return _DATA.pack(_K | _S, VERSION, PROTOCOL_PPP, len(payload), call_id,
+                          sequence) + payload
+    return _DATA_ACK.pack(_K | _S, _A | VERSION, PROTOCOL_PPP, len(payload), call_id,
+                          sequence, ack) + payload
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,6 +60,21 @@ class GREPacket:
 
     @classmethod
     def decode(cls, data: bytes) -> GREPacket:
+        """The packet, or RemoteProtocolError. Well-formed headers take one struct call; any
+        other input goes through the cursor reader, which names what is wrong."""
+        if len(data) >= 12:
+            f1, f2, protocol, length, call_id = _FIXED.unpack_from(data)
+            if protocol == PROTOCOL_PPP and f1 == _K | _S and f2 & ~_A == VERSION:
+                if f2 & _A:
+                    if len(data) >= 16 + length:
+                        seq, ack = _DATA_ACK.unpack_from(data)[5:]
+                        return cls(call_id, data[16:16 + length], seq, ack)
+                elif len(data) >= 12 + length:
+                    return cls(call_id, data[12:12 + length], _U32.unpack_from(data, 8)[0])
+        return cls._decode(data)
+
+    @classmethod
+    def _decode(cls, data: bytes) -> GREPacket:
         r = Reader(data)
         flags1, flags2 = r.pull_u8("GRE flags"), r.pull_u8("GRE flags/version")
         protocol = r.pull_u16("GRE protocol type")

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from tunnels.gre.header import GREPacket
+from tunnels.gre.header import GREPacket, encode_data
 
 
 def _newer(a: int, b: int) -> bool:
@@ -65,10 +65,10 @@ class GRESession:
         ack = self._owed_ack()
         if ack is not None:
             self.last_acked_by_us, self.ack_deadline, self.unacked_in = ack, None, 0
-        packet = GREPacket(self.peer_call_id, ppp_frame, self.next_seq, ack)
+        packet = encode_data(self.peer_call_id, ppp_frame, self.next_seq, ack)
         self.next_seq = (self.next_seq + 1) & 0xFFFFFFFF
         self.counters["sent"] += 1
-        return packet.encode()
+        return packet
 
     def receive(self, packet: GREPacket, now: float) -> bytes | None:
         """The PPP frame to deliver, or None (ack-only, duplicate or late)."""
