@@ -123,6 +123,13 @@ class PPPEngine:
 
     def receive_frame(self, frame: bytes, now: float) -> None:
         self.counters["frames_in"] += 1
+        # The data path: address/control and a two-octet MPPE or IP protocol field, as every
+        # peer sends them, go straight to their receiver (the same checks _dispatch makes).
+        data = _DATA_RECEIVERS.get(frame[:4])
+        if data is not None and self.lcp.state is State.OPENED:
+            self._now = now
+            data(self, frame[4:], now)
+            return
         try:
             protocol, info = split_frame(frame)
             self._dispatch(protocol, info, frame, now)
@@ -135,8 +142,10 @@ class PPPEngine:
             self.counters["discarded"] += 1
             return False
         if self.encryptor is not None:
-            self.counters["ip_out"] += 1
-            self._send(PPP_MPPE, self.encryptor.encrypt(b"\x00\x21" + packet))
+            counters = self.counters
+            counters["ip_out"] += 1
+            counters["frames_out"] += 1  # build_frame's result, without its call
+            self._frames.append(_MPPE_HEAD + self.encryptor.encrypt(b"\x00\x21" + packet))
             return True
         if self._encryption_required():
             self.counters["unencrypted_dropped"] += 1  # never in clear when policy says no
@@ -358,6 +367,9 @@ class PPPEngine:
         return True
 
     def _rx_mppe(self, protocol: int, info: bytes, now: float) -> bool:
+        return self._data_mppe(info, now)
+
+    def _data_mppe(self, info: bytes, now: float) -> bool:
         if self.decryptor is None:
             self.counters["discarded"] += 1  # before CCP is up: nothing to decrypt with
         else:
@@ -365,13 +377,16 @@ class PPPEngine:
         return True
 
     def _rx_ip(self, protocol: int, info: bytes, now: float) -> bool:
+        return self._data_ip(info, now)
+
+    def _data_ip(self, info: bytes, now: float) -> bool:
         if self.ipcp.state is not State.OPENED:
             self.counters["discarded"] += 1
         elif self.decryptor is not None or self._encryption_required():
             self.counters["unencrypted_dropped"] += 1  # never accept clear when encrypting
         else:
             self.counters["ip_in"] += 1
-            self._emit(ev.DatagramReceived(info))
+            self._events.append(ev.DatagramReceived(info))
         return True
 
     def _protocol_reject(self, protocol: int, frame: bytes, now: float) -> None:
@@ -395,7 +410,7 @@ class PPPEngine:
             return
         if plain[:2] == b"\x00\x21" and self.ipcp.state is State.OPENED:
             self.counters["ip_in"] += 1
-            self._emit(ev.DatagramReceived(plain[2:]))
+            self._events.append(ev.DatagramReceived(plain[2:]))
         else:
             self.counters["discarded"] += 1
 
@@ -518,6 +533,9 @@ class PPPEngine:
             self.ccp.open(now)
 
 
+_MPPE_HEAD = b"\xff\x03\x00\xfd"  # address, control, protocol 0x00FD (build_frame's output)
+_DATA_RECEIVERS: dict[bytes, Callable[[PPPEngine, bytes, float], bool]] = {
+    _MPPE_HEAD: PPPEngine._data_mppe, b"\xff\x03\x00\x21": PPPEngine._data_ip}
 _RECEIVERS: dict[int, Callable[[PPPEngine, int, bytes, float], bool]] = {
     PPP_LCP: PPPEngine._rx_lcp, PPP_PAP: PPPEngine._rx_auth, PPP_CHAP: PPPEngine._rx_auth,
     PPP_EAP: PPPEngine._rx_auth, PPP_IPCP: PPPEngine._rx_ipcp, PPP_CCP: PPPEngine._rx_ccp,
