@@ -182,7 +182,7 @@ class ControlMessage:
 
 def _message_type(first: AVP | None) -> MessageType:
     """§4.4.1: the Message Type AVP "MUST be the first AVP in a message" and is never hidden;
-    §3.2: an unknown type with M set tears the tunnel down, with M clear it is ignored."""
+    an unknown type with M set clears the tunnel, with M clear the message is ignored."""
     def fail(text: str, error: GeneralError = GeneralError.OUT_OF_RANGE) -> RemoteProtocolError:
         return RemoteProtocolError(text, general_error(error, text))
 
