@@ -331,6 +331,19 @@ def test_avps_longer_than_the_length_field_are_a_local_error():
     assert len(encode_avps([AVP.raw(A.CHALLENGE, bytes(1017))], None, _counter_random())) == 1023
 
 
+def test_out_of_range_numbers_are_local_errors():
+    with pytest.raises(LocalProtocolError, match="ASSIGNED_TUNNEL_ID"):
+        AVP.u16(A.ASSIGNED_TUNNEL_ID, 0x10000)
+    with pytest.raises(LocalProtocolError):
+        AVP.u32(A.CALL_SERIAL_NUMBER, -1)
+    with pytest.raises(LocalProtocolError):
+        encode_avps([AVP(0x10000, b"")], None, _counter_random())
+    with pytest.raises(LocalProtocolError):
+        ControlPacket(0x10000, 0, 0, 0).encode()
+    with pytest.raises(LocalProtocolError):
+        DataPacket(1, 2, b"", ns=70000).encode()
+
+
 def test_random_vector_inserted_once_and_a_given_one_is_used():
     avps = [AVP.u16(A.ASSIGNED_SESSION_ID, 5, hidden=True), AVP.string(A.CALLING_NUMBER, "1",
                                                                        hidden=True)]

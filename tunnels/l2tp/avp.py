@@ -131,6 +131,12 @@ def _name(attr_type: int, vendor_id: int = 0) -> str:
         return f"attribute {attr_type}"
 
 
+def _unsigned(attr_type: int, v: int, size: int) -> bytes:
+    if not 0 <= v < 1 << 8 * size:
+        raise LocalProtocolError(f"{_name(attr_type)}: {v} does not fit {size} octets")
+    return v.to_bytes(size, "big")
+
+
 @dataclass(frozen=True, slots=True)
 class AVP:
     """One attribute with its plain value; `hidden` says whether it is sent hidden (§4.3).
@@ -148,15 +154,15 @@ class AVP:
 
     @classmethod
     def u16(cls, t: int, v: int, mandatory: bool = True, hidden: bool = False) -> AVP:
-        return cls(t, v.to_bytes(2, "big"), mandatory, hidden)
+        return cls(t, _unsigned(t, v, 2), mandatory, hidden)
 
     @classmethod
     def u32(cls, t: int, v: int, mandatory: bool = True, hidden: bool = False) -> AVP:
-        return cls(t, v.to_bytes(4, "big"), mandatory, hidden)
+        return cls(t, _unsigned(t, v, 4), mandatory, hidden)
 
     @classmethod
     def u64(cls, t: int, v: int, mandatory: bool = True, hidden: bool = False) -> AVP:
-        return cls(t, v.to_bytes(8, "big"), mandatory, hidden)
+        return cls(t, _unsigned(t, v, 8), mandatory, hidden)
 
     @classmethod
     def string(cls, t: int, s: str, mandatory: bool = True, hidden: bool = False) -> AVP:
@@ -251,6 +257,8 @@ def _push_avp(w: Writer, avp: AVP, body: bytes) -> None:
     length = HEADER_LENGTH + len(body)
     if length > MAX_LENGTH:
         raise LocalProtocolError(f"{avp.name}: {length} octets exceed the AVP Length field")
+    if not (0 <= avp.vendor_id <= 0xFFFF and 0 <= avp.attr_type <= 0xFFFF):
+        raise LocalProtocolError(f"{avp.name}: vendor and attribute type are 16-bit")
     flags = (_M if avp.mandatory else 0) | (_H if avp.hidden else 0) | avp.reserved & _RESERVED
     w.push_u16(flags | length).push_u16(avp.vendor_id).push_u16(avp.attr_type)
     w.push_bytes(body)

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from enum import IntEnum
 
-from tunnels.errors import DISCARD, RemoteProtocolError, Truncated, WireAnswer
+from tunnels.errors import DISCARD, LocalProtocolError, RemoteProtocolError, Truncated, WireAnswer
 from tunnels.l2tp.avp import (
     AVP,
     AVPType,
@@ -217,8 +217,11 @@ class ControlPacket:
         return not self.payload
 
     def encode(self) -> bytes:
-        return _CONTROL.pack(_CONTROL_FLAGS, CONTROL_HEADER_LENGTH + len(self.payload),
-                             self.tunnel_id, self.session_id, self.ns, self.nr) + self.payload
+        try:
+            return _CONTROL.pack(_CONTROL_FLAGS, CONTROL_HEADER_LENGTH + len(self.payload),
+                                 self.tunnel_id, self.session_id, self.ns, self.nr) + self.payload
+        except struct.error as err:
+            raise LocalProtocolError(f"control packet field out of range: {err}") from None
 
 
 @dataclass(frozen=True, slots=True)
@@ -249,9 +252,12 @@ class DataPacket:
             fields += [self.ns, self.nr or 0]
         if has_offset:
             fields.append(self.offset)
-        header = struct.pack(f"!{len(fields)}H", *fields) + bytes(self.offset)
-        total = 2 + (2 if self.length else 0) + len(header) + len(self.payload)
-        lead = _IDS.pack(flags, total) if self.length else _U16.pack(flags)
+        try:
+            header = struct.pack(f"!{len(fields)}H", *fields) + bytes(self.offset)
+            total = 2 + (2 if self.length else 0) + len(header) + len(self.payload)
+            lead = _IDS.pack(flags, total) if self.length else _U16.pack(flags)
+        except struct.error as err:
+            raise LocalProtocolError(f"data packet field out of range: {err}") from None
         return lead + header + self.payload
 
 
