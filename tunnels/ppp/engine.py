@@ -225,6 +225,8 @@ class PPPEngine:
             self._report_network()
         elif fsm is self.ccp:
             self._start_mppe()
+            if self.encryptor is not None and self.ipcp.state is State.CLOSED:
+                self.ipcp.open(self._now)  # held until encryption was settled (below)
 
     def _report_network(self) -> None:
         """NetworkOpened once IPCP is open and encryption is settled: on when required, on or
@@ -341,6 +343,8 @@ class PPPEngine:
         if self.phase is not Phase.NETWORK:
             self.counters["discarded"] += 1  # NCP packets before Network: discarded
             return True
+        if self.ipcp.state is State.CLOSED:
+            self.ipcp.open(now)  # a peer that does not wait for CCP (Windows): answer it now
         self.ipcp.receive(info, now)
         return True
 
@@ -527,7 +531,11 @@ class PPPEngine:
         self._auth_deadline = None
         self._set_phase(Phase.NETWORK)
         self.ipcp.up(now)
-        self.ipcp.open(now)
+        # With MPPE required, IPCP waits for CCP, as pppd does (auth.c: other NCPs start
+        # "iff encryption is not required", the rest when CCP is up): pppd answers an earlier
+        # IPCP Configure-Request with Terminate-Ack, which cost a 3 s restart timeout.
+        if not self._encryption_required():
+            self.ipcp.open(now)
         if self.ccp is not None:
             self.ccp.up(now)
             self.ccp.open(now)
