@@ -164,11 +164,16 @@ class ControlMessage:
 
     @classmethod
     def decode(cls, payload: bytes, secret: bytes | None = None) -> ControlMessage:
+        """A control payload (never a ZLB). Faults raise `RemoteProtocolError` answered by a
+        StopCCN (tunnel message, or type unknown) or a CDN (session message) with result 2
+        and the general error, or a silent discard for an unknown type without M (§4.4.1).
+        Unknown, vendor and missing AVPs are not faults here: see `unknown_mandatory` and
+        `missing_required`, which the state machines consult."""
         peeked = _peek_message_type(payload)
         kind = answer_kind(peeked) if peeked is not None else "stop-ccn"
         if not payload:
-            raise RemoteProtocolError("empty control message (a ZLB has no payload at all)",
-                                      general_error(GeneralError.BAD_LENGTH, "empty", kind))
+            text = "empty control message (a ZLB has no payload at all)"
+            raise RemoteProtocolError(text, general_error(GeneralError.BAD_LENGTH, text, kind))
         try:
             avps = decode_avps(payload, secret)
             message_type = _message_type(avps[0] if avps else None)
