@@ -239,3 +239,19 @@ def test_short_start_key_is_a_local_error(bits, size):
     for cls in (MPPEEncryptor, MPPEDecryptor):
         with pytest.raises(LocalProtocolError):
             cls(bytes(size), bits, True)
+
+
+@given(st.sampled_from([8, 16]).flatmap(lambda n: st.binary(min_size=n, max_size=n)),
+       st.sampled_from([8, 16]).flatmap(lambda n: st.binary(min_size=n, max_size=n)),
+       st.binary(max_size=300))
+def test_reused_libcrypto_rc4_state_matches_cryptography(first, key, data):
+    """Stateless MPPE re-keys one libcrypto RC4 state per packet (tunnels/mppe/rc4.py): after
+    any earlier key it must give cryptography's ARC4 output for the new key."""
+    from tunnels.mppe import rc4
+
+    if not rc4.FAST:
+        pytest.skip("libcrypto's RC4 is not available: cryptography is used throughout")
+    stream = rc4.RekeyedStream().rekey(first)
+    stream.update(data)
+    assert stream.rekey(key).update(data) == rc4.cryptography_stream(key).update(data)
+    assert rc4.rc4(key, data) == rc4.cryptography_stream(key).update(data)

@@ -11,11 +11,9 @@ already been through one key change.
 
 from __future__ import annotations
 
-from cryptography.hazmat.decrepit.ciphers.algorithms import ARC4
-from cryptography.hazmat.primitives.ciphers import Cipher
-
 from tunnels.errors import LocalProtocolError, RemoteProtocolError, WireAnswer
 from tunnels.mppe.keys import initial_session_key, key_length, next_session_key
+from tunnels.mppe.rc4 import new_reusable, packet_stream
 
 FLUSHED = 0x8000
 ENCRYPTED = 0x1000
@@ -24,8 +22,6 @@ RESET_REQUEST = WireAnswer("ccp-reset-request")
 REORDER_WINDOW = 64  # stateless: how far back a reordered packet may still be decrypted
 
 
-def _stream(key: bytes):  # noqa: ANN202 - cryptography's CipherContext
-    return Cipher(ARC4(key), mode=None).encryptor()
 
 
 class _State:
@@ -36,13 +32,18 @@ class _State:
         self.key_bits = key_bits
         self.stateless = stateless
         self.session_key = initial_session_key(start_key, key_bits)
-        self.rc4 = _stream(self.session_key)
+        # stateless: one RC4 state re-keyed for every packet (tunnels/mppe/rc4.py)
+        self._reused = new_reusable() if stateless else None
+        self.rc4 = self._new_stream(self.session_key)
         self.count = COUNT_SPACE - 1
         self.key_changes = 0
 
+    def _new_stream(self, key: bytes):  # noqa: ANN202 - an RC4 stream (rc4.Stream)
+        return packet_stream(self._reused, key)
+
     def change_key(self) -> None:
         self.session_key = next_session_key(self.start_key, self.session_key, self.key_bits)
-        self.rc4 = _stream(self.session_key)
+        self.rc4 = self._new_stream(self.session_key)
         self.key_changes += 1
 
 
@@ -113,7 +114,7 @@ class MPPEDecryptor(_State):
                 raise RemoteProtocolError(f"MPPE count {count} late or repeated (at {self.count})")
             self.counters["reordered"] += 1
             self.counters["lost"] -= 1
-            self.rc4 = _stream(key)  # only this packet; the chain head stays where it is
+            self.rc4 = self._new_stream(key)  # this packet only; the chain head stays put
             return
         self.counters["lost"] += gap - 1
         for step in range(gap):

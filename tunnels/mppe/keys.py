@@ -10,10 +10,8 @@ from __future__ import annotations
 
 import hashlib
 
-from cryptography.hazmat.decrepit.ciphers.algorithms import ARC4
-from cryptography.hazmat.primitives.ciphers import Cipher
-
 from tunnels.errors import LocalProtocolError
+from tunnels.mppe.rc4 import rc4
 from tunnels.ppp.auth import mscrypto
 from tunnels.ppp.auth.base import MPPEMaterial
 
@@ -30,10 +28,6 @@ def key_length(key_bits: int) -> int:
     if key_bits not in (40, 56, 128):
         raise LocalProtocolError(f"MPPE key length {key_bits}: expected 40, 56 or 128")
     return 16 if key_bits == 128 else 8
-
-
-def rc4(key: bytes, data: bytes) -> bytes:
-    return Cipher(ARC4(key), mode=None).encryptor().update(data)
 
 
 def reduce_key(key: bytes, key_bits: int) -> bytes:
