@@ -22,7 +22,7 @@ from typing import Literal
 
 from tunnels.errors import LocalProtocolError, RemoteProtocolError
 from tunnels.ipsec.esp import EspError, decapsulate, encapsulate
-from tunnels.ipsec.ipv4 import PROTO_UDP, parse_udp, transport_checksum, udp_header
+from tunnels.ipsec.ipv4 import PROTO_UDP, address_sum, checksum_with, parse_udp, udp_header
 from tunnels.ipsec.natt import NattMalformed, classify, strip_marker
 from tunnels.ipsec.sa import SecurityAssociation
 
@@ -111,6 +111,7 @@ class TransportPolicy:
         self._iv = iv_source  # RFC 3602 §3: IVs MUST be unpredictable; tests inject theirs
         self.inbound_sas: dict[int, SecurityAssociation] = {}
         self.outbound_sas: dict[Peer, SecurityAssociation] = {}
+        self._address_sums: dict[Peer, int] = {}  # pseudo-header part of the inner UDP checksum
         self._soft_reported: set[int] = set()
         self.counters: Counter[str] = Counter()
 
@@ -122,7 +123,9 @@ class TransportPolicy:
 
     def add_outbound(self, sa: SecurityAssociation) -> None:
         """Install (or, after a rekey, replace) the SA used to send to its peer."""
-        self.outbound_sas[_outbound_peer(sa)] = sa
+        peer = _outbound_peer(sa)
+        self.outbound_sas[peer] = sa
+        self._address_sums[peer] = address_sum(sa.src_packed, sa.dst_packed)
 
     def add_pair(self, inbound: SecurityAssociation, outbound: SecurityAssociation) -> None:
         self.add_inbound(inbound)
@@ -131,8 +134,10 @@ class TransportPolicy:
     def remove(self, sa: SecurityAssociation) -> None:
         if self.inbound_sas.get(sa.spi) is sa:
             del self.inbound_sas[sa.spi]
-        if self.outbound_sas.get(_outbound_peer(sa)) is sa:
-            del self.outbound_sas[_outbound_peer(sa)]
+        peer = _outbound_peer(sa)
+        if self.outbound_sas.get(peer) is sa:
+            del self.outbound_sas[peer]
+            del self._address_sums[peer]
         self._soft_reported.discard(id(sa))
 
     def _all(self) -> list[SecurityAssociation]:
@@ -211,7 +216,7 @@ class TransportPolicy:
             return Transmit("udp1701", dst[0], sport, dport, udp_payload)
         segment = bytearray(udp_header(sport, dport, len(udp_payload)))
         segment += udp_payload
-        checksum = transport_checksum(sa.src_packed, sa.dst_packed, PROTO_UDP, segment)
+        checksum = checksum_with(self._address_sums[dst], PROTO_UDP, segment)
         segment[6:8] = checksum.to_bytes(2, "big")
         esp = encapsulate(sa, PROTO_UDP, bytes(segment), self._iv(sa.enc.block_size), now)
         self.counters["l2tp_out"] += 1
