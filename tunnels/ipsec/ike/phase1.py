@@ -1,0 +1,468 @@
+"""Main Mode (RFC 2409 §5, §5.4 pre-shared key, §5.1 signatures) for both roles: one class,
+`MainMode`, which is also the ISAKMP SA once established (its keys, IV chain and NAT-T facts
+serve the Quick Mode and Informational exchanges in phase2.py).
+
+    Initiator                          Responder
+    HDR, SA, VIDs                -->                         (MM1)
+                                 <--   HDR, SA, VIDs         (MM2)
+    HDR, KE, Ni, NAT-D, NAT-D    -->                         (MM3)
+                                 <--   HDR, KE, Nr, NAT-D, NAT-D  (MM4)
+    HDR*, IDii, HASH_I           -->                         (MM5, port 4500 behind NAT)
+                                 <--   HDR*, IDir, HASH_R    (MM6)
+
+The states are named after the last message sent; `_HANDLERS` maps a state to what the next
+received message must be. Anything that ends the negotiation raises `NegotiationFailed` with
+the Notify the RFC names (NO_PROPOSAL_CHOSEN, INVALID_HASH_INFORMATION, ...); malformed input
+raises `RemoteProtocolError` and leaves the state untouched, so a stray datagram cannot kill
+a negotiation.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import hmac
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import Enum
+
+from tunnels.errors import RemoteProtocolError
+from tunnels.ipsec.ike import crypto as c
+from tunnels.ipsec.ike import payloads as p
+from tunnels.ipsec.ike.config import HASH_IDS, IKEConfig, IKEProposal
+from tunnels.ipsec.ike.constants import (
+    IKE_PORT,
+    KEY_IKE,
+    NAT_T_DRAFT_VIDS,
+    NAT_T_PORT,
+    VID_DPD,
+    VID_NAT_T_DRAFT_02,
+    VID_NAT_T_DRAFT_02N,
+    VID_NAT_T_DRAFT_03,
+    VID_RFC3947,
+    AuthMethod,
+    EncryptionAlgorithm,
+    ExchangeType,
+    Flags,
+    IDType,
+    LifeType,
+    NotifyType,
+    P1Attr,
+    PayloadType,
+    ProtocolId,
+)
+
+Address = tuple[str, int]
+ZERO_COOKIE = b"\x00" * 8
+NONCE_BYTES = 32
+
+
+class NegotiationFailed(RemoteProtocolError):
+    """The exchange cannot go on; `wire_answer` is the Notify to send the peer."""
+
+    def __init__(self, message: str, notify: NotifyType):
+        super().__init__(message, p.notify_answer(notify))
+        self.notify = notify
+
+
+class MMState(Enum):
+    I_START = "initiator-start"
+    I_SENT_SA = "mm1-sent"
+    I_SENT_KE = "mm3-sent"
+    I_SENT_ID = "mm5-sent"
+    R_START = "responder-start"
+    R_SENT_SA = "mm2-sent"
+    R_SENT_KE = "mm4-sent"
+    ESTABLISHED = "established"
+    DELETED = "deleted"
+
+
+# Phase-1 transform attributes <-> names (RFC 2409 Appendix A, RFC 3602 §5.1 Key Length).
+_CIPHER_ATTRS = {
+    "3des-cbc": (EncryptionAlgorithm.TRIPLE_DES_CBC, None),
+    "aes-cbc-128": (EncryptionAlgorithm.AES_CBC, 128),
+    "aes-cbc-256": (EncryptionAlgorithm.AES_CBC, 256),
+}
+_CIPHER_BY_ATTRS = {v: k for k, v in _CIPHER_ATTRS.items()}
+_HASH_BY_ID = {v: k for k, v in HASH_IDS.items()}
+_AUTH_IDS = {"psk": AuthMethod.PRE_SHARED_KEY, "rsa-sig": AuthMethod.RSA_SIG}
+_AUTH_BY_ID = {v: k for k, v in _AUTH_IDS.items()}
+_KNOWN_P1_ATTRS = frozenset(P1Attr)
+
+
+def ike_transform(number: int, proposal: IKEProposal, lifetime: int) -> p.Transform:
+    enc, key_length = _CIPHER_ATTRS[proposal.cipher]
+    attrs = [p.Attribute(P1Attr.ENCRYPTION_ALGORITHM, enc)]
+    if key_length:
+        attrs.append(p.Attribute(P1Attr.KEY_LENGTH, key_length))
+    attrs += [p.Attribute(P1Attr.HASH_ALGORITHM, HASH_IDS[proposal.hash]),
+              p.Attribute(P1Attr.AUTHENTICATION_METHOD, _AUTH_IDS[proposal.auth]),
+              p.Attribute(P1Attr.GROUP_DESCRIPTION, proposal.group),
+              p.Attribute(P1Attr.LIFE_TYPE, LifeType.SECONDS),
+              p.Attribute.long(P1Attr.LIFE_DURATION, lifetime)]
+    return p.Transform(number, KEY_IKE, tuple(attrs))
+
+
+def parse_ike_transform(t: p.Transform) -> tuple[IKEProposal, int | None] | None:
+    """(proposal, lifetime in seconds or None), or None for a transform we cannot do: an
+    unknown attribute class means we do not know what we would agree to (RFC 2409 §5)."""
+    if t.transform_id != KEY_IKE or any(a.type not in _KNOWN_P1_ATTRS for a in t.attributes):
+        return None
+    a = p.attributes_dict(t.attributes)
+    enc = a.get(P1Attr.ENCRYPTION_ALGORITHM)
+    key_length = a.get(P1Attr.KEY_LENGTH)
+    if enc == EncryptionAlgorithm.AES_CBC and key_length is None:
+        key_length = 128  # RFC 3602 §5.1 requires it; racoon omitted it for 128
+    cipher = _CIPHER_BY_ATTRS.get((enc, key_length))
+    hash_name = _HASH_BY_ID.get(a.get(P1Attr.HASH_ALGORITHM, 0))
+    auth = _AUTH_BY_ID.get(a.get(P1Attr.AUTHENTICATION_METHOD, 0))
+    group = a.get(P1Attr.GROUP_DESCRIPTION)
+    if None in (cipher, hash_name, auth, group) or P1Attr.PRF in a:
+        return None
+    return (IKEProposal(cipher, hash_name, group, auth),  # type: ignore[arg-type]
+            life_value(t.attributes, P1Attr.LIFE_TYPE))
+
+
+def life_value(attrs: tuple[p.Attribute, ...], life_type_attr: int,
+               unit: LifeType = LifeType.SECONDS) -> int | None:
+    """Life Type / Life Duration come in pairs, the duration right after its type (RFC 2409
+    Appendix A, RFC 2407 §4.5); the duration given for `unit`, or None."""
+    value, current = None, None
+    for a in attrs:
+        if a.type == life_type_attr:
+            current = a.value
+        elif a.type == life_type_attr + 1 and current == unit:
+            value = a.value
+    return value
+
+
+def packed(address: str) -> bytes:
+    return ipaddress.IPv4Address(address).packed
+
+
+@dataclass(frozen=True, slots=True)
+class NATState:
+    mode: str | None  # None: no NAT-T; "rfc": RFC 3947; "draft": draft-02/03 numbers
+    local_behind_nat: bool = False
+    remote_behind_nat: bool = False
+
+    @property
+    def detected(self) -> bool:
+        return self.local_behind_nat or self.remote_behind_nat
+
+
+class MainMode:
+    """One ISAKMP SA and the Main Mode that makes it."""
+
+    def __init__(self, config: IKEConfig, initiator: bool, local: Address, remote: Address,
+                 random: Callable[[int], bytes], floated: bool = False):
+        self.config, self.initiator, self.random = config, initiator, random
+        self.local, self.remote = local, remote
+        self.icookie = random(8) if initiator else ZERO_COOKIE
+        self.rcookie = ZERO_COOKIE if initiator else random(8)
+        self.state = MMState.I_START if initiator else MMState.R_START
+        self.floated = floated  # RFC 3947 §4: MM5 on, or every message of a rekey after one
+        self.nat = NATState(None)
+        self.peer_dpd = False
+        self.proposal: IKEProposal | None = None
+        self.lifetime = config.lifetime_phase1
+        self.keys: c.Phase1Keys | None = None
+        self.cipher: c.IKECipher | None = None
+        self.iv = b""  # the running phase-1 IV (Appendix B)
+        self.last_phase1_block = b""  # the IV seed of every phase-2 exchange
+        self.peer_id = ""
+        self._dh: c.DHKeyPair | None = None
+        self._sai_b = b""
+        self._ni = self._nr = self._gxi = self._gxr = b""
+        self._peer_nat_vid: bytes | None = None
+
+    # -- helpers used by phase2.py and the session ------------------------------------------
+    @property
+    def hash_name(self) -> str:
+        assert self.proposal is not None
+        return self.proposal.hash
+
+    def prf(self, key: bytes, data: bytes) -> bytes:
+        return c.prf(self.hash_name, key, data)
+
+    def seal(self, exchange: int, message_id: int, payloads: list[object], iv: bytes
+             ) -> tuple[bytes, bytes]:
+        """An encrypted message and its last cipher block (the next IV of its chain)."""
+        assert self.cipher is not None and self.keys is not None
+        first, body = p.encode_payloads(payloads)
+        ct = self.cipher.encrypt(self.keys.enc_key, iv, body)
+        header = p.Header(self.icookie, self.rcookie, first, exchange, Flags.E, message_id)
+        return header.encode(len(ct)) + ct, ct[-self.cipher.block_size:]
+
+    def unseal(self, header: p.Header, body: bytes, iv: bytes) -> tuple[p.Message, bytes]:
+        """Decrypt and decode; raises before any state changes if it does not parse."""
+        if self.cipher is None or self.keys is None:
+            raise RemoteProtocolError("encrypted message before the keys exist")
+        if not header.flags & Flags.E:
+            raise RemoteProtocolError("unencrypted message where RFC 2409 requires E")
+        plain = self.cipher.decrypt(self.keys.enc_key, iv, body)
+        payloads, raws = p.decode_payloads(header.next_payload, plain)
+        return p.Message(header, payloads, raws), body[-self.cipher.block_size:]
+
+    def plain(self, exchange: int, payloads: list[object], message_id: int = 0) -> bytes:
+        return p.encode_plain(self.icookie, self.rcookie, exchange, message_id, payloads)
+
+    def nat_d_payload(self, data: bytes) -> object:
+        return p.NAT_D(data) if self.nat.mode == "rfc" else p.NAT_D_DRAFT(data)
+
+    # -- the exchange -----------------------------------------------------------------------
+    def start(self) -> bytes:
+        """MM1: one ISAKMP proposal whose transforms are our list in order of preference."""
+        transforms = tuple(ike_transform(i + 1, prop, self.config.lifetime_phase1)
+                           for i, prop in enumerate(self.config.ike_proposals()))
+        sa = p.SA((p.Proposal(1, ProtocolId.ISAKMP, b"", transforms),))
+        self._sai_b = sa.encode_body()
+        vids: list[object] = [p.VID(VID_DPD)]
+        if self.config.nat_t:
+            vids += [p.VID(v) for v in (VID_RFC3947, VID_NAT_T_DRAFT_02N, VID_NAT_T_DRAFT_02,
+                                        VID_NAT_T_DRAFT_03)]
+        self.state = MMState.I_SENT_SA
+        return self.plain(ExchangeType.IDENTITY_PROTECTION, [sa, *vids])
+
+    def handle(self, header: p.Header, body: bytes, src: Address) -> bytes | None:
+        """The next Main Mode message: returns our answer (None when none is due)."""
+        handler = _HANDLERS.get(self.state)
+        if handler is None:
+            raise RemoteProtocolError(f"Main Mode message in state {self.state.value}")
+        return handler(self, header, body, src)
+
+    def _plain_message(self, header: p.Header, body: bytes) -> p.Message:
+        if header.flags & Flags.E:
+            raise RemoteProtocolError(f"encrypted message in state {self.state.value}")
+        payloads, raws = p.decode_payloads(header.next_payload, body)
+        return p.Message(header, payloads, raws)
+
+    def _on_mm1(self, header: p.Header, body: bytes, src: Address) -> bytes:
+        """Responder: pick the initiator's first transform we accept (RFC 2408 §4.2)."""
+        msg = self._plain_message(header, body)
+        sa = msg.first(p.SA)
+        if sa is None:
+            raise NegotiationFailed("Main Mode message 1 without an SA payload",
+                                    NotifyType.PAYLOAD_MALFORMED)
+        chosen = self._choose(sa)
+        self.icookie = header.icookie
+        self._sai_b = msg.raw_of(p.SA)[4:]
+        self._note_vids(msg)
+        proposal, transform, lifetime = chosen
+        self.proposal = parse_ike_transform(transform)[0]  # type: ignore[index]
+        self.lifetime = min(lifetime or self.config.lifetime_phase1,
+                            self.config.lifetime_phase1)
+        reply_sa = p.SA((p.Proposal(proposal.number, proposal.protocol_id, proposal.spi,
+                                    (transform,)),))
+        vids: list[object] = [p.VID(VID_DPD)]
+        if self._peer_nat_vid is not None:
+            vids.append(p.VID(self._peer_nat_vid))
+        self.state = MMState.R_SENT_SA
+        return self.plain(ExchangeType.IDENTITY_PROTECTION, [reply_sa, *vids])
+
+    def _choose(self, sa: p.SA) -> tuple[p.Proposal, p.Transform, int | None]:
+        ours = set(self.config.ike_proposals())
+        for proposal in sa.proposals:
+            if proposal.protocol_id != ProtocolId.ISAKMP:
+                continue
+            for t in proposal.transforms:
+                parsed = parse_ike_transform(t)
+                if parsed is not None and parsed[0] in ours:
+                    return proposal, t, parsed[1]
+        raise NegotiationFailed("none of the initiator's phase-1 transforms is acceptable",
+                                NotifyType.NO_PROPOSAL_CHOSEN)
+
+    def _note_vids(self, msg: p.Message) -> None:
+        vids = [v.data for v in msg.find(p.VID)]
+        self.peer_dpd = VID_DPD in vids
+        if not self.config.nat_t:
+            return
+        if VID_RFC3947 in vids:
+            self._peer_nat_vid, mode = VID_RFC3947, "rfc"
+        else:
+            drafts = [v for v in (VID_NAT_T_DRAFT_03, VID_NAT_T_DRAFT_02N, VID_NAT_T_DRAFT_02)
+                      if v in vids]
+            self._peer_nat_vid, mode = (drafts[0], "draft") if drafts else (None, None)
+        self.nat = NATState(mode)
+
+    def _on_mm2(self, header: p.Header, body: bytes, src: Address) -> bytes:
+        """Initiator: the responder must return exactly one of the transforms we offered."""
+        msg = self._plain_message(header, body)
+        sa = msg.first(p.SA)
+        if sa is None or len(sa.proposals) != 1 or len(sa.proposals[0].transforms) != 1:
+            raise NegotiationFailed("Main Mode message 2 must carry one proposal with one "
+                                    "transform", NotifyType.BAD_PROPOSAL_SYNTAX)
+        parsed = parse_ike_transform(sa.proposals[0].transforms[0])
+        if parsed is None or parsed[0] not in self.config.ike_proposals():
+            raise NegotiationFailed("the responder chose a phase-1 transform we did not offer",
+                                    NotifyType.NO_PROPOSAL_CHOSEN)
+        self.proposal, lifetime = parsed
+        self.lifetime = min(lifetime or self.lifetime, self.lifetime)
+        self.rcookie = header.rcookie
+        self._note_vids(msg)
+        self._dh = c.DHKeyPair.generate(self.proposal.group, self.random)
+        self._ni = self.random(NONCE_BYTES)
+        self._gxi = self._dh.public
+        payloads: list[object] = [p.KE(self._gxi), p.NONCE(self._ni), *self._nat_d(self.remote)]
+        self.state = MMState.I_SENT_KE
+        return self.plain(ExchangeType.IDENTITY_PROTECTION, payloads)
+
+    def _nat_d(self, peer_as_seen: Address) -> list[object]:
+        """RFC 3947 §3.2: first the hash of the other end's address and port as we see (or
+        send to) it, then ours."""
+        if self.nat.mode is None:
+            return []
+        h = self.hash_name
+        return [self.nat_d_payload(c.nat_d_hash(h, self.icookie, self.rcookie,
+                                                packed(a), port))
+                for a, port in (peer_as_seen, self.local)]
+
+    def _check_nat_d(self, msg: p.Message, src: Address) -> None:
+        """RFC 3947 §3.2: the first hash names us as the peer saw us; the others the peer."""
+        if self.nat.mode is None:
+            return
+        hashes = [x.data for x in msg.payloads if isinstance(x, p.NAT_D | p.NAT_D_DRAFT)]
+        if not hashes:
+            self.nat = NATState(None)  # a peer that says NAT-T but sends no NAT-D: no NAT-T
+            return
+
+        def h(addr: Address) -> bytes:
+            return c.nat_d_hash(self.hash_name, self.icookie, self.rcookie, packed(addr[0]),
+                                addr[1])
+        local_nat = hashes[0] != h(self.local)
+        remote_nat = h(src) not in hashes[1:]
+        self.nat = NATState(self.nat.mode, local_nat, remote_nat)
+
+    def _ke_nonce(self, msg: p.Message) -> tuple[bytes, bytes]:
+        ke, nonce = msg.first(p.KE), msg.first(p.NONCE)
+        if ke is None or nonce is None:
+            raise NegotiationFailed("Main Mode key exchange without KE or Nonce",
+                                    NotifyType.PAYLOAD_MALFORMED)
+        assert self.proposal is not None
+        if len(ke.data) != c.group_size(self.proposal.group):
+            raise NegotiationFailed(f"KE of {len(ke.data)} bytes for group "
+                                    f"{self.proposal.group}", NotifyType.INVALID_KEY_INFORMATION)
+        return ke.data, nonce.data
+
+    def _on_mm3(self, header: p.Header, body: bytes, src: Address) -> bytes:
+        msg = self._plain_message(header, body)
+        self._gxi, self._ni = self._ke_nonce(msg)
+        assert self.proposal is not None
+        self._dh = c.DHKeyPair.generate(self.proposal.group, self.random)
+        self._gxr, self._nr = self._dh.public, self.random(NONCE_BYTES)
+        self._derive(self._gxi)
+        self._check_nat_d(msg, src)
+        payloads = [p.KE(self._gxr), p.NONCE(self._nr), *self._nat_d(src)]
+        self.state = MMState.R_SENT_KE
+        if self.nat.detected:  # MM4 still leaves from 500; the initiator floats for MM5
+            self.floated = True
+            self.local = (self.local[0], NAT_T_PORT)
+        return self.plain(ExchangeType.IDENTITY_PROTECTION, payloads)
+
+    def _on_mm4(self, header: p.Header, body: bytes, src: Address) -> bytes:
+        msg = self._plain_message(header, body)
+        self._gxr, self._nr = self._ke_nonce(msg)
+        self._derive(self._gxr)
+        self._check_nat_d(msg, src)
+        if self.nat.detected:
+            self.floated = True
+            self.remote = (self.remote[0], NAT_T_PORT)
+            self.local = (self.local[0], NAT_T_PORT)
+        idii = self._id_payload()
+        auth = self._hash_i(idii.encode_body())
+        datagram, self.iv = self.seal(ExchangeType.IDENTITY_PROTECTION, 0, [idii, p.HASH(auth)],
+                                      self.iv)
+        self.state = MMState.I_SENT_ID
+        return datagram
+
+    def _derive(self, peer_public: bytes) -> None:
+        assert self._dh is not None and self.proposal is not None
+        try:
+            gxy = self._dh.shared_secret(peer_public)
+        except RemoteProtocolError as exc:
+            raise NegotiationFailed(str(exc), NotifyType.INVALID_KEY_INFORMATION) from exc
+        h = self.proposal.hash
+        skeyid = (c.skeyid_psk(h, self.config.psk, self._ni, self._nr)
+                  if self.proposal.auth == "psk" else c.skeyid_sig(h, self._ni, self._nr, gxy))
+        self.cipher = c.IKE_CIPHERS[self.proposal.cipher]
+        self.keys = c.derive_phase1(h, skeyid, gxy, self.icookie, self.rcookie,
+                                    self.cipher.key_length)
+        self.iv = c.phase1_iv(h, self._gxi, self._gxr, self.cipher.block_size)
+
+    def _id_payload(self) -> p.ID:
+        """RFC 2407 §4.6.2: in phase 1 the protocol and port are 0 or UDP 500."""
+        return p.ID(IDType.ID_IPV4_ADDR, packed(self.local[0]), 17, IKE_PORT)
+
+    def _hash_i(self, idii_b: bytes) -> bytes:
+        assert self.keys is not None
+        return c.hash_i(self.hash_name, self.keys.skeyid, self._gxi, self._gxr, self.icookie,
+                        self.rcookie, self._sai_b, idii_b)
+
+    def _hash_r(self, idir_b: bytes) -> bytes:
+        assert self.keys is not None
+        return c.hash_r(self.hash_name, self.keys.skeyid, self._gxi, self._gxr, self.icookie,
+                        self.rcookie, self._sai_b, idir_b)
+
+    def _verify_identity(self, header: p.Header, body: bytes, expected: Callable[[bytes], bytes],
+                         who: str) -> bytes:
+        """Decrypt MM5/MM6 and check HASH_I/HASH_R. With different pre-shared keys the
+        decrypted bytes are noise: that is reported as the hash failure it is."""
+        try:
+            msg, last_block = self.unseal(header, body, self.iv)
+        except RemoteProtocolError as exc:
+            raise NegotiationFailed(f"{who}'s identity message does not decrypt to payloads "
+                                    f"({exc}): the pre-shared keys differ?",
+                                    NotifyType.INVALID_HASH_INFORMATION) from exc
+        id_, auth = msg.first(p.ID), msg.first(p.HASH)
+        if id_ is None or auth is None:
+            raise NegotiationFailed(f"{who}'s identity message without ID or HASH: the "
+                                    "pre-shared keys differ?", NotifyType.INVALID_HASH_INFORMATION)
+        if not hmac.compare_digest(auth.data, expected(msg.raw_of(p.ID)[4:])):
+            raise NegotiationFailed(f"{who}'s HASH does not verify: the pre-shared keys differ",
+                                    NotifyType.INVALID_HASH_INFORMATION)
+        if (id_.protocol, id_.port) not in ((0, 0), (17, 0), (17, IKE_PORT), (17, NAT_T_PORT)):
+            raise NegotiationFailed(f"{who}'s phase-1 ID has protocol {id_.protocol} port "
+                                    f"{id_.port} (RFC 2407 §4.6.2: 0/0 or UDP 500)",
+                                    NotifyType.INVALID_ID_INFORMATION)
+        self.peer_id = _id_text(id_)
+        return last_block
+
+    def _on_mm5(self, header: p.Header, body: bytes, src: Address) -> bytes:
+        self.iv = self._verify_identity(header, body, self._hash_i, "initiator")
+        idir = self._id_payload()
+        datagram, self.iv = self.seal(ExchangeType.IDENTITY_PROTECTION, 0,
+                                      [idir, p.HASH(self._hash_r(idir.encode_body()))], self.iv)
+        self.last_phase1_block = self.iv
+        self.state = MMState.ESTABLISHED
+        return datagram
+
+    def _on_mm6(self, header: p.Header, body: bytes, src: Address) -> None:
+        self.iv = self.last_phase1_block = self._verify_identity(header, body, self._hash_r,
+                                                                 "responder")
+        self.state = MMState.ESTABLISHED
+        return None
+
+    # -- facts for tests and status ---------------------------------------------------------
+    @property
+    def nonces(self) -> tuple[bytes, bytes]:
+        return self._ni, self._nr
+
+
+def _id_text(id_: p.ID) -> str:
+    if id_.id_type == IDType.ID_IPV4_ADDR and len(id_.data) == 4:
+        return str(ipaddress.IPv4Address(id_.data))
+    if id_.id_type in (IDType.ID_FQDN, IDType.ID_USER_FQDN):
+        return id_.data.decode("ascii", "replace")
+    return id_.data.hex()
+
+
+_Handler = Callable[[MainMode, p.Header, bytes, Address], bytes | None]
+S = MMState
+_HANDLERS: dict[MMState, _Handler] = {
+    S.R_START: MainMode._on_mm1,  # RFC 2409 §5.4: HDR, SA -->
+    S.I_SENT_SA: MainMode._on_mm2,  # <-- HDR, SA
+    S.R_SENT_SA: MainMode._on_mm3,  # HDR, KE, Ni --> (RFC 3947 §3: NAT-D, NAT-D)
+    S.I_SENT_KE: MainMode._on_mm4,  # <-- HDR, KE, Nr
+    S.R_SENT_KE: MainMode._on_mm5,  # HDR*, IDii, HASH_I -->
+    S.I_SENT_ID: MainMode._on_mm6,  # <-- HDR*, IDir, HASH_R
+}
+_ = (NAT_T_DRAFT_VIDS, PayloadType)  # re-exported names used by tests
