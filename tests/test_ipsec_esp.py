@@ -199,6 +199,9 @@ def test_callers_errors_are_local():
         SecurityAssociation(SPI, "des-cbc", bytes(8), "hmac-md5-96", bytes(16), "10.0.0.1",
                             "not-an-address")
     assert "enc_key" not in repr(tx) and "counters" not in repr(tx)
+    assert SecurityAssociation.from_keys(SPI, "des-cbc", bytes(8), "hmac-md5-96", bytes(16),
+                                         "10.0.0.1", "10.0.0.2",
+                                         lifetime_bytes=None).lifetime_bytes == 0
 
 
 @settings(max_examples=400, deadline=None)

@@ -180,3 +180,7 @@ def test_lifetimes_soft_once_then_hard_removes_and_rekey_replaces():
     assert set(policy.inbound_sas) == {new_in.spi}
     with pytest.raises(LocalProtocolError):
         policy.add_inbound(new_in)
+    new_out.seq = 0xFFFFFFFF  # IKE did not rekey in time: the caller hears it, it is counted
+    with pytest.raises(LocalProtocolError):
+        policy.outbound(("192.0.2.10", None), 1701, 1701, b"x", 98.0)
+    assert policy.counters["outbound_sa_expired"] == 1

@@ -41,9 +41,9 @@ class EspMalformed(EspError):
 
 
 class EspUnknownSpi(EspMalformed):
-    """The SPI is not this SA's (the policy looks SAs up by SPI; not counted on the SA)."""
+    """The SPI is not this SA's: another SA's packet, counted by the policy, not on the SA."""
 
-    counter = ""
+    counter = "unknown_spi"
 
 
 class EspReplayed(EspError):
@@ -81,8 +81,7 @@ class SAExpired(LocalProtocolError):
 
 
 def _drop(sa: SecurityAssociation, error: EspError) -> EspError:
-    if error.counter:
-        setattr(sa.counters, error.counter, getattr(sa.counters, error.counter) + 1)
+    setattr(sa.counters, error.counter, getattr(sa.counters, error.counter) + 1)
     return error
 
 
@@ -111,7 +110,8 @@ def encapsulate(sa: SecurityAssociation, next_header: int, payload: bytes, iv: b
     return b"".join((header, iv, ciphertext, icv))
 
 
-def decapsulate(sa: SecurityAssociation, data: bytes, now: float) -> tuple[int, bytes]:
+def decapsulate(sa: SecurityAssociation, data: bytes | memoryview,
+                now: float) -> tuple[int, bytes]:
     """(next header, payload) of an ESP packet for `sa`, or an `EspError` (see module)."""
     size = len(data)
     block = sa.enc.block_size

@@ -21,10 +21,10 @@ from dataclasses import dataclass
 from typing import Literal
 
 from tunnels.errors import LocalProtocolError, RemoteProtocolError
-from tunnels.ipsec.esp import EspError, decapsulate, encapsulate
+from tunnels.ipsec.esp import EspError, SAExpired, decapsulate, encapsulate
 from tunnels.ipsec.ipv4 import PROTO_UDP, address_sum, checksum_with, parse_udp, udp_header
 from tunnels.ipsec.natt import NattMalformed, classify, strip_marker
-from tunnels.ipsec.sa import SecurityAssociation
+from tunnels.ipsec.sa import SecurityAssociation, SequenceExhausted
 
 L2TP_PORT = 1701
 Peer = tuple[str, int | None]  # (address, UDP source port with NAT-T, else None)
@@ -185,7 +185,7 @@ class TransportPolicy:
         try:
             next_header, segment = decapsulate(sa, data, now)
         except EspError as exc:
-            return self._drop(exc.counter or "malformed", str(exc))
+            return self._drop(exc.counter, str(exc))
         return self._l2tp(src, sa, next_header, segment)
 
     def _l2tp(self, src: Peer, sa: SecurityAssociation, next_header: int,
@@ -218,7 +218,11 @@ class TransportPolicy:
         segment += udp_payload
         checksum = checksum_with(self._address_sums[dst], PROTO_UDP, segment)
         segment[6:8] = checksum.to_bytes(2, "big")
-        esp = encapsulate(sa, PROTO_UDP, bytes(segment), self._iv(sa.enc.block_size), now)
+        try:
+            esp = encapsulate(sa, PROTO_UDP, bytes(segment), self._iv(sa.enc.block_size), now)
+        except (SAExpired, SequenceExhausted):
+            self.counters["outbound_sa_expired"] += 1  # IKE missed the soft lifetime
+            raise
         self.counters["l2tp_out"] += 1
         if sa.encap is None:
             return Transmit("esp", sa.dst, None, None, esp)

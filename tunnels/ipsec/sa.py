@@ -130,7 +130,10 @@ class SecurityAssociation:
     @classmethod
     def from_keys(cls, spi: int, cipher: str, enc_key: bytes, integrity: str, auth_key: bytes,
                   src: str, dst: str, **kw: Any) -> SecurityAssociation:
-        """The IKE side's entry point: transform names as in crypto.CIPHERS/INTEGRITY."""
+        """The IKE side's entry point: transform names as in crypto.CIPHERS/INTEGRITY; a
+        `lifetime_bytes` of None (no byte lifetime negotiated) means no limit."""
+        if "lifetime_bytes" in kw and kw["lifetime_bytes"] is None:
+            kw["lifetime_bytes"] = 0
         return cls(spi, cipher, bytes(enc_key), integrity, bytes(auth_key), src, dst, **kw)
 
     def next_sequence(self) -> int:
