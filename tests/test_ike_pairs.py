@@ -19,6 +19,8 @@ from tunnels.ipsec.ike import (
     IKESession,
     Phase1Established,
 )
+from tunnels.ipsec.ike import constants as ikc
+from tunnels.ipsec.ike import payloads as pl
 
 SERVER = ("192.0.2.1", 500)
 CLIENT_ADDR = "10.0.0.2"
@@ -78,7 +80,7 @@ class Net:
                 batch.append(("down", None, (SERVER[0], sport), dst, data))
             if not batch:
                 break
-            for direction, k, src, dst, data in batch:
+            for direction, _k, src, dst, data in batch:
                 self.count += 1
                 dgram = (direction, src, dst, data)
                 if self.drop(self.count, dgram):
@@ -168,7 +170,8 @@ P1_COMBOS = list(itertools.product(("3des-cbc", "aes-cbc-128", "aes-cbc-256"), (
 @pytest.mark.parametrize("cipher,hash_", P1_COMBOS)
 def test_every_phase1_proposal(cipher, hash_):
     net = Net(cfg(ike_ciphers=(cipher,), ike_hashes=(hash_,)),
-              cfg(ike_ciphers=("aes-cbc-256", "aes-cbc-128", "3des-cbc"), ike_hashes=("md5", "sha1")))
+              cfg(ike_ciphers=("aes-cbc-256", "aes-cbc-128", "3des-cbc"),
+                  ike_hashes=("md5", "sha1")))
     net.run(until=10)
     p1 = [e for e in net.client_events[0] if isinstance(e, Phase1Established)]
     assert (p1[0].cipher, p1[0].hash) == (cipher, hash_)
@@ -191,3 +194,203 @@ def test_every_esp_proposal(cipher, integrity):
     assert len(ci[0].enc_key_in) == KEY_BYTES[cipher]
     assert len(ci[0].auth_key_in) == (20 if integrity == "hmac-sha1-96" else 16)
     assert_keys_agree(ci[0], cr[0])
+
+
+def test_nat_detected_both_float_to_4500_udp_transport():
+    net = Net(cfg(), nat=True)
+    net.run(until=10)
+    ci, cr = net.children()
+    assert_keys_agree(ci[0], cr[0])
+    assert ci[0].encapsulation == cr[0].encapsulation == "udp-transport"
+    assert ci[0].remote == ("192.0.2.1", 4500) and ci[0].local == (CLIENT_ADDR, 4500)
+    assert cr[0].remote[0] == NAT_PUBLIC and cr[0].remote[1] != 4500  # the NAT's port
+    p1c = [e for e in net.client_events[0] if isinstance(e, Phase1Established)][0]
+    p1s = [e for e in net.server_events if isinstance(e, Phase1Established)][0]
+    assert p1c.local_behind_nat and not p1c.remote_behind_nat
+    assert p1s.remote_behind_nat and not p1s.local_behind_nat
+    # MM1-MM4 on 500, MM5 on: 4500 both ways (RFC 3947 §4)
+    server_ports = [dst[1] if dst[0] == SERVER[0] else src[1] for src, dst, _ in net.log]
+    assert server_ports[:4] == [500] * 4 and set(server_ports[4:]) == {4500}
+    nat_ports = [src[1] if dst[0] == SERVER[0] else dst[1] for src, dst, _ in net.log]
+    assert len(set(nat_ports[:4])) == 1 and len(set(nat_ports[4:])) == 1
+    assert nat_ports[0] != nat_ports[4]  # the client's 500 and 4500 mappings
+
+
+def test_no_nat_no_float_even_with_nat_t():
+    net = Net(cfg())
+    net.run(until=10)
+    assert all(src[1] == 500 and dst[1] == 500 for src, dst, _ in net.log)
+
+
+def test_nat_t_off_through_nat_gives_plain_transport():
+    """Without NAT-T, nothing detects the NAT: the SA is plain transport mode, which ESP
+    through a NAPT cannot deliver (the documented failure the stack must name)."""
+    net = Net(cfg(nat_t=False), nat=True)
+    net.run(until=10)
+    ci, _ = net.children()
+    assert ci[0].encapsulation == "transport"
+
+
+def test_draft_nat_t_peer():
+    """A responder that knows only the drafts (like Windows XP SP2) answers with a draft VID:
+    NAT-D goes as payload 130 and the mode is 61444."""
+    net = Net(cfg(), nat=True)
+    client = net.clients[0]
+    (dst, sport, mm1), = client.datagrams_to_send()
+    msg = pl.decode_plain(mm1)
+    vids = [p.data for p in msg.find(pl.VID)]
+    assert ikc.VID_RFC3947 in vids and ikc.VID_NAT_T_DRAFT_02N in vids and ikc.VID_DPD in vids
+    # strip the RFC 3947 VID so the responder chooses a draft
+    kept = [p for p in msg.payloads if not (isinstance(p, pl.VID) and p.data == ikc.VID_RFC3947)]
+    sa = client._sas[0]
+    client._sas[0]._sai_b = kept[0].encode_body()
+    mm1 = pl.encode_plain(sa.icookie, sa.rcookie, 2, 0, kept)
+    client._pending.clear()
+    client._out.append((dst, sport, mm1))
+    net.run(until=10)
+    ci, cr = net.children()
+    assert ci and ci[0].encapsulation == "udp-transport"
+    assert_keys_agree(ci[0], cr[0])
+    assert any(pl.PayloadType.NAT_D_DRAFT in _types(d) for _, _, d in net.log)
+
+
+def _types(data: bytes) -> list[int]:
+    header, _ = pl.decode_header(data)
+    if header.flags & 1:
+        return []
+    return [p.TYPE for p in pl.decode_plain(data).payloads]
+
+
+def test_two_clients_behind_one_nat_are_kept_apart():
+    net = Net(cfg(), nat=True, clients=2, seed=7)
+    net.run(until=10)
+    a, _ = net.children(0)
+    b, _ = net.children(1)
+    assert len(a) == len(b) == 1
+    servers = [e for e in net.server_events if isinstance(e, ChildSAEstablished)]
+    assert len(servers) == 2 and len(net.server.sessions) == 2
+    by_spi = {e.spi_in: e for e in servers}
+    assert_keys_agree(a[0], by_spi[a[0].spi_out])
+    assert_keys_agree(b[0], by_spi[b[0].spi_out])
+    assert by_spi[a[0].spi_out].remote != by_spi[b[0].spi_out].remote
+
+
+@pytest.mark.parametrize("lost", range(1, 10))
+def test_each_lost_message_is_recovered(lost):
+    """Datagram n of MM1..MM6, QM1..QM3 lost once: retransmission (or the repeat the peer's
+    retransmission triggers) completes the exchange."""
+    net = Net(cfg())
+    net.drop = lambda i, d: i == lost
+    net.run(until=60)
+    ci, cr = net.children()
+    assert len(ci) == len(cr) == 1
+    assert_keys_agree(ci[0], cr[0])
+    assert net.clients[0].counters["retransmits"] + net.server.sessions[0].counters[
+        "retransmits"] >= 1
+
+
+def test_random_loss_30_percent():
+    rng = random.Random(5)
+    net = Net(cfg(retransmit_tries=8))
+    net.drop = lambda i, d: rng.random() < 0.3
+    net.run(until=600)
+    ci, cr = net.children()
+    assert len(ci) == len(cr) == 1
+    assert_keys_agree(ci[0], cr[0])
+
+
+def test_duplicates_are_answered_not_reprocessed():
+    net = Net(cfg())
+    net.duplicate = lambda i, d: True
+    net.run(until=10)
+    ci, cr = net.children()
+    assert len(ci) == len(cr) == 1
+    assert_keys_agree(ci[0], cr[0])
+    assert net.server.sessions[0].counters["duplicates"] >= 4
+    assert net.clients[0].counters["duplicates"] >= 3
+
+
+def test_no_answer_at_all_is_a_named_failure():
+    net = Net(cfg(retransmit_tries=3))
+    net.drop = lambda i, d: d[0] == "up"
+    net.run(until=600)
+    fails = [e for e in net.client_events[0] if isinstance(e, IKEFailed)]
+    assert len(fails) == 1
+    assert "no answer to Main Mode message 1 after 3 retransmissions" in fails[0].reason
+    assert net.clients[0].closed and net.clients[0].get_timer() is None
+
+
+def test_wrong_psk():
+    net = Net(cfg(psk=b"client-key"), cfg(psk=b"server-key"))
+    net.run(until=60)
+    fails = [e for e in net.client_events[0] if isinstance(e, IKEFailed)]
+    assert len(fails) == 1 and fails[0].notify == "INVALID_HASH_INFORMATION"
+    assert "pre-shared keys differ" in fails[0].reason
+    sfails = [e for e in net.server_events if isinstance(e, IKEFailed)]
+    assert sfails and sfails[0].notify == "INVALID_HASH_INFORMATION"
+    assert not net.children()[0] and not net.children()[1]
+    assert net.server.sessions == [] and net.clients[0].closed
+
+
+def test_no_common_phase1_proposal():
+    net = Net(cfg(ike_ciphers=("3des-cbc",)), cfg(ike_ciphers=("aes-cbc-256",)))
+    net.run(until=60)
+    fails = [e for e in net.client_events[0] if isinstance(e, IKEFailed)]
+    assert len(fails) == 1 and fails[0].notify == "NO_PROPOSAL_CHOSEN"
+    assert "none of our phase-1 proposals" in fails[0].reason
+    assert net.server.sessions == []
+
+
+def test_no_common_dh_group():
+    net = Net(cfg(dh_groups=(2,)), cfg(dh_groups=(14,)))
+    net.run(until=60)
+    assert [e.notify for e in net.client_events[0] if isinstance(e, IKEFailed)] == [
+        "NO_PROPOSAL_CHOSEN"]
+
+
+def test_group1_only_when_allowed():
+    net = Net(cfg(dh_groups=(1,), allow_group1=True), cfg(dh_groups=(2,)))
+    net.run(until=60)
+    assert [e.notify for e in net.client_events[0] if isinstance(e, IKEFailed)] == [
+        "NO_PROPOSAL_CHOSEN"]
+    net = Net(cfg(dh_groups=(1,), allow_group1=True))
+    net.run(until=60)
+    p1 = [e for e in net.client_events[0] if isinstance(e, Phase1Established)]
+    assert p1[0].group == 1
+
+
+def test_no_common_esp_proposal():
+    net = Net(cfg(esp_ciphers=("3des-cbc",)), cfg(esp_ciphers=("aes-cbc-128",)))
+    net.run(until=60)
+    assert [e for e in net.client_events[0] if isinstance(e, Phase1Established)]
+    fails = [e for e in net.client_events[0] if isinstance(e, ChildSAFailed)]
+    assert len(fails) == 1 and fails[0].notify == "NO_PROPOSAL_CHOSEN"
+    assert not net.children()[0] and not net.children()[1]
+
+
+def test_pfs_both_ends():
+    net = Net(cfg(pfs_group=2), cfg(pfs_group=2))
+    net.run(until=10)
+    ci, cr = net.children()
+    assert_keys_agree(ci[0], cr[0])
+
+
+def test_pfs_required_by_responder_refused_without():
+    net = Net(cfg(), cfg(pfs_group=2))
+    net.run(until=60)
+    assert [e.notify for e in net.client_events[0] if isinstance(e, ChildSAFailed)] == [
+        "NO_PROPOSAL_CHOSEN"]
+
+
+def test_responder_lifetime_lowers_the_initiators():
+    net = Net(cfg(lifetime_phase2=3600), cfg(lifetime_phase2=1200))
+    net.run(until=10)
+    ci, cr = net.children()
+    assert ci[0].lifetime_seconds == cr[0].lifetime_seconds == 1200
+
+
+def test_lifetime_kilobytes():
+    net = Net(cfg(lifetime_phase2_kb=250000))
+    net.run(until=10)
+    ci, cr = net.children()
+    assert ci[0].lifetime_bytes == cr[0].lifetime_bytes == 250000 * 1024
