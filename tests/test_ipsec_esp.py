@@ -315,3 +315,17 @@ def test_ipv4_envelope_errors():
         with pytest.raises(EspMalformed):
             unprotect_ipv4(rx, bad, 0.0)
     assert rx.counters.malformed == 3
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=120), st.sampled_from([None, (4500, 4500)]))
+def test_any_bytes_into_unprotect_give_only_remote_protocol_errors(data, encap):
+    _, rx = make_pair(encap=encap)
+    header = bytes.fromhex("4500") + (20 + len(data)).to_bytes(2, "big") + bytes(5) + \
+        (bytes([17]) if encap else bytes([50])) + bytes(2) + address("192.0.2.1") + \
+        address("198.51.100.7")
+    for candidate in (data, header + data, header + b"\x11\x94\x11\x94" + data):
+        try:
+            unprotect_ipv4(rx, candidate, 0.0)
+        except RemoteProtocolError as exc:
+            assert exc.wire_answer is DISCARD

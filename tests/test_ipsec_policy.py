@@ -7,6 +7,8 @@ from __future__ import annotations
 import itertools
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from scapy.layers.inet import IP, UDP
 from scapy.layers.ipsec import ESP
 from scapy.layers.ipsec import SecurityAssociation as ScapySA
@@ -184,3 +186,16 @@ def test_lifetimes_soft_once_then_hard_removes_and_rekey_replaces():
     with pytest.raises(LocalProtocolError):
         policy.outbound(("192.0.2.10", None), 1701, 1701, b"x", 98.0)
     assert policy.counters["outbound_sa_expired"] == 1
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.sampled_from(["esp", "udp4500", "udp1701"]), st.binary(max_size=120),
+       st.sampled_from([(NAT, 40001), (NAT, 40002), (NAT, None), ("192.0.2.99", 4500)]))
+def test_any_bytes_inbound_give_an_event_never_an_exception(kind, data, src):
+    server = TransportPolicy()
+    for _, port in CLIENTS.values():
+        server.add_inbound(sa(NAT, SERVER, (port, 4500)))
+    spi = next(iter(server.inbound_sas)).to_bytes(4, "big")
+    for payload in (data, spi + data):
+        assert isinstance(server.inbound(src, kind, payload, 0.0),
+                          L2tpDatagram | IkePacket | Dropped)
