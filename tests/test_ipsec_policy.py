@@ -167,8 +167,8 @@ def test_lifetimes_soft_once_then_hard_removes_and_rekey_replaces():
     policy.add_pair(old_in, old_out)
     assert policy.get_timer(0.0) == 90.0 and policy.handle_timer(50.0) == []
     events = policy.handle_timer(90.0)
-    assert set(events) == {RekeyDue(old_in.spi, ("192.0.2.10", None)),
-                           RekeyDue(old_out.spi, ("192.0.2.10", None))}
+    assert set(events) == {RekeyDue("in", old_in.spi, ("192.0.2.10", None)),
+                           RekeyDue("out", old_out.spi, ("192.0.2.10", None))}
     assert policy.handle_timer(95.0) == [] and policy.get_timer(95.0) == 100.0
     new_in = sa("192.0.2.10", SERVER, created=95.0)
     new_out = sa(SERVER, "192.0.2.10", created=95.0)
@@ -178,7 +178,7 @@ def test_lifetimes_soft_once_then_hard_removes_and_rekey_replaces():
     late = encapsulate(twin(old_in, "192.0.2.10", SERVER, None), 17,
                        b"\x06\xa5\x06\xa5\x00\x09\x00\x00z", bytes(8))
     assert policy.inbound(("192.0.2.10", None), "esp", late, 97.0).payload == b"z"
-    assert policy.handle_timer(100.0) == [SAEnded(old_in.spi, ("192.0.2.10", None))]
+    assert policy.handle_timer(100.0) == [SAEnded("in", old_in.spi, ("192.0.2.10", None))]
     assert set(policy.inbound_sas) == {new_in.spi}
     with pytest.raises(LocalProtocolError):
         policy.add_inbound(new_in)
@@ -186,6 +186,9 @@ def test_lifetimes_soft_once_then_hard_removes_and_rekey_replaces():
     with pytest.raises(LocalProtocolError):
         policy.outbound(("192.0.2.10", None), 1701, 1701, b"x", 98.0)
     assert policy.counters["outbound_sa_expired"] == 1
+    assert set(policy.handle_timer(95.0 + 3240)) == {  # the successor's own soft lifetime
+        RekeyDue("in", new_in.spi, ("192.0.2.10", None)),
+        SAEnded("out", new_out.spi, ("192.0.2.10", None))}  # its sequence space is used up
 
 
 @settings(max_examples=300, deadline=None)

@@ -70,10 +70,14 @@ class Transmit:
     payload: bytes
 
 
+Direction = Literal["in", "out"]
+
+
 @dataclass(frozen=True, slots=True)
 class RekeyDue:
     """An SA reached its soft lifetime: IKE should negotiate its successor (once per SA)."""
 
+    direction: Direction
     spi: int
     peer: Peer
 
@@ -82,6 +86,7 @@ class RekeyDue:
 class SAEnded:
     """An SA reached its hard lifetime and was removed."""
 
+    direction: Direction
     spi: int
     peer: Peer
 
@@ -112,7 +117,9 @@ class TransportPolicy:
         self.inbound_sas: dict[int, SecurityAssociation] = {}
         self.outbound_sas: dict[Peer, SecurityAssociation] = {}
         self._address_sums: dict[Peer, int] = {}  # pseudo-header part of the inner UDP checksum
-        self._soft_reported: set[int] = set()
+        # SAs whose soft lifetime was reported, by identity (the object, not id(): a freed
+        # SA's id can come back as its successor's).
+        self._soft_reported: list[SecurityAssociation] = []
         self.counters: Counter[str] = Counter()
 
     # SA table ----------------------------------------------------------------------------
@@ -124,6 +131,9 @@ class TransportPolicy:
     def add_outbound(self, sa: SecurityAssociation) -> None:
         """Install (or, after a rekey, replace) the SA used to send to its peer."""
         peer = _outbound_peer(sa)
+        replaced = self.outbound_sas.get(peer)
+        if replaced is not None:
+            self._forget(replaced)
         self.outbound_sas[peer] = sa
         self._address_sums[peer] = address_sum(sa.src_packed, sa.dst_packed)
 
@@ -138,10 +148,14 @@ class TransportPolicy:
         if self.outbound_sas.get(peer) is sa:
             del self.outbound_sas[peer]
             del self._address_sums[peer]
-        self._soft_reported.discard(id(sa))
+        self._forget(sa)
 
-    def _all(self) -> list[SecurityAssociation]:
-        return [*self.inbound_sas.values(), *self.outbound_sas.values()]
+    def _forget(self, sa: SecurityAssociation) -> None:
+        self._soft_reported = [s for s in self._soft_reported if s is not sa]
+
+    def _all(self) -> list[tuple[Direction, Peer, SecurityAssociation]]:
+        return [*(("in", _inbound_peer(sa), sa) for sa in self.inbound_sas.values()),
+                *(("out", peer, sa) for peer, sa in self.outbound_sas.items())]
 
     # Inbound -----------------------------------------------------------------------------
     def _drop(self, reason: str, detail: str = "") -> Dropped:
@@ -232,20 +246,18 @@ class TransportPolicy:
     def get_timer(self, now: float) -> float | None:
         """The next time a soft or hard time lifetime is due (byte lifetimes are checked on
         every packet)."""
-        deadlines = [sa.next_deadline(now) for sa in self._all()]
+        deadlines = [sa.next_deadline(now) for _, _, sa in self._all()]
         return min(deadlines) if deadlines else None
 
     def handle_timer(self, now: float) -> list[RekeyDue | SAEnded]:
         """Report soft lifetimes once and remove SAs past their hard lifetime (RFC 4301
         §4.4.2.1); byte lifetimes are seen here too, at the next tick."""
         events: list[RekeyDue | SAEnded] = []
-        for sa in self._all():
-            peer = _inbound_peer(sa) if self.inbound_sas.get(sa.spi) is sa else \
-                _outbound_peer(sa)
+        for direction, peer, sa in self._all():
             if sa.expired(now):
                 self.remove(sa)
-                events.append(SAEnded(sa.spi, peer))
-            elif sa.soft_expired(now) and id(sa) not in self._soft_reported:
-                self._soft_reported.add(id(sa))
-                events.append(RekeyDue(sa.spi, peer))
+                events.append(SAEnded(direction, sa.spi, peer))
+            elif sa.soft_expired(now) and all(s is not sa for s in self._soft_reported):
+                self._soft_reported.append(sa)
+                events.append(RekeyDue(direction, sa.spi, peer))
         return events
