@@ -145,6 +145,9 @@ class Proposal:
         number, proto = r.pull_u8("proposal #"), r.pull_u8("protocol id")
         spi_size, count = r.pull_u8("spi size"), r.pull_u8("# of transforms")
         spi = r.pull_bytes(spi_size, "spi")
+        if r.at_end():
+            raise malformed(f"proposal {number} without a transform",
+                            NotifyType.BAD_PROPOSAL_SYNTAX)
         transforms = tuple(Transform.decode_body(body) for body in
                            _chain(r, PayloadType.T, PayloadType.T, "transform"))
         if len(transforms) != count:
@@ -175,10 +178,10 @@ class SA:
         situation = r.pull_u32("situation")
         if situation != SIT_IDENTITY_ONLY:
             raise malformed(f"situation {situation:#x}", NotifyType.SITUATION_NOT_SUPPORTED)
+        if r.at_end():
+            raise malformed("SA without a proposal", NotifyType.BAD_PROPOSAL_SYNTAX)
         proposals = tuple(Proposal.decode_body(body) for body in
                           _chain(r, PayloadType.P, PayloadType.P, "proposal"))
-        if not proposals:
-            raise malformed("SA without a proposal", NotifyType.BAD_PROPOSAL_SYNTAX)
         return cls(proposals, doi, situation)
 
 
@@ -426,6 +429,13 @@ def encode_payloads(payloads: list[object] | tuple[object, ...]) -> tuple[int, b
 def decode_payloads(first: int, body: bytes) -> tuple[tuple[object, ...], tuple[bytes, ...]]:
     """Payloads and their raw bytes (generic header included). Bytes after the last payload
     are the padding of an encrypted body (RFC 2408 §3.1: it is not part of any payload)."""
+    try:
+        return _decode_chain(first, body)
+    except Truncated as exc:
+        raise malformed(str(exc)) from exc
+
+
+def _decode_chain(first: int, body: bytes) -> tuple[tuple[object, ...], tuple[bytes, ...]]:
     r = Reader(body)
     payloads, raws, next_type = [], [], first
     while next_type != PayloadType.NONE:
