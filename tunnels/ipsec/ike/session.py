@@ -519,7 +519,13 @@ class IKESession:
         self._last_heard = now
         self._dpd_misses, self._dpd_outstanding = 0, None
         if self.config.dpd_interval and sa.peer_dpd and sa.state is MMState.ESTABLISHED:
-            self._dpd_due = now + self.config.dpd_interval
+            self._dpd_due = now + self._dpd_idle()
+
+    def _dpd_idle(self) -> float:
+        """How long the peer may be silent before we probe. RFC 3706 lets both ends probe;
+        the responder waits half as long again so that, with both ends alive, only the
+        initiator's R-U-THERE and their ACKs cross the path, not two of each."""
+        return self.config.dpd_interval * (1.0 if self.role == "initiator" else 1.5)
 
     def _dead_peer_detection(self, now: float) -> None:
         if self._dpd_due is None or now < self._dpd_due:
@@ -532,13 +538,13 @@ class IKESession:
             self._dpd_misses += 1
             if self._dpd_misses >= self.config.dpd_max_failures:
                 self._close(f"peer dead: no answer to {self._dpd_misses} R-U-THERE "
-                            f"(RFC 3706) over {self._dpd_misses * self.config.dpd_interval:g}s")
+                            f"(RFC 3706), silent for {now - self._last_heard:g}s")
                 return
         self._dpd_seq = (self._dpd_seq + 1) & 0xFFFFFFFF
         self._dpd_outstanding = self._dpd_seq
         self._send_info(sa, [p.N(NotifyType.R_U_THERE, ProtocolId.ISAKMP,
                                  sa.icookie + sa.rcookie, self._dpd_seq.to_bytes(4, "big"))])
-        self._dpd_due = now + self.config.dpd_interval
+        self._dpd_due = now + self._dpd_idle()
 
     # -- sending ------------------------------------------------------------------------
     def _current(self) -> MainMode | None:
