@@ -49,6 +49,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--udp-rate", default="50M", help="iperf3 -b for the UDP loss runs")
     p.add_argument("--only", action="append", default=[], metavar="ROW",
                    help="measure only rows whose name contains this (repeat)")
+    p.add_argument("--profile", action="store_true",
+                   help="sample both daemons with py-spy during one extra tunnel transfer "
+                        "(needs py-spy: pip install py-spy, a development tool only)")
 
 
 def _iperf(node: Any, target: str, argv: list[str], timeout: float) -> dict[str, Any]:
@@ -129,7 +132,18 @@ def measure_variant(variant: Variant, args: argparse.Namespace) -> dict[str, Any
             row["turns"].append(turn)
         row["udp"] = {"relay": udp_loss(lab, RELAY_NET[1], args.udp_rate),
                       "tunnel": udp_loss(lab, target, args.udp_rate)}
+        if args.profile:
+            row["profile"] = profile_transfer(lab, target, args.seconds, vpn)
     return row
+
+
+def profile_transfer(lab: Any, target: str, seconds: float,
+                     pids: dict[str, int]) -> dict[str, Any]:
+    """py-spy samples (non-blocking, native frames off) of each daemon during one transfer:
+    the share of samples per innermost Python function, and per module of the stack."""
+    from bench.profiling import spy
+
+    return spy(pids, seconds, lambda: transfer(lab, target, seconds, {}))
 
 
 def summarize(row: dict[str, Any]) -> dict[str, Any]:
@@ -179,4 +193,8 @@ def table(result: dict[str, Any]) -> str:
     note = (f"iperf3 TCP client -> server, {result['seconds']} s x {result['repeat']} turns per "
             "lab, medians; relay and veth measured in the same lab as each tunnel; CPU: both "
             "daemons (or both relays), user+system")
-    return note + "\n" + format_table(headers, rows)
+    text = note + "\n" + format_table(headers, rows)
+    for r in result["rows"]:
+        for proc, prof in r.get("profile", {}).items():
+            text += f"\n\n{r['name']}: {proc}, py-spy " + prof["summary"]
+    return text
