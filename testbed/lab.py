@@ -25,6 +25,7 @@ from testbed.backend_mininet import MininetNetwork, PlannedLink
 from testbed.errors import TestbedError
 from testbed.model import RULESETS, Direction, LabSpec, LinkSpec, NodeKind, NodeSpec
 from testbed.process import Daemon, Ready, Result, in_namespace, run
+from testbed.refpeer import RefPeer
 from testbed.sandbox import prepare_sandbox, require_sandbox
 
 STATE_DIR = Path(os.environ.get("VPNLAB_STATE_DIR", "/run/vpnlab/labs"))
@@ -83,6 +84,14 @@ class Node:
 
     def address(self, peer: str | None = None) -> str:
         return self.lab.spec.address(self.name, peer)
+
+    @property
+    def peer(self) -> RefPeer:
+        """A refpeer node's user-mode Linux instance (commands inside, logs, power-off)."""
+        try:
+            return self.lab.peers[self.name]
+        except KeyError:
+            raise TestbedError(f"{self.name} is not a reference peer") from None
 
     def interface(self, peer: str) -> str:
         return self.lab.spec.interface(self.name, peer)
@@ -163,6 +172,7 @@ class Lab:
     nodes: dict[str, Node] = field(init=False, default_factory=dict)
     links: dict[tuple[str, str], LinkHandle] = field(init=False, default_factory=dict)
     captures: dict[tuple[str, str], Path] = field(init=False, default_factory=dict)
+    peers: dict[str, RefPeer] = field(init=False, default_factory=dict)
 
     def __post_init__(self) -> None:
         tag = _b36(os.getpid(), 3) + _b36(next(_counter), 1)
@@ -200,6 +210,8 @@ class Lab:
             if self.capture:
                 self._step("starting captures", self._start_captures)
             self._step("waiting for bridge ports to forward", self._net_ready)
+            if any(n.kind is NodeKind.REFPEER for n in self.spec.nodes):
+                self._step("booting reference peers", self._boot_peers)
             self._write_state()
         except BaseException:
             self.stop()
@@ -281,8 +293,8 @@ class Lab:
 
     def _configure_addresses(self) -> None:
         for node in self.spec.nodes:
-            if node.kind is NodeKind.SWITCH:
-                continue
+            if node.kind in (NodeKind.SWITCH, NodeKind.REFPEER):
+                continue  # a refpeer's address and routes are configured inside its UML
             n = self.nodes[node.name]
             n.run(["ip", "link", "set", "lo", "up"], check=True)
             for link in self.spec.links_of(node.name):
@@ -395,6 +407,26 @@ class Lab:
                 cap.proc.stderr.close()
         self._captures.clear()
 
+    def _boot_peers(self) -> None:
+        """Every reference peer boots at once; each is stopped (power-off, then by PID) in
+        teardown, before its namespace goes."""
+        assert self.run_dir is not None
+        for node in self.spec.nodes:
+            if node.kind is not NodeKind.REFPEER:
+                continue
+            assert node.peer is not None
+            link = self.spec.links_of(node.name)[0]
+            address = link.a_address if link.a == node.name else link.b_address
+            peer = RefPeer(node.name, node.peer, self.nodes[node.name].pid,
+                           self.run_dir / "logs" / f"{node.name}-uml", address,
+                           [(r.destination, r.via) for r in node.routes])
+            self._undo.append((f"stopping reference peer {node.name}", peer.stop))
+            self.peers[node.name] = peer
+            peer.start()
+        for name, peer in self.peers.items():
+            say(f"reference peer {name} ({peer.spec.software}) ready in "
+                f"{peer.wait_ready():.2f}s")
+
     def _net_ready(self) -> None:
         assert self._net is not None
         self._net.wait_bridges_forwarding()
@@ -409,6 +441,7 @@ class Lab:
             "run_dir": str(self.run_dir),
             "nodes": [n.name for n in self.spec.nodes],
             "captures": {f"{k[0]}/{k[1]}": str(v) for k, v in self.captures.items()},
+            "peers": {name: str(peer.state) for name, peer in self.peers.items()},
             "started": time.time(),
         }
         tmp = self.state_file.with_suffix(".tmp")

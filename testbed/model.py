@@ -12,9 +12,13 @@ import ipaddress
 import re
 from dataclasses import dataclass, field
 from enum import Enum
+from typing import TYPE_CHECKING
 
 from testbed.errors import SpecError
 from testbed.shaping import LinkShape
+
+if TYPE_CHECKING:
+    from testbed.refpeer import PeerSpec
 
 _NAME = re.compile(r"^[a-z][a-z0-9]{0,9}$")
 
@@ -26,6 +30,7 @@ class NodeKind(Enum):
     FIREWALL = "firewall"
     SWITCH = "switch"
     SERVICE = "service"
+    REFPEER = "refpeer"  # a real third-party peer in user-mode Linux (testbed.refpeer)
 
     @property
     def forwards(self) -> bool:
@@ -85,6 +90,7 @@ class NodeSpec:
     pptp_helper: bool = True  # assign the kernel's PPTP conntrack/NAT helper (nat-router)
     filters: tuple[Filter, ...] = ()
     description: str = ""
+    peer: PeerSpec | None = None  # what a refpeer node runs
 
     def __post_init__(self) -> None:
         if not _NAME.match(self.name):
@@ -96,6 +102,9 @@ class NodeSpec:
             raise SpecError(f"node {self.name!r}: nat_outside: a nat-router needs its outside peer")
         if self.filters and self.kind is not NodeKind.FIREWALL:
             raise SpecError(f"node {self.name!r}: filters: only a firewall node has filters")
+        if (self.kind is NodeKind.REFPEER) != (self.peer is not None):
+            raise SpecError(f"node {self.name!r}: peer: a refpeer node needs a PeerSpec, and "
+                            "only a refpeer node has one")
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,6 +149,10 @@ class LabSpec:
             for end, addr in ((link.a, link.a_address), (link.b, link.b_address)):
                 if addr is not None and index[end].kind is NodeKind.SWITCH:
                     raise SpecError(f"link {link.label}: a switch end ({end}) has no address")
+        for node in self.nodes:
+            if node.kind is NodeKind.REFPEER and len(self.links_of(node.name)) != 1:
+                raise SpecError(f"node {node.name!r}: a refpeer node has exactly one link (its "
+                                f"UML's eth0), got {len(self.links_of(node.name))}")
         for node in self.nodes:
             peers = self.neighbours(node.name)
             for peer in [node.nat_outside] + [f.peer for f in node.filters]:
