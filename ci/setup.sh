@@ -12,7 +12,14 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 
 apt_packages=(mininet iproute2 iptables tcpdump tshark dnsmasq-base iperf3 bridge-utils ethtool
-              procps iputils-ping python3-venv python3-pip conntrack util-linux)
+              procps iputils-ping python3-venv python3-pip conntrack util-linux
+              # reference peers (testbed/refpeer.py): user-mode Linux, kmod for its module
+              # tree (depmod -b, modprobe -d), pppd with pptpd and pptp-linux, xl2tpd, and
+              # strongSwan with the plugins its IKEv1 PSK set needs (openssl: modp, 3DES;
+              # extra: cmac, curve25519; swanctl: vici)
+              user-mode-linux kmod ppp pptpd pptp-linux xl2tpd strongswan
+              libcharon-extra-plugins libstrongswan-standard-plugins
+              libstrongswan-extra-plugins strongswan-swanctl)
 missing=()
 for p in "${apt_packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -22,6 +29,14 @@ if [ ${#missing[@]} -gt 0 ]; then
   export DEBIAN_FRONTEND=noninteractive
   echo "wireshark-common wireshark-common/install-setuid boolean false" | debconf-set-selections
   apt-get update -q >/dev/null
+  # pptpd, xl2tpd and strongSwan must never run in the root namespace: a policy-rc.d that
+  # forbids every service start while installing (kept if the machine already has one)
+  policy=/usr/sbin/policy-rc.d
+  if [ ! -e $policy ]; then
+    printf '#!/bin/sh\n# vpnlab set-up: no service starts during install\nexit 101\n' > $policy
+    chmod 755 $policy
+    trap 'rm -f /usr/sbin/policy-rc.d' EXIT
+  fi
   apt-get install -y -q --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
