@@ -104,8 +104,8 @@ class IKEConfig:
             raise IKEConfigError(f"auth: {self.auth!r}; expected one of {', '.join(AUTH_NAMES)}")
         if self.auth == "psk" and (not isinstance(self.psk, bytes) or not self.psk):
             raise IKEConfigError("psk: empty; expected the pre-shared key as non-empty bytes")
-        if self.auth == "rsa-sig" and (self.certificate is None or self.private_key is None):
-            raise IKEConfigError("certificate/private_key: required for auth='rsa-sig'")
+        if self.auth == "rsa-sig":
+            self._check_credentials()
         _names("ike_ciphers", self.ike_ciphers, IKE_CIPHER_NAMES)
         _names("ike_hashes", self.ike_hashes, IKE_HASH_NAMES)
         _names("dh_groups", self.dh_groups, GROUPS)
@@ -131,6 +131,18 @@ class IKEConfig:
         _positive("retransmit_backoff", self.retransmit_backoff, 0.99)
         if not 0 <= self.l2tp_port <= 0xFFFF:
             raise IKEConfigError(f"l2tp_port: {self.l2tp_port!r}; expected 0..65535")
+
+    def _check_credentials(self) -> None:
+        from tunnels.ipsec.ike.certs import Credentials  # cryptography only when it is used
+        if self.certificate is None or self.private_key is None:
+            raise IKEConfigError("certificate/private_key: required for auth='rsa-sig'")
+        if not self.trusted_certificates:
+            raise IKEConfigError("trusted_certificates: empty; auth='rsa-sig' needs the CA "
+                                 "certificate(s) (DER) that issue the peers' certificates")
+        try:
+            Credentials(self.certificate, self.private_key)
+        except ValueError as exc:
+            raise IKEConfigError(f"certificate/private_key: {exc}") from exc
 
     def ike_proposals(self) -> list[IKEProposal]:
         return [IKEProposal(c, h, g, self.auth) for c, h, g in

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from enum import Enum
 
 from tunnels.errors import RemoteProtocolError
+from tunnels.ipsec.ike import certs
 from tunnels.ipsec.ike import crypto as c
 from tunnels.ipsec.ike import payloads as p
 from tunnels.ipsec.ike.config import HASH_IDS, IKEConfig, IKEProposal
@@ -40,6 +41,7 @@ from tunnels.ipsec.ike.constants import (
     VID_NAT_T_DRAFT_03,
     VID_RFC3947,
     AuthMethod,
+    CertEncoding,
     EncryptionAlgorithm,
     ExchangeType,
     Flags,
@@ -302,9 +304,16 @@ class MainMode:
         self._dh = c.DHKeyPair.generate(self.proposal.group, self.random)
         self._ni = self.random(NONCE_BYTES)
         self._gxi = self._dh.public
-        payloads: list[object] = [p.KE(self._gxi), p.NONCE(self._ni), *self._nat_d(self.remote)]
+        payloads: list[object] = [p.KE(self._gxi), p.NONCE(self._ni), *self._cert_request(),
+                                  *self._nat_d(self.remote)]
         self.state = MMState.I_SENT_KE
         return self.plain(ExchangeType.IDENTITY_PROTECTION, payloads)
+
+    def _cert_request(self) -> list[object]:
+        """RFC 2408 §3.10: ask for an X.509 signature certificate (any CA) with signatures."""
+        assert self.proposal is not None
+        return [p.CR(CertEncoding.X509_SIGNATURE, b"")] if self.proposal.auth == "rsa-sig" \
+            else []
 
     def _nat_d(self, peer_as_seen: Address) -> list[object]:
         """RFC 3947 §3.2: first the hash of the other end's address and port as we see (or
@@ -351,7 +360,8 @@ class MainMode:
         self._gxr, self._nr = self._dh.public, self.random(NONCE_BYTES)
         self._derive(self._gxi)
         self._check_nat_d(msg, src)
-        payloads = [p.KE(self._gxr), p.NONCE(self._nr), *self._nat_d(src)]
+        payloads = [p.KE(self._gxr), p.NONCE(self._nr), *self._cert_request(),
+                    *self._nat_d(src)]
         self.state = MMState.R_SENT_KE
         if self.nat.detected:  # MM4 still leaves from 500; the initiator floats for MM5
             self.floated = True
@@ -367,12 +377,26 @@ class MainMode:
             self.floated = True
             self.remote = (self.remote[0], NAT_T_PORT)
             self.local = (self.local[0], NAT_T_PORT)
-        idii = self._id_payload()
-        auth = self._hash_i(idii.encode_body())
-        datagram, self.iv = self.seal(ExchangeType.IDENTITY_PROTECTION, 0, [idii, p.HASH(auth)],
-                                      self.iv)
+        datagram, self.iv = self.seal(ExchangeType.IDENTITY_PROTECTION, 0,
+                                      self._identity(self._hash_i), self.iv)
         self.state = MMState.I_SENT_ID
         return datagram
+
+    def _identity(self, auth_hash: Callable[[bytes], bytes]) -> list[object]:
+        """MM5/MM6 payloads: IDii, HASH_I (pre-shared key, RFC 2409 §5.4) or IDii, CERT,
+        SIG_I (signatures, §5.1); the ID names the certificate's subject with signatures."""
+        assert self.proposal is not None
+        if self.proposal.auth == "psk":
+            id_ = self._id_payload()
+            return [id_, p.HASH(auth_hash(id_.encode_body()))]
+        creds = self._credentials()
+        id_ = p.ID(IDType.ID_DER_ASN1_DN, creds.subject_der(), 17, IKE_PORT)
+        return [id_, p.CERT(CertEncoding.X509_SIGNATURE, creds.certificate),
+                p.SIG(creds.sign(auth_hash(id_.encode_body())))]
+
+    def _credentials(self) -> certs.Credentials:
+        assert self.config.certificate is not None and self.config.private_key is not None
+        return certs.Credentials(self.config.certificate, self.config.private_key)
 
     def _derive(self, peer_public: bytes) -> None:
         assert self._dh is not None and self.proposal is not None
@@ -404,33 +428,50 @@ class MainMode:
 
     def _verify_identity(self, header: p.Header, body: bytes, expected: Callable[[bytes], bytes],
                          who: str) -> bytes:
-        """Decrypt MM5/MM6 and check HASH_I/HASH_R. With different pre-shared keys the
-        decrypted bytes are noise: that is reported as the hash failure it is."""
+        """Decrypt MM5/MM6 and check HASH_I/HASH_R or SIG_I/SIG_R. With different pre-shared
+        keys the decrypted bytes are noise: that is reported as the hash failure it is."""
         try:
             msg, last_block = self.unseal(header, body, self.iv)
         except RemoteProtocolError as exc:
             raise NegotiationFailed(f"{who}'s identity message does not decrypt to payloads "
                                     f"({exc}): the pre-shared keys differ?",
                                     NotifyType.INVALID_HASH_INFORMATION) from exc
-        id_, auth = msg.first(p.ID), msg.first(p.HASH)
-        if id_ is None or auth is None:
-            raise NegotiationFailed(f"{who}'s identity message without ID or HASH: the "
-                                    "pre-shared keys differ?", NotifyType.INVALID_HASH_INFORMATION)
-        if not hmac.compare_digest(auth.data, expected(msg.raw_of(p.ID)[4:])):
-            raise NegotiationFailed(f"{who}'s HASH does not verify: the pre-shared keys differ",
-                                    NotifyType.INVALID_HASH_INFORMATION)
+        id_ = msg.first(p.ID)
+        if id_ is None:
+            raise NegotiationFailed(f"{who}'s identity message without ID: the pre-shared "
+                                    "keys differ?", NotifyType.INVALID_HASH_INFORMATION)
+        digest = expected(msg.raw_of(p.ID)[4:])
+        if self.proposal is not None and self.proposal.auth == "rsa-sig":
+            self.peer_id = self._verify_signature(msg, id_, digest, who)
+        else:
+            auth = msg.first(p.HASH)
+            if auth is None or not hmac.compare_digest(auth.data, digest):
+                raise NegotiationFailed(f"{who}'s HASH does not verify: the pre-shared keys "
+                                        "differ", NotifyType.INVALID_HASH_INFORMATION)
+            self.peer_id = _id_text(id_)
         if (id_.protocol, id_.port) not in ((0, 0), (17, 0), (17, IKE_PORT), (17, NAT_T_PORT)):
             raise NegotiationFailed(f"{who}'s phase-1 ID has protocol {id_.protocol} port "
                                     f"{id_.port} (RFC 2407 §4.6.2: 0/0 or UDP 500)",
                                     NotifyType.INVALID_ID_INFORMATION)
-        self.peer_id = _id_text(id_)
         return last_block
+
+    def _verify_signature(self, msg: p.Message, id_: p.ID, digest: bytes, who: str) -> str:
+        cert, sig = msg.first(p.CERT), msg.first(p.SIG)
+        if cert is None or sig is None or cert.encoding != CertEncoding.X509_SIGNATURE:
+            raise NegotiationFailed(f"{who} sent no X.509 certificate and signature",
+                                    NotifyType.CERTIFICATE_UNAVAILABLE)
+        id_der = id_.data if id_.id_type == IDType.ID_DER_ASN1_DN else None
+        try:
+            return certs.verify(cert.data, id_der, digest, sig.data,
+                                self.config.trusted_certificates)
+        except certs.CertificateError as exc:
+            raise NegotiationFailed(f"{who}'s certificate authentication failed: {exc}",
+                                    exc.notify) from exc
 
     def _on_mm5(self, header: p.Header, body: bytes, src: Address) -> bytes:
         self.iv = self._verify_identity(header, body, self._hash_i, "initiator")
-        idir = self._id_payload()
         datagram, self.iv = self.seal(ExchangeType.IDENTITY_PROTECTION, 0,
-                                      [idir, p.HASH(self._hash_r(idir.encode_body()))], self.iv)
+                                      self._identity(self._hash_r), self.iv)
         self.last_phase1_block = self.iv
         self.state = MMState.ESTABLISHED
         return datagram
