@@ -9,6 +9,7 @@ on stdout (`--json`) and, with `status_path`, a JSON status file rewritten atomi
 from __future__ import annotations
 
 import asyncio
+import collections
 import ipaddress
 import json
 import signal
@@ -28,26 +29,27 @@ from tunnels.stacks.pptp import ControlClosed, PPTPServer, SessionDown, SessionE
 TUN_NAME = "vpns0"
 TUN_MTU = 1400
 STATUS_REFRESH = 1.0  # seconds between status-file rewrites (counters move without events)
+STATUS_EVERY_EVENT = 64  # up to this many calls (up or not), every event rewrites the status
 
 
 class AddressPool:
     def __init__(self, network: ipaddress.IPv4Network):
         hosts = list(network.hosts())
         self.gateway = str(hosts[0])
-        self.free = [str(h) for h in hosts[1:]]
+        self.free = collections.deque(str(h) for h in hosts[1:])  # O(1) at both ends
         self.used: dict[int, str] = {}
 
     def take(self, call_id: int) -> str | None:
         if not self.free:
             return None
-        address = self.free.pop(0)
+        address = self.free.popleft()
         self.used[call_id] = address
         return address
 
     def give_back(self, call_id: int) -> None:
         address = self.used.pop(call_id, None)
         if address is not None:
-            self.free.insert(0, address)
+            self.free.appendleft(address)
 
 
 class VPNServer:
@@ -81,7 +83,11 @@ class VPNServer:
 
     def emit(self, event: str, **fields: Any) -> None:
         record = {"event": event, "time": round(time.time(), 3), **fields}
-        self._write_status()  # first, so a reader woken by the line sees the new state
+        # First, so a reader woken by the line sees the new state. A rewrite costs O(sessions)
+        # and there are a few events per session: with many sessions up, the periodic refresh
+        # alone writes it (per-event rewrites made setting up N sessions O(N^2): issue 8).
+        if len(self.stack.sessions) <= STATUS_EVERY_EVENT:
+            self._write_status()
         if self.json_lines:
             print(json.dumps(record), flush=True)
         else:
@@ -205,7 +211,9 @@ class VPNServer:
 
         def tick() -> None:
             self._write_status()
-            handles[:] = [loop.call_later(STATUS_REFRESH, tick)]
+            # O(sessions) per rewrite: one second apart per 1000 sessions
+            pause = STATUS_REFRESH * max(1.0, len(self.sessions) / 1000)
+            handles[:] = [loop.call_later(pause, tick)]
 
         handles[:] = [loop.call_later(STATUS_REFRESH, tick)]
 
