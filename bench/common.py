@@ -62,9 +62,9 @@ def enter_sandbox() -> int | None:
 
 
 @contextlib.contextmanager
-def scenario_lab(variant: Variant, capture: bool = False) -> Iterator[Any]:
-    """The variant's scenario up with its daemons started; captures off by default (tcpdump
-    writing every packet of a bulk transfer would be measured too)."""
+def scenario_lab(variant: Variant, capture: bool = False, start: bool = True) -> Iterator[Any]:
+    """The variant's scenario up with its daemons started (`start`); captures off by default
+    (tcpdump writing every packet of a bulk transfer would be measured too)."""
     from testbed.lab import Lab
     from topologies import SCENARIOS
 
@@ -74,7 +74,8 @@ def scenario_lab(variant: Variant, capture: bool = False) -> Iterator[Any]:
     with lab:
         assert lab.run_dir is not None
         lab.run_dir.mkdir(parents=True, exist_ok=True)  # captures would have made it
-        scenario.start(lab, params)
+        if start:
+            scenario.start(lab, params)
         lab.params = params
         yield lab
 

@@ -1,12 +1,444 @@
-"""`vpnlab load`: many PPTP sessions against one server from one process (issue 8).
+"""`vpnlab load`: many PPTP sessions against one server from one process (a load generator).
 
-Filled in by the load generator; this module only registers the subcommand for now.
+    vpnlab load --server ADDR --sessions N --rate R --user U --password P [--json]
+
+Each session is a real PPTP client (tunnels/stacks/pptp.py): its own TCP control connection
+(SCCRQ, OCRQ), MS-CHAP v2, MPPE-128 (stateless unless --mppe stateful), IPCP for an address,
+then one ICMP echo request through the tunnel to the server's tunnel address, which the
+server's kernel answers through its TUN device; the echo reply coming back decrypted is the
+session's proof of a working data path. All sessions share one raw GRE socket and one pump
+(tunnels/runtime/pump.py); GRE is demultiplexed by our Call ID, which is unique per session
+here (the server tells our calls apart by it too). No TUN device and no route is created on
+this side: the generator holds no kernel state but its sockets.
+
+Sessions open at `--rate` per second (at most `--window` still negotiating at once), are held
+`--hold` seconds once all are up (steady state, for the server's memory), then hung up
+cleanly. The report: sessions up, pinged and failed (by reason), setups per second, setup
+latency (median, 95th percentile), the generator's own CPU and peak memory. A server's memory
+and CPU per session are read by whoever runs the server (bench/sessions.py does, from /proc).
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import collections
+import heapq
+import ipaddress
+import json
+import resource
+import struct
 import sys
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from tunnels.ppp.auth.base import AuthMethod
+from tunnels.ppp.config import EncryptionLevel, PPPConfig
+from tunnels.runtime.pump import StackPump
+from tunnels.runtime.rawgre import GRESocket
+from tunnels.stacks.pptp import ControlClosed, PPTPClient, SessionDown, SessionUp
+
+PING_TIMEOUT = 5.0  # seconds from tunnel-up to the echo reply
+PING_INTERVAL = 0.5
+
+
+class LoadClient(PPTPClient):
+    """A PPTP client whose Call ID is given (unique among the generator's sessions), not
+    drawn at random: the shared GRE socket demultiplexes by it."""
+
+    assigned_call_id = 1
+
+    def _on_connected(self, conn_id: int, conn: Any, now: float) -> None:
+        self.call_id = self.assigned_call_id
+        conn.control.place_call(self.call_id)
+
+
+@dataclass
+class Probe:
+    """One session's progress, times on the loop's clock."""
+
+    index: int
+    started: float
+    connected: float | None = None
+    up: float | None = None
+    pinged: float | None = None
+    address: str = ""
+    failure: str = ""
+
+
+@dataclass
+class ManyClients:
+    """Many PPTPClient stacks behind the one stack interface the pump drives (inputs,
+    drained outputs, one timer). conn_id is the session's index; only the sessions an input
+    touched are drained, and timers sit in a heap, so per-input work does not grow with the
+    number of sessions."""
+
+    clients: dict[int, LoadClient] = field(default_factory=dict)
+    by_call: dict[int, int] = field(default_factory=dict)
+    _touched: set[int] = field(default_factory=set)
+    _deadline: dict[int, float] = field(default_factory=dict)
+    _heap: list[tuple[float, int]] = field(default_factory=list)
+    _events: collections.deque = field(default_factory=collections.deque)
+    _replies: list[tuple[int, bytes]] = field(default_factory=list)
+    counters: dict[str, int] = field(default_factory=lambda: {"gre_unknown_call": 0})
+
+    def add(self, index: int, client: LoadClient) -> None:
+        self.clients[index] = client
+        self.by_call[client.assigned_call_id] = index
+        self._touched.add(index)
+
+    def remove(self, index: int) -> None:
+        client = self.clients.pop(index, None)
+        if client is not None:
+            self.by_call.pop(client.assigned_call_id, None)
+            self._deadline.pop(index, None)
+
+    # -- inputs ----------------------------------------------------------------------------
+    def receive_control(self, index: int, data: bytes, now: float) -> None:
+        client = self.clients.get(index)
+        if client is not None:
+            self._touched.add(index)
+            client.receive_control(0, data, now)
+
+    def connection_lost(self, index: int, now: float) -> None:
+        client = self.clients.get(index)
+        if client is not None:
+            self._touched.add(index)
+            client.connection_lost(0, now)
+
+    def receive_gre(self, src: str, packet: bytes, now: float) -> None:
+        index = self.by_call.get(int.from_bytes(packet[6:8], "big")) if len(packet) >= 8 \
+            else None
+        client = self.clients.get(index) if index is not None else None
+        if client is None:
+            self.counters["gre_unknown_call"] += 1
+            return
+        self._touched.add(index)  # type: ignore[arg-type]
+        client.receive_gre(src, packet, now)
+
+    def send_datagram(self, index: int, packet: bytes, now: float) -> None:
+        client = self.clients.get(index)
+        if client is not None:
+            self._touched.add(index)
+            client.send_datagram(packet, now)
+
+    def hang_up(self, index: int, now: float) -> None:
+        client = self.clients.get(index)
+        if client is not None:
+            self._touched.add(index)
+            client.hang_up(now, "load test over")
+
+    def get_timer(self) -> float | None:
+        self._collect()
+        heap = self._heap
+        while heap and self._deadline.get(heap[0][1]) != heap[0][0]:
+            heapq.heappop(heap)
+        return heap[0][0] if heap else None
+
+    def handle_timer(self, now: float) -> None:
+        heap = self._heap
+        while heap and heap[0][0] <= now:
+            deadline, index = heapq.heappop(heap)
+            if self._deadline.get(index) == deadline:
+                del self._deadline[index]
+                client = self.clients.get(index)
+                if client is not None:
+                    self._touched.add(index)
+                    client.handle_timer(now)
+
+    # -- outputs (the pump drains them after every input) ------------------------------------
+    def _collect(self) -> None:
+        """Move the touched sessions' outputs and events into ours; re-arm their timers."""
+        if not self._touched:
+            return
+        touched, self._touched = self._touched, set()
+        for index in touched:
+            client = self.clients.get(index)
+            if client is None:
+                continue
+            for _, data in client.control_to_send():
+                self._control.append((index, data))
+            for _ in client.connections_to_close():
+                self._close.append(index)
+            self._gre.extend(client.gre_to_send())
+            for packet in client.datagrams_to_tun():
+                self._replies.append((index, packet))
+            while (event := client.next_event()) is not None:
+                self._events.append((index, event))
+            deadline = client.get_timer()
+            if deadline is None:
+                self._deadline.pop(index, None)
+            elif self._deadline.get(index) != deadline:
+                self._deadline[index] = deadline
+                heapq.heappush(self._heap, (deadline, index))
+
+    def __post_init__(self) -> None:
+        self._control: list[tuple[int, bytes]] = []
+        self._close: list[int] = []
+        self._gre: list[tuple[str, bytes]] = []
+
+    def control_to_send(self) -> list[tuple[int, bytes]]:
+        self._collect()
+        out, self._control = self._control, []
+        return out
+
+    def connections_to_close(self) -> list[int]:
+        self._collect()
+        out, self._close = self._close, []
+        return out
+
+    def gre_to_send(self) -> list[tuple[str, bytes]]:
+        self._collect()
+        out, self._gre = self._gre, []
+        return out
+
+    def datagrams_to_tun(self) -> list[bytes]:
+        return []  # no TUN here: echo replies are taken by replies()
+
+    def replies(self) -> list[tuple[int, bytes]]:
+        self._collect()
+        out, self._replies = self._replies, []
+        return out
+
+    def next_event(self) -> tuple[int, Any] | None:
+        self._collect()
+        return self._events.popleft() if self._events else None
+
+
+def echo_request(src: str, dst: str, ident: int, payload: bytes = b"vpnlab-load") -> bytes:
+    """An IPv4 ICMP echo request (RFC 792) with correct checksums."""
+    icmp = struct.pack("!BBHHH", 8, 0, 0, ident & 0xFFFF, 1) + payload
+    icmp = icmp[:2] + struct.pack("!H", _checksum(icmp)) + icmp[4:]
+    header = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(icmp), ident & 0xFFFF, 0, 64, 1, 0,
+                         ipaddress.IPv4Address(src).packed, ipaddress.IPv4Address(dst).packed)
+    header = header[:10] + struct.pack("!H", _checksum(header)) + header[12:]
+    return header + icmp
+
+
+def is_echo_reply(packet: bytes, ident: int) -> bool:
+    if len(packet) < 28 or packet[9] != 1:
+        return False
+    ihl = (packet[0] & 0x0F) * 4
+    return packet[ihl] == 0 and int.from_bytes(packet[ihl + 4:ihl + 6], "big") == ident & 0xFFFF
+
+
+def _checksum(data: bytes) -> int:
+    if len(data) % 2:
+        data += b"\0"
+    total = sum(struct.unpack(f"!{len(data) // 2}H", data))
+    while total >> 16:
+        total = (total & 0xFFFF) + (total >> 16)
+    return ~total & 0xFFFF
+
+
+class _Control(asyncio.Protocol):
+    """One session's TCP control connection, fed straight into the pump (no task each)."""
+
+    def __init__(self, gen: LoadGenerator, index: int):
+        self.gen, self.index = gen, index
+
+    def data_received(self, data: bytes) -> None:
+        pump = self.gen.pump
+        assert pump is not None
+        pump.feed("receive_control", self.gen.stack.receive_control, self.index, data,
+                  pump.now())
+        self.gen.flush()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        pump = self.gen.pump
+        if pump is None:
+            return
+        pump.writers.pop(self.index, None)
+        pump.feed("connection_lost", self.gen.stack.connection_lost, self.index, pump.now())
+        self.gen.flush()
+
+
+class LoadGenerator:
+    def __init__(self, server: str, sessions: int, rate: float, user: str, password: str,
+                 window: int = 256, hold: float = 2.0, stateless: bool = True,
+                 encryption: EncryptionLevel = EncryptionLevel.STRONGEST,
+                 timeout: float = 120.0, progress: bool = False):
+        if not 0 < sessions <= 65535:
+            raise ValueError("--sessions: 1 to 65535 (one Call ID each)")
+        self.server, self.n, self.rate = server, sessions, rate
+        self.window, self.hold, self.timeout, self.progress = window, hold, timeout, progress
+        self.ppp = PPPConfig(False, (AuthMethod.MSCHAPV2,), username=user, password=password,
+                             encryption=encryption, mppe_stateless=stateless, echo_interval=0)
+        self.stack = ManyClients()
+        self.probes: dict[int, Probe] = {}
+        self.pump: StackPump | None = None
+        self.gre: GRESocket | None = None
+        self._negotiating = 0
+        self._slot = asyncio.Event()
+        self._done = asyncio.Event()
+        self._flush_soon = False
+        self.reasons: collections.Counter[str] = collections.Counter()
+
+    # -- pump glue -----------------------------------------------------------------------------
+    def flush(self) -> None:
+        assert self.pump is not None
+        self.pump.flush()
+        for index, packet in self.stack.replies():
+            self._reply(index, packet)
+        if self._flush_soon:  # events queued more output (pings, hang-ups): send it now
+            self._flush_soon = False
+            self.pump.flush()
+
+    def on_event(self, item: tuple[int, Any]) -> None:
+        index, event = item
+        probe = self.probes.get(index)
+        if probe is None:
+            return
+        now = self.pump.now() if self.pump else 0.0
+        if isinstance(event, SessionUp) and probe.up is None:
+            probe.up, probe.address = now, event.local_address
+            ping = echo_request(event.local_address, event.peer_address, index)
+            self._ping(index, ping)
+            asyncio.get_running_loop().call_later(PING_TIMEOUT, self._ping_timeout, index)
+        elif isinstance(event, (SessionDown, ControlClosed)) and not probe.failure \
+                and probe.pinged is None:
+            self._fail(probe, event.reason)
+
+    def _ping(self, index: int, packet: bytes, from_timer: bool = False) -> None:
+        """The echo request, again every PING_INTERVAL until answered, as ping does: the
+        server opens IPCP a round trip after us and drops what comes before."""
+        probe = self.probes.get(index)
+        if probe is None or probe.pinged is not None or probe.failure or self.pump is None:
+            return
+        self.stack.send_datagram(index, packet, self.pump.now())
+        if from_timer:
+            self.flush()
+        else:
+            self._flush_soon = True  # called from an event, inside the pump's flush
+        asyncio.get_running_loop().call_later(PING_INTERVAL, self._ping, index, packet, True)
+
+    def _reply(self, index: int, packet: bytes) -> None:
+        probe = self.probes.get(index)
+        if probe is not None and probe.pinged is None and is_echo_reply(packet, index):
+            assert self.pump is not None
+            probe.pinged = self.pump.now()
+            self._settled()
+
+    def _ping_timeout(self, index: int) -> None:
+        probe = self.probes[index]
+        if probe.pinged is None and not probe.failure:
+            self._fail(probe, f"no echo reply through the tunnel within {PING_TIMEOUT:g}s")
+
+    def _fail(self, probe: Probe, reason: str) -> None:
+        probe.failure = reason
+        self.reasons[reason] += 1
+        self._settled()
+
+    def _settled(self) -> None:
+        self._negotiating -= 1
+        self._slot.set()
+        done = sum(1 for p in self.probes.values() if p.pinged is not None or p.failure)
+        if self.progress and done % 500 == 0:
+            print(f"vpnlab load: {done}/{self.n} settled", file=sys.stderr, flush=True)
+        if done == self.n:
+            self._done.set()
+
+    # -- sessions ------------------------------------------------------------------------------
+    async def _open(self, index: int) -> None:
+        loop = asyncio.get_running_loop()
+        probe = self.probes[index] = Probe(index, loop.time())
+        try:
+            transport, _ = await asyncio.wait_for(loop.create_connection(
+                lambda: _Control(self, index), self.server, 1723), 10.0)
+        except (OSError, asyncio.TimeoutError) as exc:
+            self._fail(probe, f"cannot reach {self.server}:1723: {exc or 'timed out'}")
+            return
+        if self.gre is None:
+            self._start_pump(transport.get_extra_info("sockname")[0])
+        assert self.pump is not None
+        probe.connected = loop.time()
+        client = LoadClient(self.ppp, self.server, host_name="vpnlab-load",
+                            echo_interval=3600.0, gre_timeout=15.0)
+        client.assigned_call_id = index + 1
+        self.stack.add(index, client)
+        self.pump.writers[index] = transport  # type: ignore[assignment]
+        self.pump.feed("start", client.start, self.pump.now())
+        self.flush()
+
+    def _start_pump(self, local: str) -> None:
+        loop = asyncio.get_running_loop()
+        self.gre = GRESocket(local, rcvbuf=16 << 20)
+        self.pump = StackPump(loop, self.stack, self.gre, self.on_event, self._internal_error)
+
+    def _internal_error(self, detail: str) -> None:
+        print(f"vpnlab load: internal error (counted, going on): {detail}", file=sys.stderr)
+
+    async def run(self) -> dict[str, Any]:
+        _raise_fd_limit(self.n + 64)
+        loop = asyncio.get_running_loop()
+        cpu0, t0 = time.process_time(), loop.time()
+        tasks = set()
+        for index in range(self.n):
+            while self._negotiating >= self.window:
+                self._slot.clear()
+                await self._slot.wait()
+            delay = t0 + index / self.rate - loop.time()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            self._negotiating += 1
+            task = asyncio.create_task(self._open(index))
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)
+        try:
+            await asyncio.wait_for(self._done.wait(), self.timeout)
+        except asyncio.TimeoutError:
+            for probe in self.probes.values():
+                if probe.pinged is None and not probe.failure:
+                    probe.failure = "not settled before the load test's timeout"
+                    self.reasons[probe.failure] += 1
+        settled = loop.time()
+        await asyncio.sleep(self.hold)  # steady state: every session up, nothing moving
+        report = self.report(t0, settled, time.process_time() - cpu0)
+        await self._hang_up_all()
+        return report
+
+    async def _hang_up_all(self) -> None:
+        if self.pump is None:
+            return
+        for index in list(self.stack.clients):
+            self.pump.feed("hang_up", self.stack.hang_up, index, self.pump.now())
+        self.flush()
+        await asyncio.sleep(min(3.0, 0.5 + self.n / 2000))
+        for writer in list(self.pump.writers.values()):
+            writer.close()
+        await asyncio.sleep(0.05)
+        self.pump.close()
+        assert self.gre is not None
+        self.gre.close()
+
+    def report(self, t0: float, settled: float, cpu: float) -> dict[str, Any]:
+        probes = list(self.probes.values())
+        up = [p for p in probes if p.up is not None]
+        pinged = [p for p in probes if p.pinged is not None]
+        setup = sorted(p.up - p.started for p in up)  # type: ignore[operator]
+        last_up = max((p.up for p in up), default=t0)  # type: ignore[type-var]
+        span = max(last_up - t0, 1e-9)  # type: ignore[operator]
+        return {
+            "server": self.server, "sessions": self.n, "rate_asked": self.rate,
+            "up": len(up), "pinged": len(pinged), "failed": len(probes) - len(pinged),
+            "failure_reasons": dict(self.reasons.most_common(8)),
+            "setups_per_second": round(len(up) / span, 1),
+            "setup_seconds_median": round(setup[len(setup) // 2], 4) if setup else None,
+            "setup_seconds_p95": round(setup[int(len(setup) * 0.95)], 4) if setup else None,
+            "wall_seconds_to_settle": round(settled - t0, 2),
+            "generator_cpu_seconds": round(cpu, 2),
+            "generator_peak_rss_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
+            "gre_unknown_call": self.stack.counters["gre_unknown_call"],
+            "pump": dict(self.pump.counters) if self.pump else {},
+        }
+
+
+def _raise_fd_limit(need: int) -> None:
+    """One TCP connection per session: lift the soft descriptor limit up to the hard one."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < need:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, max(need, soft)), hard))
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -17,10 +449,35 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="new sessions per second")
     p.add_argument("--user", required=True)
     p.add_argument("--password", required=True)
+    p.add_argument("--mppe", default="stateless", choices=["stateless", "stateful"])
+    p.add_argument("--window", type=int, default=256,
+                   help="at most this many sessions negotiating at once")
+    p.add_argument("--hold", type=float, default=2.0,
+                   help="seconds to hold every session up before hanging up")
+    p.add_argument("--timeout", type=float, default=300.0,
+                   help="seconds for all sessions to settle")
+    p.add_argument("--progress", action="store_true", help="progress lines on stderr")
     p.add_argument("--json", action="store_true", help="the report as one JSON object")
     p.set_defaults(func=cmd_load)
 
 
 def cmd_load(args: argparse.Namespace) -> int:
-    print("vpnlab load: not implemented yet", file=sys.stderr)
-    return 2
+    async def main() -> dict[str, Any]:
+        gen = LoadGenerator(args.server, args.sessions, args.rate, args.user, args.password,
+                            window=args.window, hold=args.hold,
+                            stateless=args.mppe == "stateless", timeout=args.timeout,
+                            progress=args.progress)
+        return await gen.run()
+
+    try:
+        report = asyncio.run(main())
+    except (ValueError, OSError) as exc:
+        print(f"vpnlab load: {exc}", file=sys.stderr)
+        return 2
+    if args.json:
+        print(json.dumps(report), flush=True)
+    else:
+        for key, value in report.items():
+            print(f"{key}: {value}")
+    return 0 if report["failed"] == 0 else 1
+
