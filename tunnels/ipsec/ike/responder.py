@@ -9,7 +9,7 @@ rekey and joins its session, so the IPsec SAs stay with the peer they belong to.
 
 from __future__ import annotations
 
-import os
+import secrets
 from collections import deque
 from collections.abc import Callable
 
@@ -22,7 +22,7 @@ from tunnels.ipsec.ike.session import Address, Datagram, IKESession
 
 class IKEResponder:
     def __init__(self, config: IKEConfig, local: Address,
-                 random: Callable[[int], bytes] = os.urandom, max_sessions: int = 1024):
+                 random: Callable[[int], bytes] = secrets.token_bytes, max_sessions: int = 1024):
         self.config, self.local, self.random = config, local, random
         self.max_sessions = max_sessions
         self.sessions: list[IKESession] = []

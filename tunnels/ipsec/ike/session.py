@@ -18,7 +18,7 @@ the implementation):
 
 from __future__ import annotations
 
-import os
+import secrets
 from collections import OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -87,7 +87,7 @@ class IKESession:
 
     def __init__(self, config: IKEConfig, role: str = "initiator",
                  local: Address = ("0.0.0.0", 500), remote: Address = ("0.0.0.0", 500),
-                 random: Callable[[int], bytes] = os.urandom,
+                 random: Callable[[int], bytes] = secrets.token_bytes,
                  spi_allocator: Callable[[], int] | None = None):
         if role not in ("initiator", "responder"):
             raise LocalProtocolError(f"role: {role!r}; expected 'initiator' or 'responder'")
