@@ -151,3 +151,45 @@ def test_status_names_state_and_counters():
     assert s["phase1"] == "established" and s["child_sas"][0]["cipher"] == "aes-cbc-256"
     assert s["counters"]["sent"] >= 4
     assert isinstance(of(net.client_events[0], ChildSAEstablished)[0].lifetime_seconds, int)
+
+
+def test_initial_contact_replaces_a_restarted_clients_old_session():
+    from tunnels.ipsec.ike import IKESession
+    from tests.test_ike_pairs import SERVER, seeded
+    net = up(nat=True, dpd_interval=0)
+    old_spi = net.children()[1][0].spi_in
+    # the client reboots: a new session from the same address, INITIAL-CONTACT in its MM5
+    net.clients[0] = IKESession(net.clients[0].config, "initiator", ("10.0.0.2", 500), SERVER,
+                                random=seeded(99))
+    net.clients[0].start(net.now)
+    net.run(until=net.now + 5)
+    p1 = of(net.server_events, Phase1Established)
+    assert len(p1) == 2 and p1[1].initial_contact
+    gone = of(net.server_events, ChildSADeleted)
+    assert [(g.spi_in, "INITIAL-CONTACT" in g.reason) for g in gone] == [(old_spi, True)]
+    assert len(net.server.sessions) == 1
+
+
+def test_nat_without_nat_t_is_named_at_the_server():
+    net = Net(cfg(nat_t=False), nat=True)
+    net.run(until=5)
+    p1s = of(net.server_events, Phase1Established)[0]
+    assert p1s.nat_without_nat_t and not p1s.remote_behind_nat
+    plain = Net(cfg(nat_t=False))
+    plain.run(until=5)
+    assert not of(plain.server_events, Phase1Established)[0].nat_without_nat_t
+
+
+def test_retransmissions_back_off_exponentially():
+    net = Net(cfg(retransmit_timeout=1.0, retransmit_backoff=2.0, retransmit_tries=4))
+    client = net.clients[0]
+    client.datagrams_to_send()
+    sent_at = []
+    now = 0.0
+    while (t := client.get_timer()) is not None and t < 100:
+        now = t
+        client.handle_timer(now)
+        if client.datagrams_to_send():
+            sent_at.append(now)
+    assert sent_at == [1.0, 3.0, 7.0, 15.0]  # 1, 2, 4, 8 s apart
+    assert client.closed and "after 4 retransmissions" in client.reason

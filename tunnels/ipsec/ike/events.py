@@ -21,6 +21,8 @@ class Phase1Established:
     local_behind_nat: bool
     remote_behind_nat: bool
     peer_id: str
+    initial_contact: bool = False  # the peer said INITIAL-CONTACT (RFC 2407 §4.6.3.3)
+    nat_without_nat_t: bool = False  # a NAT rewrote the peer's address and NAT-T is off
 
 
 @dataclass(frozen=True, slots=True)

@@ -172,6 +172,9 @@ class MainMode:
         self.iv = b""  # the running phase-1 IV (Appendix B)
         self.last_phase1_block = b""  # the IV seed of every phase-2 exchange
         self.peer_id = ""
+        self.initial_contact = False  # initiator: say INITIAL-CONTACT in MM5
+        self.peer_initial_contact = False
+        self.nat_without_nat_t = False  # the peer's ID address is not where it sends from
         self._dh: c.DHKeyPair | None = None
         self._sai_b = b""
         self._ni = self._nr = self._gxi = self._gxr = b""
@@ -377,8 +380,11 @@ class MainMode:
             self.floated = True
             self.remote = (self.remote[0], NAT_T_PORT)
             self.local = (self.local[0], NAT_T_PORT)
-        datagram, self.iv = self.seal(ExchangeType.IDENTITY_PROTECTION, 0,
-                                      self._identity(self._hash_i), self.iv)
+        payloads = self._identity(self._hash_i)
+        if self.initial_contact:  # RFC 2407 §4.6.3.3, as Windows sends it in MM5
+            payloads.append(p.N(NotifyType.INITIAL_CONTACT, ProtocolId.ISAKMP,
+                                self.icookie + self.rcookie))
+        datagram, self.iv = self.seal(ExchangeType.IDENTITY_PROTECTION, 0, payloads, self.iv)
         self.state = MMState.I_SENT_ID
         return datagram
 
@@ -427,7 +433,7 @@ class MainMode:
                         self.rcookie, self._sai_b, idir_b)
 
     def _verify_identity(self, header: p.Header, body: bytes, expected: Callable[[bytes], bytes],
-                         who: str) -> bytes:
+                         who: str, src: Address) -> bytes:
         """Decrypt MM5/MM6 and check HASH_I/HASH_R or SIG_I/SIG_R. With different pre-shared
         keys the decrypted bytes are noise: that is reported as the hash failure it is."""
         try:
@@ -453,6 +459,13 @@ class MainMode:
             raise NegotiationFailed(f"{who}'s phase-1 ID has protocol {id_.protocol} port "
                                     f"{id_.port} (RFC 2407 §4.6.2: 0/0 or UDP 500)",
                                     NotifyType.INVALID_ID_INFORMATION)
+        self.peer_initial_contact = any(n.notify_type == NotifyType.INITIAL_CONTACT
+                                        for n in msg.find(p.N))
+        if (self.nat.mode is None and id_.id_type == IDType.ID_IPV4_ADDR
+                and id_.data != packed(src[0])):
+            # Without NAT-T nothing detects a NAT, but an address ID that is not the source
+            # address says one rewrote it: ESP (IP protocol 50) will not get through it.
+            self.nat_without_nat_t = True
         return last_block
 
     def _verify_signature(self, msg: p.Message, id_: p.ID, digest: bytes, who: str) -> str:
@@ -469,7 +482,7 @@ class MainMode:
                                     exc.notify) from exc
 
     def _on_mm5(self, header: p.Header, body: bytes, src: Address) -> bytes:
-        self.iv = self._verify_identity(header, body, self._hash_i, "initiator")
+        self.iv = self._verify_identity(header, body, self._hash_i, "initiator", src)
         datagram, self.iv = self.seal(ExchangeType.IDENTITY_PROTECTION, 0,
                                       self._identity(self._hash_r), self.iv)
         self.last_phase1_block = self.iv
@@ -478,7 +491,7 @@ class MainMode:
 
     def _on_mm6(self, header: p.Header, body: bytes, src: Address) -> None:
         self.iv = self.last_phase1_block = self._verify_identity(header, body, self._hash_r,
-                                                                 "responder")
+                                                                 "responder", src)
         self.state = MMState.ESTABLISHED
         return None
 

@@ -15,7 +15,7 @@ from collections.abc import Callable
 
 from tunnels.ipsec.ike.config import IKEConfig
 from tunnels.ipsec.ike.constants import HEADER_LENGTH, ExchangeType
-from tunnels.ipsec.ike.events import Event
+from tunnels.ipsec.ike.events import Event, Phase1Established
 from tunnels.ipsec.ike.phase1 import ZERO_COOKIE
 from tunnels.ipsec.ike.session import Address, Datagram, IKESession
 
@@ -73,10 +73,23 @@ class IKEResponder:
             self._by_icookie[icookie] = session
         while (event := session.next_event()) is not None:
             self._events.append((session, event))
+            if isinstance(event, Phase1Established) and event.initial_contact:
+                self._initial_contact(session, event.peer_id)
         if session.closed:
             self._closed_out += session.datagrams_to_send()
             self.sessions = [s for s in self.sessions if s is not session]
             self._by_icookie = {k: v for k, v in self._by_icookie.items() if v is not session}
+
+    def _initial_contact(self, session: IKESession, peer_id: str) -> None:
+        """The peer restarted: its old sessions (same identity, same public address) hold
+        SAs it no longer has. Two clients behind one NAT differ in identity, so they stay."""
+        for old in [s for s in self.sessions if s is not session and s.peer_id == peer_id
+                    and s.remote[0] == session.remote[0]]:
+            old.forget(f"replaced by a new connection of {peer_id} (INITIAL-CONTACT)")
+            self._collect(old)
+
+    def status(self) -> list[dict]:
+        return [s.status() for s in self.sessions]
 
     def datagrams_to_send(self) -> list[Datagram]:
         return [d for s in self.sessions for d in s.datagrams_to_send()] + self._drain_closed()

@@ -188,6 +188,22 @@ class IKESession:
             child.rekeying = True
             self._start_quick_mode(now, replaces=spi_in)
 
+    def start_child(self, now: float) -> None:
+        """Another ESP SA over the established ISAKMP SA (Quick Mode as initiator)."""
+        if self.closed or self.role != "initiator":
+            raise LocalProtocolError("start_child(): only an open initiator session")
+        self._start_quick_mode(now)
+
+    def forget(self, reason: str) -> None:
+        """Drop every SA without a word to the peer: it said INITIAL-CONTACT, so it has none
+        of them any more (RFC 2407 §4.6.3.3)."""
+        self._close(reason)
+
+    @property
+    def peer_id(self) -> str:
+        sa = self._current()
+        return sa.peer_id if sa is not None else ""
+
     def icookies(self) -> list[bytes]:
         return [sa.icookie for sa in self._sas]
 
@@ -384,6 +400,7 @@ class IKESession:
         if floated:
             local, remote = (local[0], NAT_T_PORT), (remote[0], NAT_T_PORT)
         sa = MainMode(self.config, True, local, remote, self.random, floated)
+        sa.initial_contact = not self._sas and not self._children  # not for a rekey
         self._sas.append(sa)
         datagram = (sa.remote, sa.local[1], sa.start())
         self._transmit(datagram)
@@ -403,7 +420,7 @@ class IKESession:
         self._events.append(Phase1Established(
             sa.icookie, sa.rcookie, sa.proposal.cipher, sa.proposal.hash, sa.proposal.group,
             sa.proposal.auth, sa.lifetime, sa.nat.local_behind_nat, sa.nat.remote_behind_nat,
-            sa.peer_id))
+            sa.peer_id, sa.peer_initial_contact, sa.nat_without_nat_t))
         for old in [s for s in self._sas if s is not sa and s.state is MMState.ESTABLISHED]:
             if sa.initiator:  # our phase-1 rekey is done: the old ISAKMP SA goes
                 self._send_info(old, [p.D(ProtocolId.ISAKMP, (old.icookie + old.rcookie,))])
