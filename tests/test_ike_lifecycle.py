@@ -193,3 +193,21 @@ def test_retransmissions_back_off_exponentially():
             sent_at.append(now)
     assert sent_at == [1.0, 3.0, 7.0, 15.0]  # 1, 2, 4, 8 s apart
     assert client.closed and "after 4 retransmissions" in client.reason
+
+
+def test_initial_contact_from_the_address_of_the_old_session():
+    """A restarted client whose first datagram comes from the old session's NAT mapping joins
+    that session; INITIAL-CONTACT still clears what the session held before."""
+    from tests.test_ike_pairs import SERVER, seeded
+    from tunnels.ipsec.ike import IKESession
+    net = up(dpd_interval=0)
+    old_spi = net.children()[1][0].spi_in
+    net.clients[0] = IKESession(net.clients[0].config, "initiator", ("10.0.0.2", 500), SERVER,
+                                random=seeded(99))
+    net.clients[0].start(net.now)
+    net.run(until=net.now + 5)
+    gone = of(net.server_events, ChildSADeleted)
+    assert [(g.spi_in, "INITIAL-CONTACT" in g.reason) for g in gone] == [(old_spi, True)]
+    server = net.server.sessions[0]
+    assert len(net.server.sessions) == 1 and server.status()["isakmp_sas"] == 1
+    assert len(server.status()["child_sas"]) == 1

@@ -215,6 +215,7 @@ class IKESession:
         sa = self._current() or (self._sas[-1] if self._sas else None)
         return {
             "role": self.role, "local": self.local, "remote": self.remote,
+            "peer_id": sa.peer_id if sa else "",
             "phase1": sa.state.value if sa else "none",
             "proposal": (sa.proposal.cipher, sa.proposal.hash, sa.proposal.group)
             if sa and sa.proposal else None,
@@ -421,6 +422,13 @@ class IKESession:
             sa.icookie, sa.rcookie, sa.proposal.cipher, sa.proposal.hash, sa.proposal.group,
             sa.proposal.auth, sa.lifetime, sa.nat.local_behind_nat, sa.nat.remote_behind_nat,
             sa.peer_id, sa.peer_initial_contact, sa.nat_without_nat_t))
+        if not sa.initiator and sa.peer_initial_contact:
+            # RFC 2407 §4.6.3.3: the peer restarted; what this session held before is gone
+            # there (it reached us from the address of a session it no longer knows).
+            for old in [s for s in self._sas if s is not sa]:
+                self._drop_sa(old)
+            for child in list(self._children.values()):
+                self._remove_child(child, "the peer restarted (INITIAL-CONTACT)")
         for old in [s for s in self._sas if s is not sa and s.state is MMState.ESTABLISHED]:
             if sa.initiator:  # our phase-1 rekey is done: the old ISAKMP SA goes
                 self._send_info(old, [p.D(ProtocolId.ISAKMP, (old.icookie + old.rcookie,))])
