@@ -114,9 +114,11 @@ class QuickMode:
     """One Quick Mode exchange, initiator or responder; `result` once keys exist."""
 
     def __init__(self, sa: MainMode, config: IKEConfig, initiator: bool, message_id: int,
-                 spi_in: int, random: Callable[[int], bytes]):
+                 new_spi: Callable[[], int], random: Callable[[int], bytes]):
         self.sa, self.config, self.initiator = sa, config, initiator
-        self.message_id, self.spi_in, self.random = message_id, spi_in, random
+        self.message_id, self.random = message_id, random
+        self._new_spi = new_spi  # called once the exchange is authenticated: no SPI spent
+        self.spi_in = 0  # on forged or garbled requests
         self.spi_out = 0
         self.state = QMState.I_SENT_1 if initiator else QMState.R_SENT_2
         self.iv = c.phase2_iv(sa.hash_name, sa.last_phase1_block, message_id,
@@ -135,6 +137,7 @@ class QuickMode:
             esp_transform(i + 1, ESPOffer(prop, encap, cfg.lifetime_phase2,
                                           cfg.lifetime_phase2_kb, cfg.pfs_group))
             for i, prop in enumerate(cfg.esp_proposals()))
+        self.spi_in = self._new_spi()
         sa = p.SA((p.Proposal(1, ProtocolId.IPSEC_ESP, _spi_bytes(self.spi_in), transforms),))
         self._ni = self.random(32)
         body: list[object] = [sa, p.NONCE(self._ni)]
@@ -274,6 +277,7 @@ class QuickMode:
         self._ni, self._nr = nonce.data, self.random(32)
         self.spi_out, self._offer = int.from_bytes(proposal.spi, "big"), offer
         self._lifetime = min(offer.lifetime or self._lifetime, self._lifetime)
+        self.spi_in = self._new_spi()
         reply_sa = p.SA((p.Proposal(proposal.number, ProtocolId.IPSEC_ESP,
                                     _spi_bytes(self.spi_in), (transform,)),))
         body_out: list[object] = [reply_sa, p.NONCE(self._nr)]

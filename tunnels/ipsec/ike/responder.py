@@ -15,7 +15,7 @@ from collections.abc import Callable
 
 from tunnels.ipsec.ike.config import IKEConfig
 from tunnels.ipsec.ike.constants import HEADER_LENGTH, ExchangeType
-from tunnels.ipsec.ike.events import Event, Phase1Established
+from tunnels.ipsec.ike.events import ChildSADeleted, Event, Phase1Established
 from tunnels.ipsec.ike.phase1 import ZERO_COOKIE
 from tunnels.ipsec.ike.session import Address, Datagram, IKESession
 
@@ -73,7 +73,9 @@ class IKEResponder:
             self._by_icookie[icookie] = session
         while (event := session.next_event()) is not None:
             self._events.append((session, event))
-            if isinstance(event, Phase1Established) and event.initial_contact:
+            if isinstance(event, ChildSADeleted):
+                self._spis.discard(event.spi_in)
+            elif isinstance(event, Phase1Established) and event.initial_contact:
                 self._initial_contact(session, event.peer_id)
         if session.closed:
             self._closed_out += session.datagrams_to_send()

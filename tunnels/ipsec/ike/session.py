@@ -304,7 +304,7 @@ class IKESession:
         qm = self._qms.get(header.message_id)
         try:
             if qm is None:
-                qm = QuickMode(sa, self.config, False, header.message_id, self._new_spi(),
+                qm = QuickMode(sa, self.config, False, header.message_id, self._new_spi,
                                self.random)
                 reply: bytes | None = qm.respond(header, body)
                 self._qms[header.message_id] = qm
@@ -486,7 +486,7 @@ class IKESession:
                 self._start_main_mode(now, floated=bool(self._sas and self._sas[-1].floated))
             return  # the Quick Mode starts when phase 1 is up (_phase1_up)
         mid = self._new_message_id()
-        qm = QuickMode(sa, self.config, True, mid, self._new_spi(), self.random)
+        qm = QuickMode(sa, self.config, True, mid, self._new_spi, self.random)
         self._qms[mid] = qm
         if replaces is not None:
             self._qm_replaces[mid] = replaces
