@@ -20,7 +20,9 @@ tshark = shutil.which("tshark")
 
 def scenario(nat: bool, **kw) -> tuple[Net, list[tuple[str, str]]]:
     """Main Mode, Quick Mode, DPD, a Quick Mode rekey and a delete; the decryption keys."""
-    net = Net(cfg(dpd_interval=10, lifetime_phase2=100, **kw), nat=nat)
+    server_kw = {"nat_t_versions": kw.pop("server_nat_t")} if "server_nat_t" in kw else {}
+    net = Net(cfg(dpd_interval=10, lifetime_phase2=100, **kw),
+              cfg(dpd_interval=10, lifetime_phase2=100, **{**kw, **server_kw}), nat=nat)
     keys = []
     net.run(until=5)
     sa = net.clients[0]._current()
@@ -76,6 +78,7 @@ def test_scapy_parses_clear_main_mode():
     (True, {"ike_ciphers": ("aes-cbc-256",), "esp_ciphers": ("3des-cbc",),
             "esp_integrity": ("hmac-md5-96",)}),
     (False, {"ike_ciphers": ("aes-cbc-128",), "pfs_group": 2}),
+    (True, {"server_nat_t": ("draft-02n",)}),
 ])
 def test_tshark_decrypts_and_dissects_everything(tmp_path, nat, kw):
     net, keys = scenario(nat, **kw)
@@ -94,12 +97,18 @@ def test_tshark_decrypts_and_dissects_everything(tmp_path, nat, kw):
     assert "ID_IPV4_ADDR: 10.0.0.2" in mm5 and "Payload: Hash (8)" in mm5
     qm1 = frames[6]
     assert "Port: 1701" in qm1 and "Protocol ID: UDP (17)" in qm1
-    encap = "Encapsulation-Mode: UDP-Encapsulated-Transport" if nat else \
-        "Encapsulation-Mode: Transport"
+    draft = "server_nat_t" in kw
+    encap = "Encapsulation-Mode: Transport"
+    if nat:
+        encap = "Encapsulation-Mode: UDP-Encapsulated-Transport" + (
+            " (draft)" if draft else "")
     assert encap in qm1
     if kw.get("pfs_group"):
         assert "Payload: Key Exchange (4)" in qm1
-    if nat:
+    if nat and draft:
+        assert "Payload: NAT-D (draft-ietf-ipsec-nat-t-ike-01 to 03) (130)" in frames[2]
+        assert "(131)" in qm1
+    elif nat:
         assert "Payload: NAT-D (RFC 3947) (20)" in frames[2]
         assert "Payload: NAT-OA (RFC 3947) (21)" in qm1
         assert all("Dst Port: 4500" in f or "Src Port: 4500" in f for f in frames[4:])

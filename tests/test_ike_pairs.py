@@ -231,26 +231,26 @@ def test_nat_t_off_through_nat_gives_plain_transport():
     assert ci[0].encapsulation == "transport"
 
 
-def test_draft_nat_t_peer():
-    """A responder that knows only the drafts (like Windows XP SP2) answers with a draft VID:
-    NAT-D goes as payload 130 and the mode is 61444."""
-    net = Net(cfg(), nat=True)
-    client = net.clients[0]
-    (dst, sport, mm1), = client.datagrams_to_send()
-    msg = pl.decode_plain(mm1)
-    vids = [p.data for p in msg.find(pl.VID)]
-    assert ikc.VID_RFC3947 in vids and ikc.VID_NAT_T_DRAFT_02N in vids and ikc.VID_DPD in vids
-    # strip the RFC 3947 VID so the responder chooses a draft
-    kept = [p for p in msg.payloads if not (isinstance(p, pl.VID) and p.data == ikc.VID_RFC3947)]
-    sa = client._sas[0]
-    client._sas[0]._sai_b = kept[0].encode_body()
-    mm1 = pl.encode_plain(sa.icookie, sa.rcookie, 2, 0, kept)
-    client._pending.clear()
-    client._out.append((dst, sport, mm1))
+def test_mm1_offers_every_nat_t_version_and_dpd():
+    net = Net(cfg())
+    (_, _, mm1), = net.clients[0].datagrams_to_send()
+    vids = [v.data for v in pl.decode_plain(mm1).find(pl.VID)]
+    assert vids == [ikc.VID_DPD, ikc.VID_RFC3947, ikc.VID_NAT_T_DRAFT_02N,
+                    ikc.VID_NAT_T_DRAFT_02, ikc.VID_NAT_T_DRAFT_03]
+
+
+@pytest.mark.parametrize("version", ["draft-02n", "draft-02", "draft-03"])
+def test_draft_nat_t_peer(version):
+    """A responder that knows only a draft (like Windows XP SP2 or old racoon) answers with
+    its VID: NAT-D goes as payload 130 and the mode is 61444."""
+    net = Net(cfg(), cfg(nat_t_versions=(version,)), nat=True)
     net.run(until=10)
     ci, cr = net.children()
     assert ci and ci[0].encapsulation == "udp-transport"
     assert_keys_agree(ci[0], cr[0])
+    mm2 = pl.decode_plain(net.log[1][2])
+    assert ikc.NAT_T_VIDS[version] in [v.data for v in mm2.find(pl.VID)]
+    assert ikc.VID_RFC3947 not in [v.data for v in mm2.find(pl.VID)]
     assert any(pl.PayloadType.NAT_D_DRAFT in _types(d) for _, _, d in net.log)
 
 

@@ -16,6 +16,7 @@ AUTH_NAMES = ("psk", "rsa-sig")
 ESP_CIPHER_NAMES = ("3des-cbc", "des-cbc", "aes-cbc-128", "aes-cbc-256")
 ESP_INTEGRITY_NAMES = ("hmac-sha1-96", "hmac-md5-96")
 GROUPS = (1, 2, 14)
+NAT_T_VERSION_NAMES = ("rfc3947", "draft-02n", "draft-02", "draft-03")  # constants.NAT_T_VIDS
 
 HASH_IDS = {"sha1": HashAlgorithm.SHA, "md5": HashAlgorithm.MD5}
 ESP_CIPHER_IDS: dict[str, tuple[ESPTransform, int | None]] = {
@@ -88,6 +89,7 @@ class IKEConfig:
     lifetime_phase2_kb: int | None = None
     rekey_margin: float = 0.1  # rekey this fraction of the lifetime before it ends
     nat_t: bool = True
+    nat_t_versions: tuple[str, ...] = ("rfc3947", "draft-02n", "draft-02", "draft-03")
     nat_keepalive: float = 20.0
     dpd_interval: float = 30.0  # 0 turns dead-peer detection off
     dpd_max_failures: int = 5
@@ -122,6 +124,7 @@ class IKEConfig:
             _positive("lifetime_phase2_kb", self.lifetime_phase2_kb)
         if not 0 < self.rekey_margin < 0.5:
             raise IKEConfigError(f"rekey_margin: {self.rekey_margin!r}; expected 0 < x < 0.5")
+        _names("nat_t_versions", self.nat_t_versions, NAT_T_VERSION_NAMES)
         _positive("nat_keepalive", self.nat_keepalive)
         if self.dpd_interval < 0:
             raise IKEConfigError(f"dpd_interval: {self.dpd_interval!r}; expected >= 0 (0: off)")

@@ -236,3 +236,6 @@ VID_NAT_T_DRAFT_02N = _md5(b"draft-ietf-ipsec-nat-t-ike-02\n")
 VID_NAT_T_DRAFT_03 = _md5(b"draft-ietf-ipsec-nat-t-ike-03")
 VID_DPD = bytes.fromhex("afcad71368a1f1c96b8696fc77570100")
 NAT_T_DRAFT_VIDS = (VID_NAT_T_DRAFT_02, VID_NAT_T_DRAFT_02N, VID_NAT_T_DRAFT_03)
+# NAT-T versions by configuration name, in the order a responder prefers them
+NAT_T_VIDS = {"rfc3947": VID_RFC3947, "draft-03": VID_NAT_T_DRAFT_03,
+              "draft-02n": VID_NAT_T_DRAFT_02N, "draft-02": VID_NAT_T_DRAFT_02}

@@ -33,13 +33,9 @@ from tunnels.ipsec.ike.config import HASH_IDS, IKEConfig, IKEProposal
 from tunnels.ipsec.ike.constants import (
     IKE_PORT,
     KEY_IKE,
-    NAT_T_DRAFT_VIDS,
     NAT_T_PORT,
+    NAT_T_VIDS,
     VID_DPD,
-    VID_NAT_T_DRAFT_02,
-    VID_NAT_T_DRAFT_02N,
-    VID_NAT_T_DRAFT_03,
-    VID_RFC3947,
     AuthMethod,
     CertEncoding,
     EncryptionAlgorithm,
@@ -49,7 +45,6 @@ from tunnels.ipsec.ike.constants import (
     LifeType,
     NotifyType,
     P1Attr,
-    PayloadType,
     ProtocolId,
 )
 
@@ -223,8 +218,7 @@ class MainMode:
         self._sai_b = sa.encode_body()
         vids: list[object] = [p.VID(VID_DPD)]
         if self.config.nat_t:
-            vids += [p.VID(v) for v in (VID_RFC3947, VID_NAT_T_DRAFT_02N, VID_NAT_T_DRAFT_02,
-                                        VID_NAT_T_DRAFT_03)]
+            vids += [p.VID(NAT_T_VIDS[v]) for v in self.config.nat_t_versions]
         self.state = MMState.I_SENT_SA
         return self.plain(ExchangeType.IDENTITY_PROTECTION, [sa, *vids])
 
@@ -281,12 +275,14 @@ class MainMode:
         self.peer_dpd = VID_DPD in vids
         if not self.config.nat_t:
             return
-        if VID_RFC3947 in vids:
-            self._peer_nat_vid, mode = VID_RFC3947, "rfc"
+        # RFC 3947 over the drafts, then the newest draft (NAT_T_VIDS is in that order)
+        common = [name for name, vid in NAT_T_VIDS.items()
+                  if name in self.config.nat_t_versions and vid in vids]
+        if not common:
+            self._peer_nat_vid, mode = None, None
         else:
-            drafts = [v for v in (VID_NAT_T_DRAFT_03, VID_NAT_T_DRAFT_02N, VID_NAT_T_DRAFT_02)
-                      if v in vids]
-            self._peer_nat_vid, mode = (drafts[0], "draft") if drafts else (None, None)
+            self._peer_nat_vid = NAT_T_VIDS[common[0]]
+            mode = "rfc" if common[0] == "rfc3947" else "draft"
         self.nat = NATState(mode)
 
     def _on_mm2(self, header: p.Header, body: bytes, src: Address) -> bytes:
@@ -519,4 +515,3 @@ _HANDLERS: dict[MMState, _Handler] = {
     S.R_SENT_KE: MainMode._on_mm5,  # HDR*, IDii, HASH_I -->
     S.I_SENT_ID: MainMode._on_mm6,  # <-- HDR*, IDir, HASH_R
 }
-_ = (NAT_T_DRAFT_VIDS, PayloadType)  # re-exported names used by tests
