@@ -103,12 +103,22 @@ class VPNServer:
             "role": "server", "protocol": "pptp", "listen": self.config.listen,
             "pool": str(self.config.pool), "max_ports": self.config.max_ports,
             "sessions": list(self.sessions.values()), "ended": self.history[-50:],
-            "totals": dict(self.totals), "stack": self.stack.status()}
+            "totals": dict(self.totals), "stack": self._stack_status()}
         if self.pump is not None:
             status["pump"] = dict(self.pump.counters)
         if self.gre is not None:
             status["gre_socket"] = dict(self.gre.counters)
         return status
+
+    def _stack_status(self) -> dict[str, Any]:
+        """Every call's PPP and GRE detail while there are few; beyond STATUS_EVERY_EVENT
+        calls only the counts and counters (the details of 10,000 calls are megabytes of JSON
+        a second, and no reader wants them)."""
+        if len(self.stack.sessions) <= STATUS_EVERY_EVENT:
+            return self.stack.status()
+        return {"sessions": len(self.stack.sessions), "connections": len(self.stack.connections),
+                "counters": dict(self.stack.counters),
+                "detail": f"per-call detail omitted above {STATUS_EVERY_EVENT} calls"}
 
     def _write_status(self) -> None:
         if self.status_path is None:
