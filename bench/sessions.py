@@ -38,7 +38,9 @@ GOALS = {"sessions": 10000, "setups_per_second": 500, "kib_per_session": 32}
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--counts", default="100,1000,max",
                    help="comma-separated session counts; 'max' steps up to 10000")
-    p.add_argument("--rate", type=float, default=500.0, help="setups per second asked")
+    p.add_argument("--rate", type=float, default=1000.0, help="setups per second asked")
+    p.add_argument("--window", type=int, default=1024,
+                   help="vpnlab load --window: sessions negotiating at once")
     p.add_argument("--profile", action="store_true",
                    help="sample the server with py-spy during each count (development tool)")
     p.add_argument("--budget", type=float, default=150.0,
@@ -61,7 +63,8 @@ def _vm(pid: int, field: str) -> int:
     return 0
 
 
-def measure(lab: Any, count: int, rate: float, profile: bool = False) -> dict[str, Any]:
+def measure(lab: Any, count: int, rate: float, profile: bool = False,
+            window: int = 256) -> dict[str, Any]:
     assert lab.run_dir is not None
     listen = lab.address("vpnsrv", "isp")
     config = lab.run_dir / f"vpnsrv-load-{count}.toml"
@@ -77,7 +80,7 @@ def measure(lab: Any, count: int, rate: float, profile: bool = False) -> dict[st
         t0 = time.monotonic()
         argv = [sys.executable, "-m", "testbed.cli", "load", "--server", listen, "--sessions",
                 str(count), "--rate", str(rate), "--user", USER, "--password", PASSWORD,
-                "--hold", "2", "--timeout", "400", "--json"]
+                "--hold", "2", "--timeout", "400", "--window", str(window), "--json"]
         prof: dict[str, Any] = {}
         if profile:
             from bench.profiling import spy
@@ -126,13 +129,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             for count in _counts(args.counts):
                 steps = list(MAX_STEPS) if count == "max" else [count]
                 for n in steps:
-                    row = {"name": variant.name, **measure(lab, int(n), args.rate, args.profile)}
+                    row = {"name": variant.name, **measure(lab, int(n), args.rate,
+                                                           args.profile, args.window)}
                     rows.append(row)
                     print(f"  {variant.name} x{n}: {row}", file=sys.stderr, flush=True)
                     if count == "max" and (row.get("failed", 1) or
                                            row["wall_seconds"] > args.budget):
                         break
-    return {"rate": args.rate, "goals": GOALS, "rows": rows}
+    return {"rate": args.rate, "window": args.window, "goals": GOALS, "rows": rows}
 
 
 def table(result: dict[str, Any]) -> str:
@@ -152,7 +156,8 @@ def table(result: dict[str, Any]) -> str:
                      r["server_kib_per_session"], r["server_cpu_ms_per_session"],
                      round(r["server_peak_rss_kib"] / 1024, 1), r["wall_seconds"]])
     g = result["goals"]
-    note = (f"vpnlab load at {result['rate']:g} setups/s asked; goals: {g['sessions']} sessions, "
+    note = (f"vpnlab load at {result['rate']:g} setups/s asked, at most "
+            f"{result.get('window', 256)} negotiating at once; goals: {g['sessions']} sessions, "
             f">= {g['setups_per_second']} setups/s, <= {g['kib_per_session']} KiB/session")
     reasons = [f"  {r['sessions']}: {r['failure_reasons']}" for r in result["rows"]
                if r.get("failure_reasons")]
