@@ -8,6 +8,7 @@ from tunnels.ipsec.ike import (
     ChildSADeleted,
     ChildSAEstablished,
     IKEClosed,
+    IKEFailed,
     NATKeepaliveDue,
     Phase1Established,
 )
@@ -211,3 +212,12 @@ def test_initial_contact_from_the_address_of_the_old_session():
     server = net.server.sessions[0]
     assert len(net.server.sessions) == 1 and server.status()["isakmp_sas"] == 1
     assert len(server.status()["child_sas"]) == 1
+
+
+def test_half_open_main_mode_is_dropped_by_the_responder():
+    net = Net(cfg(half_open_timeout=30))
+    net.drop = lambda i, d: i > 2  # MM1 and MM2 pass, then the initiator vanishes
+    net.run(until=100)
+    fails = of(net.server_events, IKEFailed)
+    assert [f.reason for f in fails] == ["Main Mode not completed within 30s"]
+    assert net.server.sessions == []

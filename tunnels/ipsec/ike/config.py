@@ -96,6 +96,7 @@ class IKEConfig:
     retransmit_timeout: float = 2.0
     retransmit_tries: int = 5
     retransmit_backoff: float = 2.0
+    half_open_timeout: float = 30.0  # a responder drops a Main Mode not done by then
     l2tp_port: int = 1701
     certificate: bytes | None = None  # DER, for auth="rsa-sig"
     private_key: bytes | None = None  # DER PKCS#8, for auth="rsa-sig"
@@ -132,6 +133,7 @@ class IKEConfig:
         _positive("retransmit_timeout", self.retransmit_timeout)
         _positive("retransmit_tries", self.retransmit_tries)
         _positive("retransmit_backoff", self.retransmit_backoff, 0.99)
+        _positive("half_open_timeout", self.half_open_timeout)
         if not 0 <= self.l2tp_port <= 0xFFFF:
             raise IKEConfigError(f"l2tp_port: {self.l2tp_port!r}; expected 0..65535")
 

@@ -241,13 +241,13 @@ class IKESession:
             if answer is not None:
                 self._transmit(answer)
             return
-        sa = self._sa_for(header)
+        sa = self._sa_for(header, now)
         handler = _EXCHANGES.get(header.exchange)
         if handler is None:
             raise RemoteProtocolError(f"exchange type {header.exchange} not supported")
         handler(self, sa, header, body, data, src, now)
 
-    def _sa_for(self, header: p.Header) -> MainMode:
+    def _sa_for(self, header: p.Header, now: float) -> MainMode:
         for sa in self._sas:
             if sa.icookie == header.icookie and (
                     sa.rcookie == header.rcookie
@@ -258,6 +258,8 @@ class IKESession:
             sa = MainMode(self.config, False, self._local_for_new(), self.remote, self.random)
             sa.icookie = header.icookie
             self._sas.append(sa)
+            # a half-open SA must not live forever (an initiator that vanished, or a flood)
+            self._p1_times[sa.icookie] = (now + self.config.half_open_timeout, None)
             return sa
         raise RemoteProtocolError(f"no ISAKMP SA for cookies {header.icookie.hex()}/"
                                   f"{header.rcookie.hex()}", p.notify_answer(
@@ -464,7 +466,10 @@ class IKESession:
             sa = next((s for s in self._sas if s.icookie == icookie), None)
             if sa is None:
                 continue
-            if now >= expire:
+            if now >= expire and sa.state is not MMState.ESTABLISHED:
+                self._phase1_failed(sa, f"Main Mode not completed within "
+                                        f"{self.config.half_open_timeout:g}s", None)
+            elif now >= expire:
                 self._send_info(sa, [p.D(ProtocolId.ISAKMP, (sa.icookie + sa.rcookie,))])
                 self._drop_sa(sa)
                 if not self._sas:
