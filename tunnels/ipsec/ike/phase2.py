@@ -16,6 +16,7 @@ Message ID (Appendix B).
 from __future__ import annotations
 
 import hmac
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
@@ -311,9 +312,12 @@ class QuickMode:
     def _choose(self, sa: p.SA) -> tuple[p.Proposal, p.Transform, ESPOffer]:
         ours = set(self.config.esp_proposals())
         encap = expected_encapsulation(self.sa)
+        numbers = Counter(proposal.number for proposal in sa.proposals)
         for proposal in sa.proposals:
             if proposal.protocol_id != ProtocolId.IPSEC_ESP or len(proposal.spi) != 4:
                 continue
+            if numbers[proposal.number] > 1:
+                continue  # RFC 2408 §4.2: same number = an AND bundle (AH+ESP); not half of it
             for t in proposal.transforms:
                 offer = parse_esp_transform(t)
                 if (offer is not None and offer.proposal in ours

@@ -1,0 +1,123 @@
+"""Quick Mode requests built by hand against our responder (RFC 2409 §5.5): what a real
+initiator may offer and what we accept, choose or refuse, and with which Notify."""
+
+from __future__ import annotations
+
+import random
+
+from tests.test_ike_pairs import Net, cfg
+from tunnels.ipsec.ike import ChildSAFailed
+from tunnels.ipsec.ike import payloads as pl
+from tunnels.ipsec.ike.constants import EncapsulationMode, IDType, NotifyType
+from tunnels.ipsec.ike.phase2 import ESPOffer, QuickMode, esp_transform, open_informational
+from tunnels.ipsec.ike.config import ESPProposal
+
+CLIENT = ("10.0.0.2", 500)
+AES = ESPProposal("aes-cbc-128", "hmac-sha1-96")
+
+
+def _esp(number: int, mode: int = EncapsulationMode.TRANSPORT, spi: bytes = b"\0\0\x10\0",
+         proposal: ESPProposal = AES) -> pl.Proposal:
+    return pl.Proposal(number, 3, spi, (esp_transform(1, ESPOffer(proposal, mode, 3600, None,
+                                                                   None)),))
+
+
+def _ids(port: int = 1701, protocol: int = 17) -> list[object]:
+    return [pl.ID(IDType.ID_IPV4_ADDR, bytes([10, 0, 0, 2]), protocol, port),
+            pl.ID(IDType.ID_IPV4_ADDR, bytes([192, 0, 2, 1]), protocol, port)]
+
+
+def request(net: Net, proposals: tuple[pl.Proposal, ...], ids: list[object] | None = None,
+            corrupt_hash: bool = False) -> tuple[QuickMode, list]:
+    client = net.clients[0]
+    sa = client._current()
+    qm = QuickMode(sa, client.config, True, 0x1234567, lambda: 0x1000, random.Random(2).randbytes)
+    qm._ni = b"n" * 32
+    body = [pl.SA(proposals), pl.NONCE(qm._ni), *(_ids() if ids is None else ids)]
+    payloads = qm._with_hash(lambda rest: qm._mid() + rest, body)
+    if corrupt_hash:
+        payloads[0] = pl.HASH(b"\0" * 20)
+    net.server.receive_datagram(qm._send(payloads), CLIENT, net.now)
+    return qm, net.server.datagrams_to_send()
+
+
+def established() -> Net:
+    net = Net(cfg(esp_ciphers=("aes-cbc-128",), esp_integrity=("hmac-sha1-96",)))
+    net.run(until=5)
+    net.server_events.clear()
+    while net.server.next_event():
+        pass
+    return net
+
+
+def _notify(net: Net, answer) -> int:
+    (_, _, data), = answer
+    header, body = pl.decode_header(data)
+    return open_informational(net.clients[0]._current(), header, body).first(pl.N).notify_type
+
+
+def test_bundle_skipped_esp_only_chosen():
+    net = established()
+    ah = pl.Proposal(1, 2, b"\0\0\x20\0", (pl.Transform(1, 3, ()),))
+    qm, answer = request(net, (ah, _esp(1), _esp(2)))
+    (_, _, qm2), = answer
+    header, body = pl.decode_header(qm2)
+    qm.handle(header, body)
+    assert qm.result is not None and qm.result.cipher == "aes-cbc-128"
+    assert net.server.next_event() is None  # the responder waits for QM3
+
+
+def test_only_a_bundle_is_no_proposal_chosen():
+    net = established()
+    ah = pl.Proposal(1, 2, b"\0\0\x20\0", (pl.Transform(1, 3, ()),))
+    _, answer = request(net, (ah, _esp(1)))
+    assert _notify(net, answer) == NotifyType.NO_PROPOSAL_CHOSEN
+
+
+def test_tunnel_mode_refused():
+    net = established()
+    _, answer = request(net, (_esp(1, EncapsulationMode.TUNNEL),))
+    assert _notify(net, answer) == NotifyType.NO_PROPOSAL_CHOSEN
+    assert isinstance(net.server.next_event()[1], ChildSAFailed)
+
+
+def test_udp_encapsulated_mode_without_nat_refused():
+    net = established()
+    _, answer = request(net, (_esp(1, EncapsulationMode.UDP_ENCAPSULATED_TRANSPORT),))
+    assert _notify(net, answer) == NotifyType.NO_PROPOSAL_CHOSEN
+
+
+def test_server_port_any_accepted_and_echoed():
+    net = established()
+    ids = [_ids()[0], pl.ID(IDType.ID_IPV4_ADDR, bytes([192, 0, 2, 1]), 17, 0)]
+    qm, answer = request(net, (_esp(1),), ids)
+    (_, _, qm2), = answer
+    header, body = pl.decode_header(qm2)
+    msg, _ = qm.sa.unseal(header, body, qm.iv)
+    assert msg.find(pl.ID) == ids
+
+
+def test_no_ids_means_the_phase1_addresses():
+    net = established()
+    qm, answer = request(net, (_esp(1),), ids=[])
+    (_, _, qm2), = answer
+    header, body = pl.decode_header(qm2)
+    qm.handle(header, body)
+    assert qm.result is not None
+
+
+def test_other_traffic_selectors_refused():
+    net = established()
+    _, answer = request(net, (_esp(1),), _ids(port=500))
+    assert _notify(net, answer) == NotifyType.INVALID_ID_INFORMATION
+    _, answer = request(net, (_esp(1),), _ids(protocol=6))
+    assert _notify(net, answer) == NotifyType.INVALID_ID_INFORMATION
+
+
+def test_bad_hash_is_dropped_silently():
+    """RFC 2409 §5.5: an unauthenticated Quick Mode is not answered (anyone could send it)."""
+    net = established()
+    _, answer = request(net, (_esp(1),), corrupt_hash=True)
+    assert answer == []
+    assert net.server.sessions[0].counters["dropped"] == 1
+    assert net.server.next_event() is None
