@@ -9,6 +9,8 @@ import random
 from collections.abc import Callable
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from tunnels.ipsec.ike import (
     ChildSAEstablished,
@@ -394,3 +396,43 @@ def test_lifetime_kilobytes():
     net.run(until=10)
     ci, cr = net.children()
     assert ci[0].lifetime_bytes == cr[0].lifetime_bytes == 250000 * 1024
+
+
+def _subset(items):
+    return st.lists(st.sampled_from(items), min_size=1, max_size=len(items), unique=True).map(
+        tuple)
+
+
+_SIDES = st.tuples(_subset(("3des-cbc", "aes-cbc-128", "aes-cbc-256")), _subset(("sha1", "md5")),
+                   _subset((1, 2)), _subset(("3des-cbc", "des-cbc", "aes-cbc-128", "aes-cbc-256")),
+                   _subset(("hmac-sha1-96", "hmac-md5-96")))
+
+
+def _conf(side) -> IKEConfig:
+    return cfg(ike_ciphers=side[0], ike_hashes=side[1], dh_groups=side[2], allow_group1=True,
+               esp_ciphers=side[3], esp_integrity=side[4])
+
+
+@settings(max_examples=40, deadline=None)
+@given(_SIDES, _SIDES)
+def test_negotiation_picks_the_initiators_first_common_choice(a, b):
+    """Any two configurations: the initiator's first transform the responder also has wins
+    (RFC 2408 §4.2), in both phases; no common one gives NO_PROPOSAL_CHOSEN."""
+    net = Net(_conf(a), _conf(b))
+    net.run(until=60)
+    common = [p for p in _conf(a).ike_proposals() if p in _conf(b).ike_proposals()]
+    p1 = [e for e in net.client_events[0] if isinstance(e, Phase1Established)]
+    if not common:
+        assert not p1 and [e.notify for e in net.client_events[0]
+                           if isinstance(e, IKEFailed)] == ["NO_PROPOSAL_CHOSEN"]
+        return
+    assert (p1[0].cipher, p1[0].hash, p1[0].group) == (
+        common[0].cipher, common[0].hash, common[0].group)
+    esp_common = [p for p in _conf(a).esp_proposals() if p in _conf(b).esp_proposals()]
+    ci, cr = net.children()
+    if not esp_common:
+        assert not ci and [e.notify for e in net.client_events[0]
+                           if isinstance(e, ChildSAFailed)] == ["NO_PROPOSAL_CHOSEN"]
+        return
+    assert (ci[0].cipher, ci[0].integrity) == (esp_common[0].cipher, esp_common[0].integrity)
+    assert_keys_agree(ci[0], cr[0])
