@@ -63,6 +63,8 @@ class Cell:
 
 NO_56 = "pppd and Linux's ppp_mppe implement 40- and 128-bit MPPE only, not 56-bit"
 NO_L2TP = "our L2TP endpoint is not built yet"
+NO_V1_40 = ("pppd disables 40-bit MPPE after MS-CHAP v1 (\"MS-CHAP LM not supported\": RFC 3079 "
+            "§2.1 derives those keys from the LAN Manager hash)")
 
 
 def _pptp_cells(peer: str) -> list[Cell]:
@@ -72,7 +74,7 @@ def _pptp_cells(peer: str) -> list[Cell]:
         Cell(peer, "mschapv2", "strongest", "stateful"),
         Cell(peer, "mschapv2", "strong", not_applicable=NO_56),
         Cell(peer, "mschap", "strongest"),
-        Cell(peer, "mschap", "basic"),
+        Cell(peer, "mschap", "basic", not_applicable=NO_V1_40),
         Cell(peer, "mschapv2"),
         Cell(peer, "chap"),
         Cell(peer, "pap"),

@@ -1,0 +1,74 @@
+"""Helpers for the interop cases: the matrix as pytest parameters, and the wire checks of our
+own pairs (conformance/pptp_wire.py, scapy) applied to a capture against a real peer.
+
+Cells and the scenario checks live in topologies/interop.py, so `vpnlab interop` runs the same
+cells outside pytest; what is here only asserts more on the captures.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import pytest
+
+from conformance import pptp_wire as w
+from testbed import pcap
+from topologies.interop import MATRIX, Cell
+
+
+def cells(protocol_peers: tuple[str, ...]) -> list:
+    """pytest parameters with readable ids; not-applicable cells skip with their reason."""
+    out = []
+    for cell in MATRIX:
+        if cell.peer not in protocol_peers:
+            continue
+        marks = [pytest.mark.skip(reason=f"not applicable: {cell.not_applicable}")] \
+            if cell.not_applicable else []
+        out.append(pytest.param(cell, id=cell.id, marks=marks))
+    return out
+
+
+def failed(results: list) -> list[str]:
+    return [f"{r.name}: {r.detail}" for r in results if not r.passed]
+
+
+def assert_pptp_wire(lab, cell: Cell) -> None:  # type: ignore[no-untyped-def]
+    """RFC 2637 on our Internet-side capture, for every call of the cell (it dials twice)."""
+    ours = lab.address("ours", "isp")
+    control = w.control(lab, "ours", "isp")
+    for _, msg in control:
+        assert msg.magic_cookie == w.MAGIC_COOKIE and msg.type == 1
+        assert msg.len == len(bytes(msg))
+    requests = [m for _, m in control if int(m.ctrl_msg_type) == w.OCRQ]
+    replies = [m for _, m in control if int(m.ctrl_msg_type) == w.OCRP]
+    assert len(requests) == len(replies) == 2, [int(m.ctrl_msg_type) for _, m in control]
+    for request, reply in zip(requests, replies, strict=True):
+        assert reply.peer_call_id == request.call_id and reply.result_code == 1
+    # the key of each GRE packet is the receiver's Call ID from the control connection
+    announced = {int(m.call_id) for m in requests + replies}
+    gre = [(src, w.gre_fields(raw)) for src, raw in w.gre(lab, "ours", "isp")]
+    assert gre and {g["call_id"] for _, g in gre} <= announced
+    # per sender and Call ID the sequence rises; it starts again only on a new call that
+    # reuses the Call ID (pptp-linux starts at 0 on each control connection). The sender adds
+    # 1 per packet, but a capture of a loaded machine may miss a few packets (seen on every
+    # capture point at once), so only the rise is asserted from the capture.
+    uses = Counter(int(m.call_id) for m in requests + replies)
+    last: dict[tuple[str, int], int] = {}
+    restarts: Counter[tuple[str, int]] = Counter()
+    for src, g in gre:
+        assert g["version"] == 1 and g["proto"] == 0x880B and g["key"]
+        assert not (g["C"] or g["R"] or g["s"] or g["recur"] or g["flags"])
+        assert g["length"] == len(g["payload"])
+        assert (g["seq"] is not None) == bool(g["payload"])  # S iff there is a payload
+        key = (src, g["call_id"])
+        if g["seq"] is not None:
+            if key not in last or g["seq"] <= last[key]:
+                restarts[key] += 1
+            last[key] = g["seq"]
+    for (src, call), n in restarts.items():
+        side = "ours" if src == ours else "theirs"
+        assert n <= uses[call], f"{side} to call {call}: sequence fell back {n - 1} times " \
+                                f"over {uses[call]} call(s)"
+    rows = pcap.tshark_fields(lab.capture_path("ours", "isp"),
+                              ["ppp.protocol", "_ws.malformed"], "gre")
+    assert not [r for r in rows if len(r) > 1 and r[1]], "tshark flags malformed frames"
