@@ -46,6 +46,8 @@ def test_delete_from_the_server():
     net.transfer()
     assert of(net.client_events[0], ChildSADeleted)
     assert of(net.client_events[0], IKEClosed)
+    assert net.server.sessions == []  # the dispatcher let go of the closed session
+    assert of(net.server_events, IKEClosed)[0].reason == "deleted locally"
 
 
 def test_dpd_probes_when_idle_and_the_peer_answers():

@@ -94,6 +94,8 @@ class IKEResponder:
         return [s.status() for s in self.sessions]
 
     def datagrams_to_send(self) -> list[Datagram]:
+        for session in [s for s in self.sessions if s.closed]:
+            self._collect(session)  # closed by an API call (delete, forget) on the session
         return [d for s in self.sessions for d in s.datagrams_to_send()] + self._drain_closed()
 
     def _drain_closed(self) -> list[Datagram]:
