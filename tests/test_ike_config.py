@@ -45,3 +45,34 @@ def test_defaults():
     assert config.nat_t and config.dpd_interval == 30
     assert len(config.ike_proposals()) == 3 * 2 * 2 and len(config.esp_proposals()) == 3 * 2
     assert IKEConfig(psk=b"x", dh_groups=(1, 2), allow_group1=True).dh_groups == (1, 2)
+
+
+@pytest.mark.parametrize("local,remote,role", [
+    (("0.0.0.0", 500), ("192.0.2.1", 500), "initiator"),
+    (("10.0.0.2", 500), ("0.0.0.0", 500), "initiator"),
+    (("10.0.0.2", 0), ("192.0.2.1", 500), "initiator"),
+    (("not an address", 500), ("192.0.2.1", 500), "responder"),
+    (("10.0.0.2", 500), ("192.0.2.1", 500), "gateway"),
+])
+def test_session_arguments_are_checked(local, remote, role):
+    from tunnels.errors import LocalProtocolError
+    from tunnels.ipsec.ike import IKEResponder, IKESession
+    with pytest.raises(LocalProtocolError):
+        IKESession(IKEConfig(psk=b"x"), role, local, remote)
+    if role == "responder":
+        with pytest.raises(LocalProtocolError):
+            IKEResponder(IKEConfig(psk=b"x"), local)
+
+
+def test_api_misuse_is_a_local_protocol_error():
+    from tunnels.errors import LocalProtocolError
+    from tunnels.ipsec.ike import IKESession
+    responder = IKESession(IKEConfig(psk=b"x"), "responder", ("192.0.2.1", 500))
+    with pytest.raises(LocalProtocolError):
+        responder.start(0.0)
+    client = IKESession(IKEConfig(psk=b"x"), "initiator", ("10.0.0.2", 500), ("192.0.2.1", 500))
+    client.start(0.0)
+    with pytest.raises(LocalProtocolError):
+        client.start(0.0)
+    with pytest.raises(LocalProtocolError):
+        client.rekey_child(0x1234, 0.0)

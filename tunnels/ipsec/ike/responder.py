@@ -17,12 +17,13 @@ from tunnels.ipsec.ike.config import IKEConfig
 from tunnels.ipsec.ike.constants import HEADER_LENGTH, ExchangeType
 from tunnels.ipsec.ike.events import ChildSADeleted, Event, Phase1Established
 from tunnels.ipsec.ike.phase1 import ZERO_COOKIE
-from tunnels.ipsec.ike.session import Address, Datagram, IKESession
+from tunnels.ipsec.ike.session import Address, Datagram, IKESession, _check_address
 
 
 class IKEResponder:
     def __init__(self, config: IKEConfig, local: Address,
                  random: Callable[[int], bytes] = secrets.token_bytes, max_sessions: int = 1024):
+        _check_address("local", local)
         self.config, self.local, self.random = config, local, random
         self.max_sessions = max_sessions
         self.sessions: list[IKESession] = []

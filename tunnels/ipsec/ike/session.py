@@ -18,6 +18,7 @@ the implementation):
 
 from __future__ import annotations
 
+import ipaddress
 import secrets
 from collections import OrderedDict, deque
 from collections.abc import Callable
@@ -54,6 +55,18 @@ _ANSWER_CACHE = 16
 _ERROR_NOTIFY_MAX = 8191  # RFC 2408 §3.14.1: 1-8191 are errors, 16384+ status
 
 
+def _check_address(name: str, address: Address) -> None:
+    """NAT-D hashes the real addresses (RFC 3947 §3.2): a wildcard would look like a NAT."""
+    try:
+        ok = ipaddress.IPv4Address(address[0]) != ipaddress.IPv4Address("0.0.0.0") \
+            and 0 < address[1] <= 0xFFFF
+    except (ValueError, TypeError, IndexError):
+        ok = False
+    if not ok:
+        raise LocalProtocolError(f"{name}: {address!r}; expected (IPv4 address, port) with "
+                                 "the address the datagrams really use, not 0.0.0.0")
+
+
 def notify_name(value: int) -> str:
     try:
         return NotifyType(value).name
@@ -86,11 +99,14 @@ class IKESession:
     the datagrams it receives (a NAT may rewrite it)."""
 
     def __init__(self, config: IKEConfig, role: str = "initiator",
-                 local: Address = ("0.0.0.0", 500), remote: Address = ("0.0.0.0", 500),
+                 local: Address = ("0.0.0.0", 0), remote: Address = ("0.0.0.0", 0),
                  random: Callable[[int], bytes] = secrets.token_bytes,
                  spi_allocator: Callable[[], int] | None = None):
         if role not in ("initiator", "responder"):
             raise LocalProtocolError(f"role: {role!r}; expected 'initiator' or 'responder'")
+        _check_address("local", local)
+        if role == "initiator":
+            _check_address("remote", remote)
         self.config, self.role, self.random = config, role, random
         self.local, self.remote = local, remote
         self._spi_allocator = spi_allocator or self._random_spi
