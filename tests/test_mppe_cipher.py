@@ -255,3 +255,14 @@ def test_reused_libcrypto_rc4_state_matches_cryptography(first, key, data):
     stream.update(data)
     assert stream.rekey(key).update(data) == rc4.cryptography_stream(key).update(data)
     assert rc4.rc4(key, data) == rc4.cryptography_stream(key).update(data)
+
+
+@given(st.sampled_from(BITS), st.binary(min_size=16, max_size=16), st.integers(1, 5))
+def test_change_key_is_rfc3078_next_session_key(bits, start, changes):
+    """The cipher's own key change (constants precomputed) equals keys.next_session_key."""
+    enc = MPPEEncryptor(start, bits, stateless=True)
+    expected = enc.session_key
+    for _ in range(changes):
+        enc.change_key()
+        expected = keys.next_session_key(start, expected, bits)
+    assert enc.session_key == expected

@@ -12,8 +12,10 @@ already been through one key change.
 from __future__ import annotations
 
 from tunnels.errors import LocalProtocolError, RemoteProtocolError, WireAnswer
-from tunnels.mppe.keys import initial_session_key, key_length, next_session_key
-from tunnels.mppe.rc4 import new_reusable, packet_stream
+from hashlib import sha1
+
+from tunnels.mppe.keys import SHA_PAD1, SHA_PAD2, initial_session_key, key_length, reduce_key
+from tunnels.mppe.rc4 import new_reusable, packet_stream, rc4
 
 FLUSHED = 0x8000
 ENCRYPTED = 0x1000
@@ -38,11 +40,20 @@ class _State:
         self.count = COUNT_SPACE - 1
         self.key_changes = 0
 
+        # keys.next_session_key with its constant parts computed once: stateless MPPE changes
+        # key for every packet (tests pair the two)
+        self._length = key_length(key_bits)
+        self._sha_prefix = start_key[:self._length] + SHA_PAD1
+
     def _new_stream(self, key: bytes):  # noqa: ANN202 - an RC4 stream (rc4.Stream)
         return packet_stream(self._reused, key)
 
     def change_key(self) -> None:
-        self.session_key = next_session_key(self.start_key, self.session_key, self.key_bits)
+        """RFC 3078 §7.3: interim key from SHA-1, RC4-encrypted under itself (then reduced)."""
+        length = self._length
+        interim = sha1(self._sha_prefix + self.session_key[:length] + SHA_PAD2).digest()[:length]
+        key = rc4(interim, interim)
+        self.session_key = key if self.key_bits == 128 else reduce_key(key, self.key_bits)
         self.rc4 = self._new_stream(self.session_key)
         self.key_changes += 1
 
