@@ -20,7 +20,9 @@ from typing import Any
 from bench.common import PROJECT, format_table
 
 _DURATION = re.compile(r"^([\d.]+)s (setup|call|teardown)\s+(\S+)", re.M)
-_SUMMARY = re.compile(r"^=+ (.*?) in ([\d.]+)s", re.M)
+# "75 passed, 4 skipped in 244.91s (0:04:04)", with or without -q's "=" decorations
+_SUMMARY = re.compile(r"^=* ?(\d+ (?:passed|failed|error|skipped|xfailed|xpassed|deselected|"
+                      r"warnings?)[\w, ]*) in ([\d.]+)s", re.M)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
