@@ -177,6 +177,14 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_interop(args: argparse.Namespace) -> int:
+    from testbed import refpeer_matrix
+
+    if args.list:
+        return refpeer_matrix.list_cells()
+    return refpeer_matrix.run_matrix(args.only, args.jobs, args.json)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="vpnlab", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -199,6 +207,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("name", nargs="?")
     p.set_defaults(func=cmd_capture)
     sub.add_parser("doctor", help="probe kernel and tools").set_defaults(func=cmd_doctor)
+    p = sub.add_parser("interop", help="run the interop matrix against real peers in UML")
+    p.add_argument("--json", metavar="FILE", help="write every cell's result here")
+    p.add_argument("--only", metavar="PATTERN", help="cells whose id matches (glob or part)")
+    p.add_argument("--jobs", type=int, default=2, help="cells at a time (default 2)")
+    p.add_argument("--list", action="store_true", help="list the cells and exit")
+    p.set_defaults(func=cmd_interop, sandboxed=True)
     try:
         from tunnels import cli as tunnels_cli
     except ImportError:

@@ -3,11 +3,12 @@ lab model's refpeer rules, and the interop matrix's cells."""
 
 from __future__ import annotations
 
+import json
 import shlex
 
 import pytest
 
-from testbed.errors import SpecError
+from testbed.errors import SpecError, TestbedError
 from testbed.model import LabSpec, LinkSpec, NodeKind, NodeSpec
 from testbed.refpeer import PeerSpec, boot_env, render_files, role_script, uml_argv
 from topologies.interop import MATRIX, build
@@ -85,3 +86,27 @@ def test_matrix_cells_have_unique_ids_and_every_applicable_one_builds():
             continue
         spec = build(cell.params)
         assert spec.node("peer").kind is NodeKind.REFPEER
+
+
+def _fake_cell(params):  # type: ignore[no-untyped-def]
+    ok = params["auth"] != "chap"
+    return {"result": "pass" if ok else "fail", "detail": "" if ok else "our side: tunnel up: "
+            "state down", "checks": [], "figures": {"boot_s": 3.0}, "seconds": 1.0}
+
+
+def test_vpnlab_interop_exits_0_exactly_when_every_applicable_cell_passed(tmp_path, monkeypatch,
+                                                                         capsys):
+    from testbed import refpeer_matrix
+
+    monkeypatch.setattr(refpeer_matrix, "run_cell", _fake_cell)
+    report = tmp_path / "m.json"
+    assert refpeer_matrix.run_matrix("pptpd-pap*", 1, str(report)) == 0
+    assert refpeer_matrix.run_matrix("pptpd-*", 2, str(report)) == 1
+    out = capsys.readouterr().out
+    assert "[FAIL] pptpd-chap-clear" in out and "our side: tunnel up" in out
+    assert "[N/A ] pptpd-mschapv2-mppe56-stateless" in out and "56-bit" in out
+    data = json.loads(report.read_text())
+    assert data["passed"] is False and data["counts"]["n/a"] == 2
+    assert {c["id"]: c["result"] for c in data["cells"]}["pptpd-chap-clear"] == "fail"
+    with pytest.raises(TestbedError, match="no cell matches"):
+        refpeer_matrix.run_matrix("nothing-like-this", 1, None)
