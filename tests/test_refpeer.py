@@ -8,7 +8,8 @@ import shlex
 
 import pytest
 
-from testbed.errors import SpecError, TestbedError
+from testbed import errors
+from testbed.errors import SpecError
 from testbed.model import LabSpec, LinkSpec, NodeKind, NodeSpec
 from testbed.refpeer import PeerSpec, boot_env, render_files, role_script, uml_argv
 from topologies.interop import MATRIX, build
@@ -108,5 +109,5 @@ def test_vpnlab_interop_exits_0_exactly_when_every_applicable_cell_passed(tmp_pa
     data = json.loads(report.read_text())
     assert data["passed"] is False and data["counts"]["n/a"] == 2
     assert {c["id"]: c["result"] for c in data["cells"]}["pptpd-chap-clear"] == "fail"
-    with pytest.raises(TestbedError, match="no cell matches"):
+    with pytest.raises(errors.TestbedError, match="no cell matches"):
         refpeer_matrix.run_matrix("nothing-like-this", 1, None)
