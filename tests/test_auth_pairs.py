@@ -374,3 +374,27 @@ def test_domain_prefixed_user_name(method):
     link = pair(method, "CORP\\alice").run(until=60)
     assert link.auth.outcome.success and link.peer.outcome.success
     assert link.auth.outcome.username == "CORP\\alice"
+
+
+@pytest.mark.parametrize("method", [m for m in ALL if m is not AuthMethod.PAP and
+                                    m is not AuthMethod.EAP_MD5], ids=lambda m: m.value)
+def test_repeated_challenge_before_the_answer_gets_the_same_response(method):
+    """A slow server's restart timer repeats the challenge while the first response is in
+    flight: the peer answers the same (a fresh MS-CHAP v2 peer challenge would make the
+    Success for the first response fail the authenticator-response check; seen under load
+    with `vpnlab load`)."""
+    a = make_authenticator(method, ACCOUNTS, "vpnlab-rras", counter_random())
+    p = make_peer(method, "alice", "correct horse", counter_random())
+    a.start(0.0)
+    challenge = a.packets_to_send()
+    p.receive(challenge[0], 0.0)
+    first = p.packets_to_send()
+    a.handle_timer(a.get_timer())  # no response arrived in time: the same challenge again
+    again = a.packets_to_send()
+    assert again == challenge
+    p.receive(again[0], 3.0)
+    assert p.packets_to_send() == first
+    a.receive(first[0], 3.1)
+    for packet in a.packets_to_send():
+        p.receive(packet, 3.1)
+    assert a.outcome.success and p.outcome.success

@@ -319,6 +319,7 @@ class ChapPeer(_Exchange):
         self._expected_s = ""
         self._material: MPPEMaterial | None = None
         self._id: int | None = None
+        self._challenge = b""
         self._response = b""
         self._sent = 0
 
@@ -341,9 +342,14 @@ class ChapPeer(_Exchange):
     def receive(self, info: bytes, now: float) -> None:
         packet = ChapPacket.decode(info)
         if packet.code == ChapCode.CHALLENGE:
-            if self.outcome is not None and packet.identifier == self._id:
-                self._out.append(self._response)  # a repeated challenge: the same answer
+            # A repeated challenge (the authenticator's restart timer, or a lost response):
+            # the same answer. Answering afresh would draw a new MS-CHAP v2 peer challenge,
+            # and the Success for the first response would then fail our check (RFC 2759 §5).
+            if packet.identifier == self._id and (self.outcome is not None or
+                                                  packet.value == self._challenge):
+                self._out.append(self._response)
                 return
+            self._challenge = packet.value
             self._answer(packet)
             self._sent = 1
             self.deadline = None if self.outcome is not None else now + self.restart
