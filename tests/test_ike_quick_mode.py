@@ -121,3 +121,32 @@ def test_bad_hash_is_dropped_silently():
     assert answer == []
     assert net.server.sessions[0].counters["dropped"] == 1
     assert net.server.next_event() is None
+
+
+def test_pfs_group_we_do_not_have_is_no_proposal_chosen():
+    """A PFS group outside dh_groups (here MODP 1536, group 5) is not a transform we can do."""
+    net = established()
+    offer = ESPOffer(AES, EncapsulationMode.TRANSPORT, 3600, None, 5)
+    proposal = pl.Proposal(1, 3, b"\0\0\x10\0", (esp_transform(1, offer),))
+    _, answer = request(net, (proposal,))
+    assert _notify(net, answer) == NotifyType.NO_PROPOSAL_CHOSEN
+
+
+def test_pfs_offer_accepted_by_a_responder_without_pfs_config():
+    net = established()
+    offer = ESPOffer(AES, EncapsulationMode.TRANSPORT, 3600, None, 2)
+    proposal = pl.Proposal(1, 3, b"\0\0\x10\0", (esp_transform(1, offer),))
+    from tunnels.ipsec.ike import crypto as c
+    dh = c.DHKeyPair.generate(2, random.Random(4).randbytes)
+    client = net.clients[0]
+    sa = client._current()
+    qm = QuickMode(sa, client.config, True, 0x7654321, lambda: 0x1000,
+                   random.Random(2).randbytes)
+    qm._ni, qm._dh = b"n" * 32, dh
+    body = [pl.SA((proposal,)), pl.NONCE(qm._ni), pl.KE(dh.public), *_ids()]
+    net.server.receive_datagram(qm._send(qm._with_hash(lambda rest: qm._mid() + rest, body)),
+                                CLIENT, net.now)
+    (_, _, qm2), = net.server.datagrams_to_send()
+    header, body_ = pl.decode_header(qm2)
+    msg, _ = sa.unseal(header, body_, qm.iv)
+    assert msg.first(pl.KE) is not None and len(msg.first(pl.KE).data) == 128

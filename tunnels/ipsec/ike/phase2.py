@@ -214,7 +214,8 @@ class QuickMode:
         offer = parse_esp_transform(proposal.transforms[0])
         if (proposal.protocol_id != ProtocolId.IPSEC_ESP or len(proposal.spi) != 4 or offer
                 is None or offer.proposal not in self.config.esp_proposals()
-                or offer.encapsulation != expected_encapsulation(self.sa)):
+                or offer.encapsulation != expected_encapsulation(self.sa)
+                or offer.group != self.config.pfs_group):
             raise NegotiationFailed("the responder chose an ESP transform we did not offer",
                                     NotifyType.NO_PROPOSAL_CHOSEN)
         self._pfs(msg, offer)
@@ -321,7 +322,8 @@ class QuickMode:
             for t in proposal.transforms:
                 offer = parse_esp_transform(t)
                 if (offer is not None and offer.proposal in ours
-                        and offer.encapsulation == encap):
+                        and offer.encapsulation == encap
+                        and offer.group in (None, *self.config.dh_groups)):
                     return proposal, t, offer
         raise NegotiationFailed("none of the initiator's ESP transforms is acceptable "
                                 f"(we need {EncapsulationMode(encap).name})",
