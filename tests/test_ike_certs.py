@@ -129,3 +129,15 @@ def test_config_checks_credentials(pki):
             trusted_certificates=(pki["ca"],))
     with pytest.raises(IKEConfigError, match="trusted_certificates"):
         cfg(psk=b"", auth="rsa-sig", certificate=cert, private_key=pki["client"][1])
+
+
+def test_garbage_certificates_are_invalid_certificate(pki):
+    from tunnels.ipsec.ike.certs import CertificateError
+    from tunnels.ipsec.ike.constants import NotifyType
+    for der in (b"", b"\x30\x03\x02\x01\x01", pki["client"][0][:-10]):
+        with pytest.raises(CertificateError) as info:
+            verify(der, None, b"h" * 20, b"s" * 128, (pki["ca"],))
+        assert info.value.notify == NotifyType.INVALID_CERTIFICATE
+    with pytest.raises(CertificateError) as info:
+        verify(pki["client"][0], None, b"h" * 20, b"s" * 128, (pki["ca"],))
+    assert info.value.notify == NotifyType.INVALID_SIGNATURE

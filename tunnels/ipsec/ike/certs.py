@@ -17,7 +17,7 @@ import hmac
 from dataclasses import dataclass
 
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
@@ -69,7 +69,17 @@ class Credentials:
 def verify(cert_der: bytes, id_der: bytes | None, digest: bytes, signature: bytes,
            trusted: tuple[bytes, ...]) -> str:
     """Check the certificate chain, that the ID names the certificate's subject, and the
-    signature over the hash. Returns the subject as text."""
+    signature over the hash. Returns the subject as text. Whatever a peer's certificate
+    makes the X.509 parser raise becomes INVALID_CERTIFICATE."""
+    try:
+        return _verify(cert_der, id_der, digest, signature, trusted)
+    except (ValueError, TypeError, UnsupportedAlgorithm) as exc:
+        raise CertificateError(f"peer certificate unusable: {exc}",
+                               NotifyType.INVALID_CERTIFICATE) from exc
+
+
+def _verify(cert_der: bytes, id_der: bytes | None, digest: bytes, signature: bytes,
+            trusted: tuple[bytes, ...]) -> str:
     try:
         cert = x509.load_der_x509_certificate(cert_der)
     except ValueError as exc:
