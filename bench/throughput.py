@@ -13,7 +13,9 @@ scenario comes up without captures; in that same lab, turn by turn and `--repeat
 then iperf3 UDP at a fixed rate through relay and tunnel for loss. Each tunnel figure is also
 a ratio to the relay measured in the same lab minutes apart (the machine may be shared: ratios
 are steadier than absolute figures). CPU: user+system seconds of each daemon (client and
-server, or the two relays) from /proc/PID/stat around each transfer, per GB moved.
+server, or the two relays) from /proc/PID/stat around each transfer, per GB moved; "CPU x
+relay" is the relay's CPU per GB over the tunnel's, the throughput ratio's counterpart that a
+loaded machine disturbs least.
 """
 
 from __future__ import annotations
@@ -156,7 +158,15 @@ def summarize(row: dict[str, Any]) -> dict[str, Any]:
             "veth_mbit_s": med("veth", "mbit_s"), "ratio_to_relay": spread(ratios),
             "tunnel_cpu_s_per_gb": med("tunnel", "cpu_s_per_gb_total"),
             "relay_cpu_s_per_gb": med("relay", "cpu_s_per_gb_total"),
-            "goal_ratio": GOAL_RATIO.get(row["name"])}
+            "goal_ratio": GOAL_RATIO.get(row["name"]),
+            # CPU per byte, relay over tunnel: the same ratio free of how long the daemons
+            # waited for a core on a shared machine
+            "cpu_ratio_to_relay": _ratio(med("relay", "cpu_s_per_gb_total"),
+                                         med("tunnel", "cpu_s_per_gb_total"))}
+
+
+def _ratio(a: float | None, b: float | None) -> float | None:
+    return round(a / b, 3) if a and b else None
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -178,7 +188,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 def table(result: dict[str, Any]) -> str:
     headers = ["tunnel", "Mbit/s", "relay", "veth", "x relay", "(min-max)", "goal",
-               "CPU s/GB", "relay CPU s/GB", f"UDP {result['udp_rate']} loss %", "relay loss %"]
+               "CPU s/GB", "relay CPU s/GB", "CPU x relay", f"UDP {result['udp_rate']} loss %",
+               "relay loss %"]
     rows: list[list[Any]] = []
     for r in result["rows"]:
         if "skipped" in r:
@@ -189,7 +200,8 @@ def table(result: dict[str, Any]) -> str:
         rows.append([r["name"], s["tunnel_mbit_s"], s["relay_mbit_s"], s["veth_mbit_s"],
                      ratio.get("median"), f"{ratio.get('min')}-{ratio.get('max')}",
                      s["goal_ratio"], s["tunnel_cpu_s_per_gb"], s["relay_cpu_s_per_gb"],
-                     udp["tunnel"].get("lost_pct"), udp["relay"].get("lost_pct")])
+                     s.get("cpu_ratio_to_relay"), udp["tunnel"].get("lost_pct"),
+                     udp["relay"].get("lost_pct")])
     note = (f"iperf3 TCP client -> server, {result['seconds']} s x {result['repeat']} turns per "
             "lab, medians; relay and veth measured in the same lab as each tunnel; CPU: both "
             "daemons (or both relays), user+system")
