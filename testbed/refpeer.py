@@ -43,11 +43,16 @@ UML_MODULES = Path("/usr/lib/uml/modules")
 MODULE_CACHE = Path(os.environ.get("VPNLAB_RUNS_DIR", "/var/tmp/vpnlab")) / "uml-modules"
 TAP = "tap0"
 BRIDGE = "br0"
-# Software -> (modules to load at boot, role script, is a server)
+# Modules each kind of peer loads at boot (the recipe's measured sets). xl2tpd (LNS/LAC) and
+# strongSwan + xl2tpd come with our L2TP endpoint: a SOFTWARE entry with L2TP_MODULES (and
+# IPSEC_MODULES), a renderer in _RENDERERS and a role in _ROLES; nothing else changes.
 PPTP_MODULES = ("ppp_generic", "ppp_async", "ppp_mppe", "arc4", "sha1_generic")
-SOFTWARE = {
-    "pptpd": (PPTP_MODULES, "pptpd"),
-    "pptp-linux": (PPTP_MODULES, None),  # dials on request: RefPeer.dial()
+L2TP_MODULES = ("ppp_generic", "ppp_async", "ppp_synctty", "l2tp_ppp")
+IPSEC_MODULES = ("xfrm_user", "esp4", "authenc", "echainiv", "seqiv", "cbc", "hmac",
+                 "cryptomgr", "des_generic", "iptable_filter", "xt_policy")
+SOFTWARE: dict[str, tuple[str, ...]] = {
+    "pptpd": PPTP_MODULES,  # a server: started by its role at boot
+    "pptp-linux": PPTP_MODULES,  # a client: dials on request (RefPeer.dial)
 }
 AUTH_OPTION = {"pap": "pap", "chap": "chap", "mschap": "mschap", "mschapv2": "mschap-v2"}
 MPPE_OPTIONS = {"none": ("nomppe",), "40": ("require-mppe-40",), "128": ("require-mppe-128",)}
@@ -97,7 +102,7 @@ class PeerSpec:
 
     @property
     def modules(self) -> tuple[str, ...]:
-        return SOFTWARE[self.software][0]
+        return SOFTWARE[self.software]
 
 
 # -- rendering (pure: unit-tested without root) ------------------------------------------------
@@ -128,22 +133,28 @@ def render_files(spec: PeerSpec) -> dict[str, tuple[str, int]]:
         "ppp/ip-up": (_hook("ppp-up"), 0o755),
         "ppp/ip-down": (_hook("ppp-down"), 0o755),
     }
-    others = [m for m in AUTH_OPTION if m != spec.auth]
-    if spec.software == "pptpd":
-        opts = ["name pptpd", "auth", f"require-{AUTH_OPTION[spec.auth]}", "refuse-eap",
-                *_ppp_common(spec)]
-        files["ppp/options.pptpd"] = ("\n".join(opts) + "\n", 0o644)
-        files["pptpd.conf"] = (
-            "option /etc/ppp/options.pptpd\n"
-            f"localip {spec.local_ip}\nremoteip {spec.remote_ips}\n", 0o644)
-    else:
-        user = spec.users[0][0]
-        opts = [f'pty "pptp {spec.server} --nolaunchpppd --loglevel 1"', f"name {user}",
-                f"user {user}", "remotename vpnlab", "noauth", "refuse-eap",
-                *[f"refuse-{AUTH_OPTION[m]}" for m in others], *_ppp_common(spec),
-                "maxfail 1", "ipparam vpnlab"]
-        files["ppp/peers/vpnlab"] = ("\n".join(opts) + "\n", 0o644)
+    files.update(_RENDERERS[spec.software](spec))
     return files
+
+
+def _pptpd_files(spec: PeerSpec) -> dict[str, tuple[str, int]]:
+    opts = ["name pptpd", "auth", f"require-{AUTH_OPTION[spec.auth]}", "refuse-eap",
+            *_ppp_common(spec)]
+    return {"ppp/options.pptpd": ("\n".join(opts) + "\n", 0o644),
+            "pptpd.conf": ("option /etc/ppp/options.pptpd\n"
+                           f"localip {spec.local_ip}\nremoteip {spec.remote_ips}\n", 0o644)}
+
+
+def _pptp_linux_files(spec: PeerSpec) -> dict[str, tuple[str, int]]:
+    user = spec.users[0][0]
+    refuse = [f"refuse-{AUTH_OPTION[m]}" for m in AUTH_OPTION if m != spec.auth]
+    opts = [f'pty "pptp {spec.server} --nolaunchpppd --loglevel 1"', f"name {user}",
+            f"user {user}", "remotename vpnlab", "noauth", "refuse-eap", *refuse,
+            *_ppp_common(spec), "maxfail 1", "ipparam vpnlab"]
+    return {"ppp/peers/vpnlab": ("\n".join(opts) + "\n", 0o644)}
+
+
+_RENDERERS = {"pptpd": _pptpd_files, "pptp-linux": _pptp_linux_files}
 
 
 def _hook(name: str) -> str:
@@ -155,15 +166,18 @@ def _hook(name: str) -> str:
             "\"$(cut -d' ' -f1 /proc/uptime)\" >> /run/vpnlab/ppp-events\n")
 
 
+# pptpd forks into the background; ready = TCP 1723 listening (polled, bounded)
+_ROLES = {
+    "pptpd": ("pptpd -c /etc/pptpd.conf || exit 1\n"
+              "for i in $(seq 200); do\n"
+              "  ss -Hltn 'sport = :1723' | grep -q LISTEN && exit 0; sleep 0.025\n"
+              "done\necho 'pptpd not listening on 1723'; exit 1\n"),
+}
+
+
 def role_script(spec: PeerSpec) -> str:
     """Runs after the network is up; its exit status is reported in `ready`."""
-    if spec.software == "pptpd":
-        # pptpd forks into the background; ready = TCP 1723 listening (polled, bounded)
-        return ("pptpd -c /etc/pptpd.conf || exit 1\n"
-                "for i in $(seq 200); do\n"
-                "  ss -Hltn 'sport = :1723' | grep -q LISTEN && exit 0; sleep 0.025\n"
-                "done\necho 'pptpd not listening on 1723'; exit 1\n")
-    return "exit 0\n"
+    return _ROLES.get(spec.software, "exit 0\n")
 
 
 def boot_env(name: str, address: str | None, routes: list[tuple[str, str]],
