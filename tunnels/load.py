@@ -270,6 +270,7 @@ class LoadGenerator:
         self.pump: StackPump | None = None
         self.gre: GRESocket | None = None
         self._negotiating = 0
+        self._settled_count = 0
         self._slot = asyncio.Event()
         self._done = asyncio.Event()
         self._flush_soon = False
@@ -331,9 +332,11 @@ class LoadGenerator:
         self._settled()
 
     def _settled(self) -> None:
+        """One session more is pinged or failed (each settles once)."""
         self._negotiating -= 1
         self._slot.set()
-        done = sum(1 for p in self.probes.values() if p.pinged is not None or p.failure)
+        self._settled_count += 1
+        done = self._settled_count
         if self.progress and done % 500 == 0:
             print(f"vpnlab load: {done}/{self.n} settled", file=sys.stderr, flush=True)
         if done == self.n:
