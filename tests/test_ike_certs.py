@@ -141,3 +141,13 @@ def test_garbage_certificates_are_invalid_certificate(pki):
     with pytest.raises(CertificateError) as info:
         verify(pki["client"][0], None, b"h" * 20, b"s" * 128, (pki["ca"],))
     assert info.value.notify == NotifyType.INVALID_SIGNATURE
+
+
+def test_aggressive_mode_with_certificates(pki):
+    net = Net(rsa_cfg(pki, "client", aggressive=True),
+              rsa_cfg(pki, "server", allow_aggressive=True))
+    net.run(until=10)
+    ci, cr = net.children()
+    assert_keys_agree(ci[0], cr[0])
+    p1s = [e for e in net.server_events if isinstance(e, Phase1Established)][0]
+    assert p1s.peer_id == "CN=client1,O=vpnlab"

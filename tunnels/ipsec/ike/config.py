@@ -88,6 +88,8 @@ class IKEConfig:
     lifetime_phase2: int = 3600
     lifetime_phase2_kb: int | None = None
     rekey_margin: float = 0.1  # rekey this fraction of the lifetime before it ends
+    aggressive: bool = False  # initiator: Aggressive Mode instead of Main Mode
+    allow_aggressive: bool = False  # responder: accept it (PSK hashes guessable offline)
     nat_t: bool = True
     nat_t_versions: tuple[str, ...] = ("rfc3947", "draft-02n", "draft-02", "draft-03")
     nat_keepalive: float = 20.0

@@ -69,6 +69,8 @@ class MMState(Enum):
     R_START = "responder-start"
     R_SENT_SA = "mm2-sent"
     R_SENT_KE = "mm4-sent"
+    I_SENT_AM1 = "am1-sent"  # Aggressive Mode (RFC 2409 §5.4, second figure)
+    R_SENT_AM2 = "am2-sent"
     ESTABLISHED = "established"
     DELETED = "deleted"
 
@@ -174,6 +176,8 @@ class MainMode:
         self._sai_b = b""
         self._ni = self._nr = self._gxi = self._gxr = b""
         self._peer_nat_vid: bytes | None = None
+        self._am1: p.Message | None = None  # Aggressive Mode: AM1 holds IDii for HASH_I
+        self._am1_src: Address = remote
 
     # -- helpers used by phase2.py and the session ------------------------------------------
     @property
@@ -224,9 +228,10 @@ class MainMode:
 
     def handle(self, header: p.Header, body: bytes, src: Address) -> bytes | None:
         """The next Main Mode message: returns our answer (None when none is due)."""
-        handler = _HANDLERS.get(self.state)
+        handler = _HANDLERS.get((self.state, header.exchange))
         if handler is None:
-            raise RemoteProtocolError(f"Main Mode message in state {self.state.value}")
+            raise RemoteProtocolError(f"phase-1 exchange {header.exchange} message in state "
+                                      f"{self.state.value}")
         return handler(self, header, body, src)
 
     def _plain_message(self, header: p.Header, body: bytes) -> p.Message:
@@ -438,15 +443,22 @@ class MainMode:
             raise NegotiationFailed(f"{who}'s identity message does not decrypt to payloads "
                                     f"({exc}): the pre-shared keys differ?",
                                     NotifyType.INVALID_HASH_INFORMATION) from exc
-        id_ = msg.first(p.ID)
+        self._check_identity(msg, msg, expected, who, src)
+        return last_block
+
+    def _check_identity(self, auth_msg: p.Message, id_msg: p.Message,
+                        expected: Callable[[bytes], bytes], who: str, src: Address) -> None:
+        """HASH_I/HASH_R (or SIG_I/SIG_R) in `auth_msg` over the ID payload of `id_msg` (the
+        same message in Main Mode; Aggressive Mode sends IDii in message 1, HASH_I in 3)."""
+        id_ = id_msg.first(p.ID)
         if id_ is None:
             raise NegotiationFailed(f"{who}'s identity message without ID: the pre-shared "
                                     "keys differ?", NotifyType.INVALID_HASH_INFORMATION)
-        digest = expected(msg.raw_of(p.ID)[4:])
+        digest = expected(id_msg.raw_of(p.ID)[4:])
         if self.proposal is not None and self.proposal.auth == "rsa-sig":
-            self.peer_id = self._verify_signature(msg, id_, digest, who)
+            self.peer_id = self._verify_signature(auth_msg, id_, digest, who)
         else:
-            auth = msg.first(p.HASH)
+            auth = auth_msg.first(p.HASH)
             if auth is None or not hmac.compare_digest(auth.data, digest):
                 raise NegotiationFailed(f"{who}'s HASH does not verify: the pre-shared keys "
                                         "differ", NotifyType.INVALID_HASH_INFORMATION)
@@ -456,13 +468,12 @@ class MainMode:
                                     f"{id_.port} (RFC 2407 §4.6.2: 0/0 or UDP 500)",
                                     NotifyType.INVALID_ID_INFORMATION)
         self.peer_initial_contact = any(n.notify_type == NotifyType.INITIAL_CONTACT
-                                        for n in msg.find(p.N))
+                                        for m in (auth_msg, id_msg) for n in m.find(p.N))
         if (self.nat.mode is None and id_.id_type == IDType.ID_IPV4_ADDR
                 and id_.data != packed(src[0])):
             # Without NAT-T nothing detects a NAT, but an address ID that is not the source
             # address says one rewrote it: ESP (IP protocol 50) will not get through it.
             self.nat_without_nat_t = True
-        return last_block
 
     def _verify_signature(self, msg: p.Message, id_: p.ID, digest: bytes, who: str) -> str:
         cert, sig = msg.first(p.CERT), msg.first(p.SIG)
@@ -491,6 +502,113 @@ class MainMode:
         self.state = MMState.ESTABLISHED
         return None
 
+    # -- Aggressive Mode (RFC 2409 §5.4, second figure) --------------------------------------
+    # Three messages carry what Main Mode's six do; the identities go in the clear and a
+    # passive listener can test guesses of the pre-shared key offline against HASH_R (that is
+    # what ike-scan's psk-crack does), so a responder accepts it only with allow_aggressive.
+    def start_aggressive(self) -> bytes:
+        """AM1: SA, KE, Ni, IDii. KE is already in it, so every transform names the same
+        group: the first of dh_groups."""
+        group = self.config.dh_groups[0]
+        offers = [x for x in self.config.ike_proposals() if x.group == group]
+        transforms = tuple(ike_transform(i + 1, prop, self.config.lifetime_phase1)
+                           for i, prop in enumerate(offers))
+        sa = p.SA((p.Proposal(1, ProtocolId.ISAKMP, b"", transforms),))
+        self._sai_b = sa.encode_body()
+        self._dh = c.DHKeyPair.generate(group, self.random)
+        self._gxi, self._ni = self._dh.public, self.random(NONCE_BYTES)
+        vids: list[object] = [p.VID(VID_DPD)]
+        if self.config.nat_t:
+            vids += [p.VID(NAT_T_VIDS[v]) for v in self.config.nat_t_versions]
+        self.state = MMState.I_SENT_AM1
+        return self.plain(ExchangeType.AGGRESSIVE, [sa, p.KE(self._gxi), p.NONCE(self._ni),
+                                                    self._aggressive_id(), *vids])
+
+    def _aggressive_id(self) -> p.ID:
+        if self.config.auth == "rsa-sig":
+            return p.ID(IDType.ID_DER_ASN1_DN, self._credentials().subject_der(), 17, IKE_PORT)
+        return self._id_payload()
+
+    def _on_am1(self, header: p.Header, body: bytes, src: Address) -> bytes:
+        if not self.config.allow_aggressive:
+            raise NegotiationFailed("Aggressive Mode refused (allow_aggressive is off: it "
+                                    "exposes the pre-shared key to offline guessing)",
+                                    NotifyType.INVALID_EXCHANGE_TYPE)
+        msg = self._plain_message(header, body)
+        sa = msg.first(p.SA)
+        if sa is None or msg.first(p.ID) is None:
+            raise NegotiationFailed("Aggressive Mode message 1 without SA or ID",
+                                    NotifyType.PAYLOAD_MALFORMED)
+        proposal, transform, lifetime = self._choose(sa)
+        self._sai_b, self._am1 = msg.raw_of(p.SA)[4:], msg
+        self._note_vids(msg)
+        self.proposal = parse_ike_transform(transform)[0]  # type: ignore[index]
+        self.lifetime = min(lifetime or self.config.lifetime_phase1, self.config.lifetime_phase1)
+        self._gxi, self._ni = self._ke_nonce(msg)
+        self._dh = c.DHKeyPair.generate(self.proposal.group, self.random)
+        self._gxr, self._nr = self._dh.public, self.random(NONCE_BYTES)
+        self._derive(self._gxi)
+        self._am1_src = src
+        reply_sa = p.SA((p.Proposal(proposal.number, ProtocolId.ISAKMP, proposal.spi,
+                                    (transform,)),))
+        vids: list[object] = [p.VID(VID_DPD)]
+        if self._peer_nat_vid is not None:
+            vids.append(p.VID(self._peer_nat_vid))
+        self.state = MMState.R_SENT_AM2
+        return self.plain(ExchangeType.AGGRESSIVE, [
+            reply_sa, p.KE(self._gxr), p.NONCE(self._nr), *self._identity(self._hash_r),
+            *vids, *self._nat_d(src)])
+
+    def _on_am2(self, header: p.Header, body: bytes, src: Address) -> bytes:
+        """Initiator: check the choice and HASH_R, answer HASH_I (encrypted, as racoon and
+        Cisco send it; RFC 2409 leaves AM3's encryption optional) with NAT-D (RFC 3947)."""
+        msg = self._plain_message(header, body)
+        sa = msg.first(p.SA)
+        if sa is None or len(sa.proposals) != 1 or len(sa.proposals[0].transforms) != 1:
+            raise NegotiationFailed("Aggressive Mode message 2 must carry one proposal with "
+                                    "one transform", NotifyType.BAD_PROPOSAL_SYNTAX)
+        parsed = parse_ike_transform(sa.proposals[0].transforms[0])
+        if parsed is None or parsed[0] not in self.config.ike_proposals() \
+                or parsed[0].group != self.config.dh_groups[0]:
+            raise NegotiationFailed("the responder chose a phase-1 transform we did not offer",
+                                    NotifyType.NO_PROPOSAL_CHOSEN)
+        self.proposal, lifetime = parsed
+        self.lifetime = min(lifetime or self.lifetime, self.lifetime)
+        self.rcookie = header.rcookie
+        self._note_vids(msg)
+        self._gxr, self._nr = self._ke_nonce(msg)
+        self._derive(self._gxr)
+        self._check_identity(msg, msg, self._hash_r, "responder", src)
+        self._check_nat_d(msg, src)
+        nat_d = self._nat_d(self.remote)  # the addresses of AM1/AM2, before any float
+        if self.nat.detected:
+            self.floated = True
+            self.remote, self.local = (self.remote[0], NAT_T_PORT), (self.local[0], NAT_T_PORT)
+        am3 = [x for x in self._identity(self._hash_i) if not isinstance(x, p.ID)]
+        datagram, self.iv = self.seal(ExchangeType.AGGRESSIVE, 0, [*am3, *nat_d], self.iv)
+        self.last_phase1_block = self.iv
+        self.state = MMState.ESTABLISHED
+        return datagram
+
+    def _on_am3(self, header: p.Header, body: bytes, src: Address) -> None:
+        if header.flags & Flags.E:
+            try:
+                msg, last_block = self.unseal(header, body, self.iv)
+            except RemoteProtocolError as exc:
+                raise NegotiationFailed(f"initiator's AM3 does not decrypt ({exc}): the "
+                                        "pre-shared keys differ?",
+                                        NotifyType.INVALID_HASH_INFORMATION) from exc
+        else:
+            msg, last_block = self._plain_message(header, body), self.iv
+        self._check_identity(msg, self._am1, self._hash_i, "initiator", self._am1_src)
+        self._check_nat_d(msg, self._am1_src)
+        if self.nat.detected:
+            self.floated = True
+            self.local = (self.local[0], NAT_T_PORT)
+        self.iv = self.last_phase1_block = last_block
+        self.state = MMState.ESTABLISHED
+        return None
+
     # -- facts for tests and status ---------------------------------------------------------
     @property
     def nonces(self) -> tuple[bytes, bytes]:
@@ -506,12 +624,15 @@ def _id_text(id_: p.ID) -> str:
 
 
 _Handler = Callable[[MainMode, p.Header, bytes, Address], bytes | None]
-S = MMState
-_HANDLERS: dict[MMState, _Handler] = {
-    S.R_START: MainMode._on_mm1,  # RFC 2409 §5.4: HDR, SA -->
-    S.I_SENT_SA: MainMode._on_mm2,  # <-- HDR, SA
-    S.R_SENT_SA: MainMode._on_mm3,  # HDR, KE, Ni --> (RFC 3947 §3: NAT-D, NAT-D)
-    S.I_SENT_KE: MainMode._on_mm4,  # <-- HDR, KE, Nr
-    S.R_SENT_KE: MainMode._on_mm5,  # HDR*, IDii, HASH_I -->
-    S.I_SENT_ID: MainMode._on_mm6,  # <-- HDR*, IDir, HASH_R
+S, MM, AM = MMState, ExchangeType.IDENTITY_PROTECTION, ExchangeType.AGGRESSIVE
+_HANDLERS: dict[tuple[MMState, int], _Handler] = {
+    (S.R_START, MM): MainMode._on_mm1,  # RFC 2409 §5.4: HDR, SA -->
+    (S.I_SENT_SA, MM): MainMode._on_mm2,  # <-- HDR, SA
+    (S.R_SENT_SA, MM): MainMode._on_mm3,  # HDR, KE, Ni --> (RFC 3947 §3: NAT-D, NAT-D)
+    (S.I_SENT_KE, MM): MainMode._on_mm4,  # <-- HDR, KE, Nr
+    (S.R_SENT_KE, MM): MainMode._on_mm5,  # HDR*, IDii, HASH_I -->
+    (S.I_SENT_ID, MM): MainMode._on_mm6,  # <-- HDR*, IDir, HASH_R
+    (S.R_START, AM): MainMode._on_am1,  # HDR, SA, KE, Ni, IDii -->
+    (S.I_SENT_AM1, AM): MainMode._on_am2,  # <-- HDR, SA, KE, Nr, IDir, HASH_R
+    (S.R_SENT_AM2, AM): MainMode._on_am3,  # HDR[*], HASH_I -->
 }

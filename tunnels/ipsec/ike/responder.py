@@ -49,7 +49,8 @@ class IKEResponder:
         session = self._by_icookie.get(icookie)
         if session is not None:
             return session
-        if rcookie != ZERO_COOKIE or exchange != ExchangeType.IDENTITY_PROTECTION:
+        if rcookie != ZERO_COOKIE or exchange not in (ExchangeType.IDENTITY_PROTECTION,
+                                                      ExchangeType.AGGRESSIVE):
             return None
         session = next((s for s in self.sessions if s.remote == src and s.established), None)
         if session is None:

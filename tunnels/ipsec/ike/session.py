@@ -267,10 +267,11 @@ class IKESession:
         for sa in self._sas:
             if sa.icookie == header.icookie and (
                     sa.rcookie == header.rcookie
-                    or (sa.state is MMState.I_SENT_SA and sa.rcookie == ZERO_COOKIE)):
+                    or (sa.state in (MMState.I_SENT_SA, MMState.I_SENT_AM1)
+                        and sa.rcookie == ZERO_COOKIE)):
                 return sa
         if (self.role == "responder" and header.rcookie == ZERO_COOKIE
-                and header.exchange == ExchangeType.IDENTITY_PROTECTION):
+                and header.exchange in _PHASE1_EXCHANGES):
             sa = MainMode(self.config, False, self._local_for_new(), self.remote, self.random)
             sa.icookie = header.icookie
             self._sas.append(sa)
@@ -307,9 +308,9 @@ class IKESession:
             src_port = sa.local[1] if sa.initiator else port_before
             dst = sa.remote if sa.initiator else src
             self._reply(data, (dst, src_port, reply))
-            if sa.initiator:
+            if sa.state in _AWAITING:  # AM2 too: only AM3 acknowledges it
                 self._expect(("mm", sa.icookie), (dst, src_port, reply), now,
-                             f"Main Mode message {_MM_NUMBER[sa.state]}", self._mm_gave_up(sa))
+                             _AWAITING[sa.state], self._mm_gave_up(sa))
         else:
             self._remember(data, None)
         if sa.state is MMState.ESTABLISHED:
@@ -421,9 +422,10 @@ class IKESession:
         sa = MainMode(self.config, True, local, remote, self.random, floated)
         sa.initial_contact = not self._sas and not self._children  # not for a rekey
         self._sas.append(sa)
-        datagram = (sa.remote, sa.local[1], sa.start())
+        first = sa.start_aggressive() if self.config.aggressive else sa.start()
+        datagram = (sa.remote, sa.local[1], first)
         self._transmit(datagram)
-        self._expect(("mm", sa.icookie), datagram, now, "Main Mode message 1",
+        self._expect(("mm", sa.icookie), datagram, now, _AWAITING[sa.state],
                      self._mm_gave_up(sa))
         return sa
 
@@ -671,7 +673,12 @@ class IKESession:
                 return spi
 
 
-_MM_NUMBER = {MMState.I_SENT_SA: 1, MMState.I_SENT_KE: 3, MMState.I_SENT_ID: 5}
+# what a sent message awaits its answer as, for the give-up reason
+_AWAITING = {MMState.I_SENT_SA: "Main Mode message 1", MMState.I_SENT_KE: "Main Mode message 3",
+             MMState.I_SENT_ID: "Main Mode message 5",
+             MMState.I_SENT_AM1: "Aggressive Mode message 1",
+             MMState.R_SENT_AM2: "Aggressive Mode message 2"}
+_PHASE1_EXCHANGES = (ExchangeType.IDENTITY_PROTECTION, ExchangeType.AGGRESSIVE)
 _PEER_REFUSED = {
     NotifyType.NO_PROPOSAL_CHOSEN: "the responder accepted none of our phase-1 proposals "
                                    "({name})",
@@ -684,6 +691,7 @@ _PEER_REFUSED = {
 _Exchange = Callable[[IKESession, MainMode, p.Header, bytes, bytes, Address, float], None]
 _EXCHANGES: dict[int, _Exchange] = {
     ExchangeType.IDENTITY_PROTECTION: IKESession._on_main_mode,  # RFC 2409 §5
+    ExchangeType.AGGRESSIVE: IKESession._on_main_mode,  # RFC 2409 §5.4, same SA object
     ExchangeType.QUICK_MODE: IKESession._on_quick_mode,  # RFC 2409 §5.5
     ExchangeType.INFORMATIONAL: IKESession._on_informational,  # RFC 2409 §5.7
 }
