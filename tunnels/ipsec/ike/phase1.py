@@ -216,15 +216,20 @@ class MainMode:
     # -- the exchange -----------------------------------------------------------------------
     def start(self) -> bytes:
         """MM1: one ISAKMP proposal whose transforms are our list in order of preference."""
+        sa, vids = self._offer(self.config.ike_proposals())
+        self.state = MMState.I_SENT_SA
+        return self.plain(ExchangeType.IDENTITY_PROTECTION, [sa, *vids])
+
+    def _offer(self, offers: list[IKEProposal]) -> tuple[p.SA, list[object]]:
+        """One ISAKMP proposal with our transforms in order of preference, and our VIDs."""
         transforms = tuple(ike_transform(i + 1, prop, self.config.lifetime_phase1)
-                           for i, prop in enumerate(self.config.ike_proposals()))
+                           for i, prop in enumerate(offers))
         sa = p.SA((p.Proposal(1, ProtocolId.ISAKMP, b"", transforms),))
         self._sai_b = sa.encode_body()
         vids: list[object] = [p.VID(VID_DPD)]
         if self.config.nat_t:
             vids += [p.VID(NAT_T_VIDS[v]) for v in self.config.nat_t_versions]
-        self.state = MMState.I_SENT_SA
-        return self.plain(ExchangeType.IDENTITY_PROTECTION, [sa, *vids])
+        return sa, vids
 
     def handle(self, header: p.Header, body: bytes, src: Address) -> bytes | None:
         """The next Main Mode message: returns our answer (None when none is due)."""
@@ -247,21 +252,24 @@ class MainMode:
         if sa is None:
             raise NegotiationFailed("Main Mode message 1 without an SA payload",
                                     NotifyType.PAYLOAD_MALFORMED)
-        chosen = self._choose(sa)
-        self.icookie = header.icookie
+        answer = self._accept_offer(msg, sa)
+        self.state = MMState.R_SENT_SA
+        return self.plain(ExchangeType.IDENTITY_PROTECTION, answer)
+
+    def _accept_offer(self, msg: p.Message, sa: p.SA) -> list[object]:
+        """Responder, first message: choose, remember SAi_b, and answer with the chosen
+        transform unchanged plus our VIDs (DPD, and the NAT-T version we share)."""
+        proposal, transform, lifetime = self._choose(sa)
         self._sai_b = msg.raw_of(p.SA)[4:]
         self._note_vids(msg)
-        proposal, transform, lifetime = chosen
         self.proposal = parse_ike_transform(transform)[0]  # type: ignore[index]
-        self.lifetime = min(lifetime or self.config.lifetime_phase1,
-                            self.config.lifetime_phase1)
+        self.lifetime = min(lifetime or self.config.lifetime_phase1, self.config.lifetime_phase1)
         reply_sa = p.SA((p.Proposal(proposal.number, proposal.protocol_id, proposal.spi,
                                     (transform,)),))
         vids: list[object] = [p.VID(VID_DPD)]
         if self._peer_nat_vid is not None:
             vids.append(p.VID(self._peer_nat_vid))
-        self.state = MMState.R_SENT_SA
-        return self.plain(ExchangeType.IDENTITY_PROTECTION, [reply_sa, *vids])
+        return [reply_sa, *vids]
 
     def _choose(self, sa: p.SA) -> tuple[p.Proposal, p.Transform, int | None]:
         ours = set(self.config.ike_proposals())
@@ -293,18 +301,7 @@ class MainMode:
     def _on_mm2(self, header: p.Header, body: bytes, src: Address) -> bytes:
         """Initiator: the responder must return exactly one of the transforms we offered."""
         msg = self._plain_message(header, body)
-        sa = msg.first(p.SA)
-        if sa is None or len(sa.proposals) != 1 or len(sa.proposals[0].transforms) != 1:
-            raise NegotiationFailed("Main Mode message 2 must carry one proposal with one "
-                                    "transform", NotifyType.BAD_PROPOSAL_SYNTAX)
-        parsed = parse_ike_transform(sa.proposals[0].transforms[0])
-        if parsed is None or parsed[0] not in self.config.ike_proposals():
-            raise NegotiationFailed("the responder chose a phase-1 transform we did not offer",
-                                    NotifyType.NO_PROPOSAL_CHOSEN)
-        self.proposal, lifetime = parsed
-        self.lifetime = min(lifetime or self.lifetime, self.lifetime)
-        self.rcookie = header.rcookie
-        self._note_vids(msg)
+        self._accept_choice(msg, self.config.ike_proposals())
         self._dh = c.DHKeyPair.generate(self.proposal.group, self.random)
         self._ni = self.random(NONCE_BYTES)
         self._gxi = self._dh.public
@@ -312,6 +309,21 @@ class MainMode:
                                   *self._nat_d(self.remote)]
         self.state = MMState.I_SENT_KE
         return self.plain(ExchangeType.IDENTITY_PROTECTION, payloads)
+
+    def _accept_choice(self, msg: p.Message, offered: list[IKEProposal]) -> None:
+        """Initiator, first answer: exactly one of the transforms we offered."""
+        sa = msg.first(p.SA)
+        if sa is None or len(sa.proposals) != 1 or len(sa.proposals[0].transforms) != 1:
+            raise NegotiationFailed("the responder's SA must carry one proposal with one "
+                                    "transform", NotifyType.BAD_PROPOSAL_SYNTAX)
+        parsed = parse_ike_transform(sa.proposals[0].transforms[0])
+        if parsed is None or parsed[0] not in offered:
+            raise NegotiationFailed("the responder chose a phase-1 transform we did not offer",
+                                    NotifyType.NO_PROPOSAL_CHOSEN)
+        self.proposal, lifetime = parsed
+        self.lifetime = min(lifetime or self.lifetime, self.lifetime)
+        self.rcookie = msg.header.rcookie
+        self._note_vids(msg)
 
     def _cert_request(self) -> list[object]:
         """RFC 2408 §3.10: ask for an X.509 signature certificate (any CA) with signatures."""
@@ -509,20 +521,15 @@ class MainMode:
     def start_aggressive(self) -> bytes:
         """AM1: SA, KE, Ni, IDii. KE is already in it, so every transform names the same
         group: the first of dh_groups."""
-        group = self.config.dh_groups[0]
-        offers = [x for x in self.config.ike_proposals() if x.group == group]
-        transforms = tuple(ike_transform(i + 1, prop, self.config.lifetime_phase1)
-                           for i, prop in enumerate(offers))
-        sa = p.SA((p.Proposal(1, ProtocolId.ISAKMP, b"", transforms),))
-        self._sai_b = sa.encode_body()
-        self._dh = c.DHKeyPair.generate(group, self.random)
+        sa, vids = self._offer(self._aggressive_offers())
+        self._dh = c.DHKeyPair.generate(self.config.dh_groups[0], self.random)
         self._gxi, self._ni = self._dh.public, self.random(NONCE_BYTES)
-        vids: list[object] = [p.VID(VID_DPD)]
-        if self.config.nat_t:
-            vids += [p.VID(NAT_T_VIDS[v]) for v in self.config.nat_t_versions]
         self.state = MMState.I_SENT_AM1
         return self.plain(ExchangeType.AGGRESSIVE, [sa, p.KE(self._gxi), p.NONCE(self._ni),
                                                     self._aggressive_id(), *vids])
+
+    def _aggressive_offers(self) -> list[IKEProposal]:
+        return [x for x in self.config.ike_proposals() if x.group == self.config.dh_groups[0]]
 
     def _aggressive_id(self) -> p.ID:
         if self.config.auth == "rsa-sig":
@@ -539,21 +546,13 @@ class MainMode:
         if sa is None or msg.first(p.ID) is None:
             raise NegotiationFailed("Aggressive Mode message 1 without SA or ID",
                                     NotifyType.PAYLOAD_MALFORMED)
-        proposal, transform, lifetime = self._choose(sa)
-        self._sai_b, self._am1 = msg.raw_of(p.SA)[4:], msg
-        self._note_vids(msg)
-        self.proposal = parse_ike_transform(transform)[0]  # type: ignore[index]
-        self.lifetime = min(lifetime or self.config.lifetime_phase1, self.config.lifetime_phase1)
+        reply_sa, *vids = self._accept_offer(msg, sa)
+        self._am1, self._am1_src = msg, src
         self._gxi, self._ni = self._ke_nonce(msg)
+        assert self.proposal is not None
         self._dh = c.DHKeyPair.generate(self.proposal.group, self.random)
         self._gxr, self._nr = self._dh.public, self.random(NONCE_BYTES)
         self._derive(self._gxi)
-        self._am1_src = src
-        reply_sa = p.SA((p.Proposal(proposal.number, ProtocolId.ISAKMP, proposal.spi,
-                                    (transform,)),))
-        vids: list[object] = [p.VID(VID_DPD)]
-        if self._peer_nat_vid is not None:
-            vids.append(p.VID(self._peer_nat_vid))
         self.state = MMState.R_SENT_AM2
         return self.plain(ExchangeType.AGGRESSIVE, [
             reply_sa, p.KE(self._gxr), p.NONCE(self._nr), *self._identity(self._hash_r),
@@ -563,19 +562,7 @@ class MainMode:
         """Initiator: check the choice and HASH_R, answer HASH_I (encrypted, as racoon and
         Cisco send it; RFC 2409 leaves AM3's encryption optional) with NAT-D (RFC 3947)."""
         msg = self._plain_message(header, body)
-        sa = msg.first(p.SA)
-        if sa is None or len(sa.proposals) != 1 or len(sa.proposals[0].transforms) != 1:
-            raise NegotiationFailed("Aggressive Mode message 2 must carry one proposal with "
-                                    "one transform", NotifyType.BAD_PROPOSAL_SYNTAX)
-        parsed = parse_ike_transform(sa.proposals[0].transforms[0])
-        if parsed is None or parsed[0] not in self.config.ike_proposals() \
-                or parsed[0].group != self.config.dh_groups[0]:
-            raise NegotiationFailed("the responder chose a phase-1 transform we did not offer",
-                                    NotifyType.NO_PROPOSAL_CHOSEN)
-        self.proposal, lifetime = parsed
-        self.lifetime = min(lifetime or self.lifetime, self.lifetime)
-        self.rcookie = header.rcookie
-        self._note_vids(msg)
+        self._accept_choice(msg, self._aggressive_offers())
         self._gxr, self._nr = self._ke_nonce(msg)
         self._derive(self._gxr)
         self._check_identity(msg, msg, self._hash_r, "responder", src)
