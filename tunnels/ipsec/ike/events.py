@@ -4,7 +4,7 @@ datagrams. The stack installs ESP SAs from `ChildSAEstablished` and removes them
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 Address = tuple[str, int]
 
@@ -30,11 +30,11 @@ class ChildSAEstablished:
     spi_in: int
     spi_out: int
     cipher: str  # "3des-cbc" | "des-cbc" | "aes-cbc-128" | "aes-cbc-256"
-    enc_key_in: bytes
-    enc_key_out: bytes
+    enc_key_in: bytes = field(repr=False)  # keys stay out of logs that print events
+    enc_key_out: bytes = field(repr=False)
     integrity: str  # "hmac-sha1-96" | "hmac-md5-96"
-    auth_key_in: bytes
-    auth_key_out: bytes
+    auth_key_in: bytes = field(repr=False)
+    auth_key_out: bytes = field(repr=False)
     lifetime_seconds: int
     lifetime_bytes: int | None
     encapsulation: str  # "transport" | "udp-transport"

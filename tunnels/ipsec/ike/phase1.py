@@ -10,11 +10,14 @@ serve the Quick Mode and Informational exchanges in phase2.py).
     HDR*, IDii, HASH_I           -->                         (MM5, port 4500 behind NAT)
                                  <--   HDR*, IDir, HASH_R    (MM6)
 
-The states are named after the last message sent; `_HANDLERS` maps a state to what the next
-received message must be. Anything that ends the negotiation raises `NegotiationFailed` with
-the Notify the RFC names (NO_PROPOSAL_CHOSEN, INVALID_HASH_INFORMATION, ...); malformed input
-raises `RemoteProtocolError` and leaves the state untouched, so a stray datagram cannot kill
-a negotiation.
+Aggressive Mode (RFC 2409 §5.4's second figure: SA, KE, Ni, IDii --> / <-- SA, KE, Nr, IDir,
+HASH_R / HASH_I -->) runs on the same object, off at a responder unless allowed.
+
+The states are named after the last message sent; `_HANDLERS` maps (state, exchange type) to
+what the next received message must be. Anything that ends the negotiation raises
+`NegotiationFailed` with the Notify the RFC names (NO_PROPOSAL_CHOSEN, INVALID_HASH_INFORMATION,
+...); malformed input raises `RemoteProtocolError` and leaves the state untouched, so a stray
+datagram cannot kill a negotiation.
 """
 
 from __future__ import annotations
