@@ -24,10 +24,11 @@ from tunnels.ipsec.ike.events import (
     NATKeepaliveDue,
     NotifyReceived,
     Phase1Established,
+    RemoteAddressChanged,
 )
 
 KNOWN = (ChildSADeleted, ChildSAEstablished, ChildSAFailed, IKEClosed, IKEFailed,
-         NATKeepaliveDue, NotifyReceived, Phase1Established)
+         NATKeepaliveDue, NotifyReceived, Phase1Established, RemoteAddressChanged)
 FAST = settings(max_examples=150, deadline=None,
                 suppress_health_check=[HealthCheck.too_slow])
 

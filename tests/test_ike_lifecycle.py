@@ -223,3 +223,17 @@ def test_half_open_main_mode_is_dropped_by_the_responder():
     fails = of(net.server_events, IKEFailed)
     assert [f.reason for f in fails] == ["Main Mode not completed within 30s"]
     assert net.server.sessions == []
+
+
+def test_nat_rebinding_is_followed_and_reported():
+    from tests.test_ike_pairs import NAT_PUBLIC
+    from tunnels.ipsec.ike import RemoteAddressChanged
+    net = up(nat=True, dpd_interval=10)
+    (_, cr) = net.children()
+    old = cr[0].remote
+    net._map[("10.0.0.2", 4500)] = (NAT_PUBLIC, 40000)  # the NAT forgot and remapped
+    net.run(until=net.now + 15)  # the client's R-U-THERE comes from the new mapping
+    moved = of(net.server_events, RemoteAddressChanged)
+    assert moved == [RemoteAddressChanged(old, (NAT_PUBLIC, 40000))]
+    assert net.server.sessions[0].remote == (NAT_PUBLIC, 40000)
+    assert net.clients[0]._dpd_misses == 0  # the ACK reached the client at the new mapping

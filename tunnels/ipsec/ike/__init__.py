@@ -17,7 +17,8 @@ Server: `IKEResponder(config, local=("192.0.2.1", 500))` has the same calls and 
 
 Events (events.py): `Phase1Established`, `ChildSAEstablished` (install the ESP SA pair: "in"
 keys are those we receive with), `ChildSADeleted`, `ChildSAFailed`, `IKEFailed` (a named
-reason and the Notify), `IKEClosed`, `NotifyReceived`, `NATKeepaliveDue` (send b"\\xff" raw).
+reason and the Notify), `IKEClosed`, `NotifyReceived`, `RemoteAddressChanged` (the peer's NAT
+mapping moved), `NATKeepaliveDue` (send b"\\xff" raw).
 
 Modules: constants (RFC numbers), payloads (codecs), crypto (DH, prf, SKEYID, KEYMAT, IVs),
 certs (RSA signatures), config, phase1 (Main Mode = the ISAKMP SA), phase2 (Quick Mode,
@@ -34,6 +35,7 @@ from tunnels.ipsec.ike.events import (
     NATKeepaliveDue,
     NotifyReceived,
     Phase1Established,
+    RemoteAddressChanged,
 )
 from tunnels.ipsec.ike.responder import IKEResponder
 from tunnels.ipsec.ike.session import IKESession
@@ -41,5 +43,5 @@ from tunnels.ipsec.ike.session import IKESession
 __all__ = [
     "ChildSADeleted", "ChildSAEstablished", "ChildSAFailed", "IKEClosed", "IKEConfig",
     "IKEConfigError", "IKEFailed", "IKEResponder", "IKESession", "NATKeepaliveDue",
-    "NotifyReceived", "Phase1Established",
+    "NotifyReceived", "Phase1Established", "RemoteAddressChanged",
 ]

@@ -82,6 +82,15 @@ class NotifyReceived:
 
 
 @dataclass(frozen=True, slots=True)
+class RemoteAddressChanged:
+    """An authenticated message came from a new address/port (the peer's NAT mapping
+    changed, RFC 3947 §5.2's "dynamic update"): send ESP-in-UDP there from now on."""
+
+    old: Address
+    new: Address
+
+
+@dataclass(frozen=True, slots=True)
 class NATKeepaliveDue:
     """RFC 3948 §2.3: send the one-byte 0xFF datagram from `src_port` to `dst` now (the
     runtime sends it raw, with no non-ESP marker)."""
@@ -91,4 +100,4 @@ class NATKeepaliveDue:
 
 
 Event = (Phase1Established | ChildSAEstablished | ChildSADeleted | ChildSAFailed | IKEFailed
-         | IKEClosed | NotifyReceived | NATKeepaliveDue)
+         | IKEClosed | NotifyReceived | RemoteAddressChanged | NATKeepaliveDue)

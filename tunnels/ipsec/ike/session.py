@@ -45,6 +45,7 @@ from tunnels.ipsec.ike.events import (
     NATKeepaliveDue,
     NotifyReceived,
     Phase1Established,
+    RemoteAddressChanged,
 )
 from tunnels.ipsec.ike.phase1 import ZERO_COOKIE, MainMode, MMState, NegotiationFailed
 from tunnels.ipsec.ike.phase2 import QMState, QuickMode, build_informational, open_informational
@@ -302,7 +303,7 @@ class IKESession:
             self._answer_plain_notify(sa, notify, src)
             self._phase1_failed(sa, str(exc), notify.name)
             return
-        self._heard(sa, src, now)
+        self._heard(sa, src, now, moved=False)  # MM5's new port is the NAT-T float itself
         self._pending.pop(("mm", sa.icookie), None)
         if reply is not None:
             src_port = sa.local[1] if sa.initiator else port_before
@@ -558,10 +559,12 @@ class IKESession:
             self.closed = True  # the ISAKMP SA went earlier; its last IPsec SA now too
 
     # -- DPD (RFC 3706) -----------------------------------------------------------------
-    def _heard(self, sa: MainMode, src: Address, now: float) -> None:
+    def _heard(self, sa: MainMode, src: Address, now: float, moved: bool = True) -> None:
         """An authenticated (or at least cookie-matching, in Main Mode) message: the peer is
         alive, and a responder follows it to wherever the NAT maps it now."""
         if not sa.initiator:
+            if moved and sa.state is MMState.ESTABLISHED and src != sa.remote:
+                self._events.append(RemoteAddressChanged(sa.remote, src))
             sa.remote = src
             self.remote = src
         self._last_heard = now
