@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import threading
 from typing import Protocol
 
 from cryptography.hazmat.decrepit.ciphers.algorithms import ARC4
@@ -48,23 +49,44 @@ class _Libcrypto:
         self.rc4.restype = None
 
 
-class RekeyedStream:
-    """One RC4 state, re-keyed in place for each packet (stateless MPPE)."""
+class _Scratch(threading.local):
+    """Per thread: the output buffer RC4 writes into (copied out at once with string_at) and
+    an RC4 state for key changes. ctypes releases the GIL during the call, so nothing of this
+    is shared between threads."""
 
-    __slots__ = ("_state",)
+    def __init__(self) -> None:
+        self.out = ctypes.create_string_buffer(_OUT_SIZE)
+        self.out_addr = ctypes.addressof(self.out)
+        self.key_change = RekeyedStream()
+
+
+class RekeyedStream:
+    """One RC4 state, re-keyed in place for each packet (stateless MPPE). Buffers are passed
+    as addresses: no ctypes conversion and no zero-filled output buffer per call."""
+
+    __slots__ = ("_addr", "_state")
 
     def __init__(self) -> None:
         self._state = ctypes.create_string_buffer(_STATE_SIZE)
+        self._addr = ctypes.addressof(self._state)
 
     def rekey(self, key: bytes) -> RekeyedStream:
-        _LIB.set_key(self._state, len(key), key)  # type: ignore[union-attr]
+        _LIB.set_key(self._addr, len(key), key)  # type: ignore[union-attr]
         return self
 
     def update(self, data: bytes) -> bytes:
         n = len(data)
-        out = ctypes.create_string_buffer(n)
-        _LIB.rc4(self._state, n, data, out)  # type: ignore[union-attr]
-        return out.raw
+        if n > _OUT_SIZE:
+            out = ctypes.create_string_buffer(n)
+            _LIB.rc4(self._addr, n, data, ctypes.addressof(out))  # type: ignore[union-attr]
+            return out.raw
+        addr = _SCRATCH.out_addr
+        _LIB.rc4(self._addr, n, data, addr)  # type: ignore[union-attr]
+        return ctypes.string_at(addr, n)
+
+
+_OUT_SIZE = 65536  # an MPPE packet is at most the MRU; larger input gets its own buffer
+_SCRATCH = _Scratch()  # one object; its attributes are per thread (threading.local)
 
 
 def _load() -> _Libcrypto | None:
@@ -87,12 +109,9 @@ FAST = _LIB is not None
 
 def rc4(key: bytes, data: bytes) -> bytes:
     """RC4 of a short buffer under a fresh key (the §7.3 key change: 8 or 16 octets)."""
-    if _SCRATCH is not None:
-        return _SCRATCH.rekey(key).update(data)
+    if FAST:
+        return _SCRATCH.key_change.rekey(key).update(data)
     return cryptography_stream(key).update(data)
-
-
-_SCRATCH = RekeyedStream() if FAST else None
 
 
 def packet_stream(reused: RekeyedStream | None, key: bytes) -> Stream:
