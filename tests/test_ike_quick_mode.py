@@ -150,3 +150,17 @@ def test_pfs_offer_accepted_by_a_responder_without_pfs_config():
     header, body_ = pl.decode_header(qm2)
     msg, _ = sa.unseal(header, body_, qm.iv)
     assert msg.first(pl.KE) is not None and len(msg.first(pl.KE).data) == 128
+
+
+def test_initiator_refuses_other_ids_in_the_answer(monkeypatch):
+    """A responder answering for other traffic selectors than ours (here another server
+    address) gets INVALID_ID_INFORMATION and no SA."""
+    def narrow(self, ids):
+        if ids:
+            ids[1] = pl.ID(IDType.ID_IPV4_ADDR, bytes([192, 0, 2, 99]), 17, 1701)
+    monkeypatch.setattr(QuickMode, "_check_ids", narrow)
+    net = Net(cfg())
+    net.run(until=10)
+    fails = [e for e in net.client_events[0] if isinstance(e, ChildSAFailed)]
+    assert fails and fails[0].notify == "INVALID_ID_INFORMATION"
+    assert not net.children()[0]

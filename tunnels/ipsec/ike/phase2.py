@@ -218,6 +218,12 @@ class QuickMode:
                 or offer.group != self.config.pfs_group):
             raise NegotiationFailed("the responder chose an ESP transform we did not offer",
                                     NotifyType.NO_PROPOSAL_CHOSEN)
+        returned = msg.find(p.ID)
+        if returned and returned != self._ids():
+            # RFC 2409 §5.5: the responder answers for the identities asked; other selectors
+            # would protect something other than L2TP between these two addresses.
+            raise NegotiationFailed("the responder returned other Quick Mode IDs than ours",
+                                    NotifyType.INVALID_ID_INFORMATION)
         self._pfs(msg, offer)
         self.iv = last_block
         self._nr, self.spi_out, self._offer = nonce.data, int.from_bytes(proposal.spi, "big"), offer
