@@ -1,0 +1,508 @@
+"""L2TP sessions wired layer to layer, still without I/O: UDP ↔ tunnel ↔ session ↔ PPP ↔ IP.
+
+Roles: the client is the LAC (sends SCCRQ, then places its call with ICRQ by default or OCRQ
+when `call_mode` says so, as the chapter's Table 9.6 has it), the server the LNS on UDP 1701.
+The PPP engine is the one PPTP uses, unchanged: L2TP data messages carry the same PPP frames
+(address and control field included) that GRE does.
+
+API (times are the caller's clock in seconds; nothing here reads a clock or a socket)
+- `L2TPServer(ppp_config_for, tunnel_config, max_sessions=0, random=os.urandom)`:
+  `ppp_config_for(session_id, peer_addr) -> PPPConfig | None` (None refuses the call with a
+  CDN: the pool is empty).
+- `L2TPClient(ppp_config, server, tunnel_config, server_port=1701, random=os.urandom)`:
+  `start(now)` sends SCCRQ and queues the call; `hang_up(now, reason)` closes PPP, then CDN,
+  then StopCCN; `done` is True once the StopCCN is acknowledged (or the channel gave up).
+- Both: `receive_datagram(src, data, now)` (`src` = (address, port) of a UDP 1701 datagram),
+  `send_datagram(ip_packet, now)` (from the TUN device; routed by destination address),
+  `datagrams_to_send() -> [((address, port), bytes)]`, `datagrams_to_tun()`, `next_event()`
+  (the PPTP stack's `SessionUp`, `SessionDown`, `ControlClosed`, `SessionEvent`, with
+  conn_id = our Tunnel ID and call_id = our Session ID, unique in the whole stack),
+  `get_timer()` / `handle_timer(now)` (one deadline heap: only what is due is touched),
+  `status()`, `sessions` (by Session ID) and `tunnels` (by Tunnel ID).
+- The pump's names: `receive_gre` = `receive_datagram`, `gre_to_send` = `datagrams_to_send`,
+  and `control_to_send()` / `connections_to_close()` are empty (there is no TCP).
+
+Demultiplexing is by dict only: control packets by our Tunnel ID (Tunnel ID 0: an SCCRQ, or
+its retransmission, found by (peer address, port, the peer's Assigned Tunnel ID)); data by
+(Tunnel ID, Session ID). A packet for a tunnel we do not have is answered once, statelessly,
+with StopCCN result 2 / error 1 ("no control connection exists yet", §4.4.2) and counted.
+"""
+
+from __future__ import annotations
+
+import heapq
+import ipaddress
+import os
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from tunnels.errors import RemoteProtocolError
+from tunnels.l2tp.avp import AVP, AVPType, GeneralError, ResultCode, StopCCNResult
+from tunnels.l2tp.control import CallMode, Session, Tunnel, TunnelConfig, TunnelEvent
+from tunnels.l2tp.messages import ControlMessage, ControlPacket, DataPacket, MessageType
+from tunnels.l2tp.messages import decode_packet
+from tunnels.ppp import events as pev
+from tunnels.ppp.config import PPPConfig
+from tunnels.ppp.engine import PPPEngine
+from tunnels.stacks.pptp import ControlClosed, SessionDown, SessionEvent, SessionUp
+
+Address = tuple[str, int]
+L2TP_PORT = 1701
+NO_REPLY_REASON = ("no answer from the L2TP server on UDP 1701: is UDP 1701 filtered, or "
+                   "does the server expect IPsec (L2TP/IPsec) first?")
+
+
+@dataclass
+class L2TPSession:
+    """One PPP session carried by a tunnel."""
+
+    tunnel: Tunnel
+    control: Session
+    peer: Address
+    ppp: PPPEngine
+    started: float
+    up: bool = False
+    address: str | None = None
+    reason: str = ""
+
+    @property
+    def session_id(self) -> int:
+        return self.control.session_id
+
+    def status(self) -> dict:
+        c = self.control
+        return {"tunnel_id": self.tunnel.tunnel_id, "session_id": c.session_id,
+                "peer_tunnel_id": self.tunnel.peer_tunnel_id,
+                "peer_session_id": c.peer_session_id, "peer": list(self.peer),
+                "mode": c.mode.value, "sequencing": c.sequencing, "up": self.up,
+                "ppp": self.ppp.status(), "data": dict(c.counters)}
+
+
+@dataclass
+class _TunnelEntry:
+    tunnel: Tunnel
+    peer: Address
+    key: tuple[str, int, int] | None = None  # (address, port, peer's Assigned Tunnel ID)
+
+
+class _Stack:
+    def __init__(self, tunnel_config: TunnelConfig, random: Callable[[int], bytes]):
+        self.tunnel_config = tunnel_config
+        self.random = random
+        self.tunnels: dict[int, _TunnelEntry] = {}
+        self.sessions: dict[int, L2TPSession] = {}  # by our Session ID (unique stack-wide)
+        self.by_address: dict[str, L2TPSession] = {}
+        self._by_packed: dict[bytes, L2TPSession] = {}
+        self._by_peer: dict[tuple[str, int, int], int] = {}  # SCCRQ retransmissions
+        self._session_ids: set[int] = set()  # allocated, up or not
+        self._out: list[tuple[Address, bytes]] = []
+        self._tun_out: list[bytes] = []
+        self._events: deque = deque()
+        self._deadline: dict[tuple[str, int], float] = {}
+        self._heap: list[tuple[float, tuple[str, int]]] = []
+        self.counters = {"datagrams_in": 0, "malformed": 0, "unknown_tunnel": 0,
+                         "unknown_session": 0, "wrong_source": 0, "data_in": 0,
+                         "data_out": 0, "tun_no_session": 0, "data_out_of_order": 0,
+                         "control_in": 0, "zlb_in": 0}
+
+    # -- outputs -------------------------------------------------------------------------------
+    def datagrams_to_send(self) -> list[tuple[Address, bytes]]:
+        out, self._out = self._out, []
+        return out
+
+    gre_to_send = datagrams_to_send  # the pump's name for "packets to the peer"
+
+    def control_to_send(self) -> list:
+        return []
+
+    def connections_to_close(self) -> list:
+        return []
+
+    def datagrams_to_tun(self) -> list[bytes]:
+        out, self._tun_out = self._tun_out, []
+        return out
+
+    def next_event(self):
+        return self._events.popleft() if self._events else None
+
+    # -- inputs --------------------------------------------------------------------------------
+    def receive_datagram(self, src: Address, data: bytes, now: float) -> None:
+        self.counters["datagrams_in"] += 1
+        try:
+            packet = decode_packet(data)
+        except RemoteProtocolError:
+            self.counters["malformed"] += 1
+            return
+        if isinstance(packet, DataPacket):
+            self._receive_data(src, packet, now)
+            return
+        self.counters["control_in"] += 1
+        entry = self.tunnels.get(packet.tunnel_id) if packet.tunnel_id else \
+            self._sccrq_tunnel(src, packet, now)
+        if entry is None:
+            if packet.tunnel_id:
+                self._no_such_tunnel(src, packet)
+            return
+        if src[0] != entry.peer[0]:
+            self.counters["wrong_source"] += 1
+            return
+        entry.tunnel.receive_control(packet, now)
+        self._after_tunnel(entry, now)
+
+    receive_gre = receive_datagram
+
+    def send_datagram(self, packet: bytes, now: float) -> None:
+        """An IPv4 packet from the TUN device, routed to the session owning its destination."""
+        if len(packet) < 20:
+            return
+        session = self._by_packed.get(packet[16:20]) or self._default_session()
+        if session is None or not session.up:
+            self.counters["tun_no_session"] += 1
+            return
+        session.ppp.send_datagram(packet, now)
+        self._pump(session, now)
+
+    def get_timer(self) -> float | None:
+        heap = self._heap
+        while heap and self._deadline.get(heap[0][1]) != heap[0][0]:
+            heapq.heappop(heap)
+        return heap[0][0] if heap else None
+
+    def handle_timer(self, now: float) -> None:
+        due = []
+        while self._heap and self._heap[0][0] <= now:
+            deadline, key = heapq.heappop(self._heap)
+            if self._deadline.get(key) == deadline:
+                del self._deadline[key]
+                due.append(key)
+        for kind, ident in due:
+            if kind == "t":
+                entry = self.tunnels.get(ident)
+                if entry is not None:
+                    entry.tunnel.handle_timer(now)
+                    self._after_tunnel(entry, now)
+                continue
+            session = self.sessions.get(ident)
+            if session is not None:
+                session.ppp.handle_timer(now)
+                self._pump(session, now)
+
+    def status(self) -> dict:
+        return {"tunnels": [e.tunnel.status() | {"peer": list(e.peer)}
+                            for e in self.tunnels.values()],
+                "sessions": [s.status() for s in self.sessions.values()],
+                "counters": dict(self.counters)}
+
+    # -- internals -------------------------------------------------------------------------------
+    def _default_session(self) -> L2TPSession | None:
+        return None
+
+    def _sccrq_tunnel(self, src: Address, packet: ControlPacket,
+                      now: float) -> _TunnelEntry | None:
+        return None
+
+    def _no_such_tunnel(self, src: Address, packet: ControlPacket) -> None:
+        """§4.4.2 error 1, answered once and statelessly; a ZLB or a StopCCN is not answered."""
+        self.counters["unknown_tunnel"] += 1
+        if packet.is_zlb:
+            return
+        try:
+            message = ControlMessage.decode(packet.payload, self.tunnel_config.secret)
+        except RemoteProtocolError:
+            return
+        if message.message_type == MessageType.StopCCN:
+            return
+        peer_tid = message.get(AVPType.ASSIGNED_TUNNEL_ID)
+        stop = ControlMessage(MessageType.StopCCN, (
+            AVP.u16(AVPType.ASSIGNED_TUNNEL_ID, 0),
+            AVP.raw(AVPType.RESULT_CODE, ResultCode(
+                StopCCNResult.GENERAL_ERROR, GeneralError.NO_CONTROL_CONNECTION,
+                f"no tunnel {packet.tunnel_id} here").encode()))).encode()
+        reply = ControlPacket(peer_tid.as_u16() if peer_tid else 0, 0, 0,
+                              (packet.ns + 1) & 0xFFFF, stop)
+        self._out.append((src, reply.encode()))
+
+    def _allocate_tunnel_id(self) -> int:
+        while True:
+            tid = int.from_bytes(self.random(2), "big")
+            if tid and tid not in self.tunnels:
+                return tid
+
+    def _allocate_session_id(self) -> int:
+        """A Session ID unique in the whole stack (calls not yet up included), so events and
+        status can name a session by it alone."""
+        while True:
+            sid = int.from_bytes(self.random(2), "big")
+            if sid and sid not in self._session_ids:
+                self._session_ids.add(sid)
+                return sid
+
+    def _schedule(self, key: tuple[str, int], deadline: float | None) -> None:
+        if deadline is None:
+            self._deadline.pop(key, None)
+        elif self._deadline.get(key) != deadline:
+            self._deadline[key] = deadline
+            heapq.heappush(self._heap, (deadline, key))
+            if len(self._heap) > 4 * len(self._deadline) + 64:
+                self._heap = [(d, k) for k, d in self._deadline.items()]
+                heapq.heapify(self._heap)
+
+    def _after_tunnel(self, entry: _TunnelEntry, now: float) -> None:
+        tunnel = entry.tunnel
+        while True:  # an event may make the tunnel send (tunnel-up -> ICRQ, ppp down -> CDN)
+            for data in tunnel.packets_to_send(now):
+                self._out.append((entry.peer, data))
+            events = tunnel.events()
+            if not events:
+                break
+            for event in events:
+                self._on_tunnel_event(entry, event, now)
+        if tunnel.closed:
+            self._forget_tunnel(entry)
+        else:
+            self._schedule(("t", tunnel.tunnel_id), tunnel.get_timer())
+
+    def _forget_tunnel(self, entry: _TunnelEntry) -> None:
+        tid = entry.tunnel.tunnel_id
+        if self.tunnels.get(tid) is entry:
+            del self.tunnels[tid]
+        if entry.key is not None and self._by_peer.get(entry.key) == tid:
+            del self._by_peer[entry.key]
+        self._schedule(("t", tid), None)
+
+    def _on_tunnel_event(self, entry: _TunnelEntry, event: TunnelEvent, now: float) -> None:
+        if event.kind == "session-up" and event.session_id is not None:
+            self._start_session(entry, event.session_id, now)
+        elif event.kind == "session-down" and event.session_id is not None:
+            self._session_ids.discard(event.session_id)
+            session = self.sessions.get(event.session_id)
+            if session is not None:
+                self._end_session(session, event.reason, now, notify_peer=False)
+        elif event.kind == "tunnel-down":
+            reason = self._after_tunnel_down(entry, event.reason)
+            self._events.append(ControlClosed(entry.tunnel.tunnel_id, reason))
+        elif event.kind == "tunnel-up":
+            self._on_tunnel_up(entry, now)
+
+    def _on_tunnel_up(self, entry: _TunnelEntry, now: float) -> None:
+        pass
+
+    def _after_tunnel_down(self, entry: _TunnelEntry, reason: str) -> str:
+        return reason
+
+    def _ppp_config(self, entry: _TunnelEntry, session_id: int) -> PPPConfig | None:
+        raise NotImplementedError
+
+    def _start_session(self, entry: _TunnelEntry, session_id: int, now: float) -> None:
+        control = entry.tunnel.sessions.get(session_id)
+        if control is None:
+            return
+        config = self._ppp_config(entry, session_id)
+        if config is None:
+            entry.tunnel.close_session(session_id, "no address left in the pool", now, 4)
+            return
+        session = L2TPSession(entry.tunnel, control, entry.peer,
+                              PPPEngine(config, random=self.random), now)
+        self.sessions[session_id] = session
+        session.ppp.open(now)
+        self._pump(session, now)
+
+    def _receive_data(self, src: Address, packet: DataPacket, now: float) -> None:
+        self.counters["data_in"] += 1
+        session = self.sessions.get(packet.session_id)
+        if session is None or session.tunnel.tunnel_id != packet.tunnel_id:
+            self.counters["unknown_session"] += 1
+            return
+        if src[0] != session.peer[0]:
+            self.counters["wrong_source"] += 1
+            return
+        control = session.control
+        if packet.ns is not None:
+            # §5.4 data sequencing: an older Ns is out of order and dropped (as GRE's "newest
+            # wins"); the peer sends sequence numbers, so we do too from now on.
+            if control.data_nr and (control.data_nr - packet.ns) & 0xFFFF < 0x8000 and \
+                    packet.ns != control.data_nr:
+                control.counters["data_out_of_order"] += 1
+                self.counters["data_out_of_order"] += 1
+                return
+            control.data_nr = (packet.ns + 1) & 0xFFFF
+            control.sequencing = True
+        control.counters["data_in"] += 1
+        session.ppp.receive_frame(packet.payload, now)
+        self._pump(session, now)
+
+    def _pump(self, s: L2TPSession, now: float) -> None:
+        control = s.control
+        for frame in s.ppp.frames_to_send():
+            if control.sequencing:
+                packet = DataPacket(s.tunnel.peer_tunnel_id, control.peer_session_id, frame,
+                                    control.data_ns, 0)
+                control.data_ns = (control.data_ns + 1) & 0xFFFF
+            else:
+                packet = DataPacket(s.tunnel.peer_tunnel_id, control.peer_session_id, frame)
+            control.counters["data_out"] += 1
+            self._out.append((s.peer, packet.encode()))
+        while (event := s.ppp.next_event()) is not None:
+            if isinstance(event, pev.DatagramReceived):
+                self._tun_out.append(event.packet)
+                continue
+            self._events.append(SessionEvent(s.tunnel.tunnel_id, s.session_id, event))
+            if isinstance(event, pev.NetworkOpened):
+                s.up, s.address = True, event.peer_address
+                self.by_address[event.peer_address] = s
+                self._by_packed[ipaddress.IPv4Address(event.peer_address).packed] = s
+                self._events.append(SessionUp(s.tunnel.tunnel_id, s.session_id,
+                                              f"{s.peer[0]}:{s.peer[1]}", s.ppp.username,
+                                              event.local_address, event.peer_address,
+                                              event.dns, event.nbns))
+            elif isinstance(event, pev.LinkTerminated):
+                self._end_session(s, event.reason, now, notify_peer=True)
+                return
+        if self.sessions.get(s.session_id) is s:
+            self._schedule(("s", s.session_id), s.ppp.get_timer())
+
+    def _end_session(self, s: L2TPSession, reason: str, now: float, notify_peer: bool) -> None:
+        if self.sessions.pop(s.session_id, None) is None:
+            return
+        self._schedule(("s", s.session_id), None)
+        s.reason = reason
+        if s.address is not None and self.by_address.get(s.address) is s:
+            del self.by_address[s.address]
+            self._by_packed.pop(ipaddress.IPv4Address(s.address).packed, None)
+        if s.ppp.phase.value != "dead":
+            s.ppp.lower_layer_down(now, reason)
+            for frame in s.ppp.frames_to_send():
+                self._out.append((s.peer, DataPacket(s.tunnel.peer_tunnel_id,
+                                                     s.control.peer_session_id,
+                                                     frame).encode()))
+        self._events.append(SessionDown(s.tunnel.tunnel_id, s.session_id, reason))
+        entry = self.tunnels.get(s.tunnel.tunnel_id)
+        if entry is not None:
+            if notify_peer:
+                entry.tunnel.close_session(s.session_id, reason, now)
+            self._after_session_end(entry, reason, now)
+            self._after_tunnel(entry, now)
+
+    def _after_session_end(self, entry: _TunnelEntry, reason: str, now: float) -> None:
+        pass
+
+
+class L2TPServer(_Stack):
+    """The LNS: many tunnels, many sessions per tunnel, one UDP 1701 socket."""
+
+    def __init__(self, ppp_config_for: Callable[[int, str], PPPConfig | None],
+                 tunnel_config: TunnelConfig | None = None, max_sessions: int = 0,
+                 random: Callable[[int], bytes] = os.urandom):
+        super().__init__(tunnel_config or TunnelConfig(), random)
+        self.ppp_config_for = ppp_config_for
+        self.max_sessions = max_sessions
+        self.counters["sessions_refused_full"] = 0
+
+    def _sccrq_tunnel(self, src: Address, packet: ControlPacket,
+                      now: float) -> _TunnelEntry | None:
+        """Tunnel ID 0: a new SCCRQ, or the retransmission of one we already answered."""
+        if packet.is_zlb:
+            self.counters["unknown_tunnel"] += 1
+            return None
+        try:
+            message = ControlMessage.decode(packet.payload, self.tunnel_config.secret)
+            assigned = message.get(AVPType.ASSIGNED_TUNNEL_ID)
+        except RemoteProtocolError:
+            message, assigned = None, None
+        if message is None or message.message_type != MessageType.SCCRQ or assigned is None:
+            self._no_such_tunnel(src, packet)
+            return None
+        try:
+            key = (src[0], src[1], assigned.as_u16())
+        except RemoteProtocolError:
+            self.counters["malformed"] += 1
+            return None
+        known = self._by_peer.get(key)
+        if known is not None and known in self.tunnels:
+            return self.tunnels[known]  # its channel sees a duplicate Ns and re-acks
+        tunnel = Tunnel(self.tunnel_config, self._allocate_tunnel_id(), initiator=False,
+                        allocate_session_id=self._session_id_for_new_call,
+                        random=self.random)
+        entry = _TunnelEntry(tunnel, src, key)
+        self.tunnels[tunnel.tunnel_id] = entry
+        self._by_peer[key] = tunnel.tunnel_id
+        return entry
+
+    def _session_id_for_new_call(self) -> int:
+        if self.max_sessions and len(self._session_ids) >= self.max_sessions:
+            self.counters["sessions_refused_full"] += 1
+            return 0  # the tunnel answers CDN result 4 (no facilities, temporary)
+        return self._allocate_session_id()
+
+    def _ppp_config(self, entry: _TunnelEntry, session_id: int) -> PPPConfig | None:
+        return self.ppp_config_for(session_id, entry.peer[0])
+
+    def stop_all(self, reason: str, now: float) -> None:
+        """Shutdown: StopCCN result 6 ("requester is being shut down") on every tunnel."""
+        for entry in list(self.tunnels.values()):
+            entry.tunnel.stop(reason, now, StopCCNResult.SHUTTING_DOWN)
+            self._after_tunnel(entry, now)
+
+
+class L2TPClient(_Stack):
+    """A LAC (remote access client or calling router): one tunnel, one session."""
+
+    def __init__(self, ppp_config: PPPConfig, server: str,
+                 tunnel_config: TunnelConfig | None = None, server_port: int = L2TP_PORT,
+                 random: Callable[[int], bytes] = os.urandom):
+        super().__init__(tunnel_config or TunnelConfig(), random)
+        self.ppp_config = ppp_config
+        self.server = (server, server_port)
+        self.reason = ""
+        self.session_id = 0
+        self.tunnel_id = 0
+
+    def start(self, now: float, mode: CallMode | None = None) -> None:
+        tunnel = Tunnel(self.tunnel_config, self._allocate_tunnel_id(), initiator=True,
+                        allocate_session_id=self._allocate_session_id, random=self.random)
+        self.tunnel_id = tunnel.tunnel_id
+        entry = _TunnelEntry(tunnel, self.server)
+        self.tunnels[tunnel.tunnel_id] = entry
+        tunnel.start(now)
+        self.session_id = tunnel.place_call(now, mode)
+        self._after_tunnel(entry, now)
+
+    @property
+    def done(self) -> bool:
+        """The tunnel is gone, or closing with nothing left unacknowledged."""
+        entry = self.tunnels.get(self.tunnel_id)
+        if entry is None:
+            return True
+        t = entry.tunnel
+        return t.state.value in ("closing", "closed") and (t.channel.idle() or
+                                                           bool(t.channel.failed))
+
+    def _ppp_config(self, entry: _TunnelEntry, session_id: int) -> PPPConfig | None:
+        return self.ppp_config
+
+    def _default_session(self) -> L2TPSession | None:
+        return self.sessions.get(self.session_id)
+
+    def _after_session_end(self, entry: _TunnelEntry, reason: str, now: float) -> None:
+        """A client whose call ended hangs up the tunnel too (StopCCN), as Windows does."""
+        self.reason = self.reason or reason
+        if not entry.tunnel.sessions:
+            entry.tunnel.stop(self.reason, now)
+
+    def _after_tunnel_down(self, entry: _TunnelEntry, reason: str) -> str:
+        if entry.tunnel.channel.failed and entry.tunnel.peer_tunnel_id == 0:
+            reason = NO_REPLY_REASON  # our SCCRQ was never acknowledged
+        self.reason = self.reason or reason
+        return self.reason
+
+    def hang_up(self, now: float, reason: str = "user hung up") -> None:
+        self.reason = self.reason or reason
+        session = self.sessions.get(self.session_id)
+        entry = self.tunnels.get(self.tunnel_id)
+        if session is not None:
+            session.ppp.close(now, reason)
+            self._pump(session, now)
+        elif entry is not None:
+            entry.tunnel.stop(reason, now)
+            self._after_tunnel(entry, now)
