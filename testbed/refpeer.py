@@ -374,19 +374,18 @@ class RefPeer:
         return self.proc.wait(5)
 
     def memory_kib(self) -> int:
-        """Host memory of the UML's processes in kB: proportional set size summed (guest RAM
-        is shared memory mapped into every helper process; only touched pages count)."""
+        """Host memory of the UML's processes in kB: proportional set size, each address space
+        once (guest RAM is shared memory; only the pages the guest touched count)."""
         if self.proc is None:
             return 0
-        total = 0
+        rollups = set()  # UML's I/O helpers share its address space (clone CLONE_VM): once
         for pid in _group(self.proc.pid):
             try:
-                for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
-                    if line.startswith("Pss:"):
-                        total += int(line.split()[1])
+                rollups.add(Path(f"/proc/{pid}/smaps_rollup").read_text())
             except OSError:
                 continue
-        return total
+        return sum(int(line.split()[1]) for text in rollups for line in text.splitlines()
+                   if line.startswith("Pss:"))
 
 
 def _group(pgid: int) -> list[int]:

@@ -30,6 +30,20 @@ def _uptime() -> float:
         return float(f.read().split()[0])
 
 
+def _user_processes() -> list[int]:
+    """Processes other than us (kernel threads have an empty command line)."""
+    out = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit() and int(entry) != os.getpid():
+            try:
+                with open(f"/proc/{entry}/cmdline", "rb") as f:
+                    if f.read(1):
+                        out.append(int(entry))
+            except OSError:
+                continue
+    return out
+
+
 def _write_json(path: str, data: dict) -> None:
     """Written, synced, then renamed: the host never reads half a file through hostfs."""
     tmp = path + ".tmp"
@@ -133,13 +147,9 @@ class Agent:
         """Daemons get SIGTERM (pppd sends LCP Terminate-Request), a second to go, then off."""
         os.kill(-1, signal.SIGTERM)
         deadline = time.monotonic() + 1.0
-        while time.monotonic() < deadline:
+        while time.monotonic() < deadline and _user_processes():
             self.reap()
-            try:
-                os.kill(-1, 0)
-            except ProcessLookupError:
-                break
-            time.sleep(0.05)
+            time.sleep(0.02)
         os.kill(-1, signal.SIGKILL)
         self.syslog.close()
         os.sync()
