@@ -36,6 +36,7 @@ class _State:
         self.session_key = initial_session_key(start_key, key_bits)
         # stateless: one RC4 state re-keyed for every packet (tunnels/mppe/rc4.py)
         self._reused = new_reusable() if stateless else None
+        self._key_change = new_reusable() if stateless else None  # every packet: keep one
         self.rc4 = self._new_stream(self.session_key)
         self.count = COUNT_SPACE - 1
         self.key_changes = 0
@@ -52,7 +53,8 @@ class _State:
         """RFC 3078 §7.3: interim key from SHA-1, RC4-encrypted under itself (then reduced)."""
         length = self._length
         interim = sha1(self._sha_prefix + self.session_key[:length] + SHA_PAD2).digest()[:length]
-        key = rc4(interim, interim)
+        kc = self._key_change
+        key = kc.rekey(interim).update(interim) if kc is not None else rc4(interim, interim)
         self.session_key = key if self.key_bits == 128 else reduce_key(key, self.key_bits)
         self.rc4 = self._new_stream(self.session_key)
         self.key_changes += 1

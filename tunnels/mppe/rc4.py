@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
-import threading
 from typing import Protocol
 
 from cryptography.hazmat.decrepit.ciphers.algorithms import ARC4
@@ -49,20 +48,9 @@ class _Libcrypto:
         self.rc4.restype = None
 
 
-class _Scratch(threading.local):
-    """Per thread: the output buffer RC4 writes into (copied out at once with string_at) and
-    an RC4 state for key changes. ctypes releases the GIL during the call, so nothing of this
-    is shared between threads."""
-
-    def __init__(self) -> None:
-        self.out = ctypes.create_string_buffer(_OUT_SIZE)
-        self.out_addr = ctypes.addressof(self.out)
-        self.key_change = RekeyedStream()
-
-
 class RekeyedStream:
-    """One RC4 state, re-keyed in place for each packet (stateless MPPE). Buffers are passed
-    as addresses: no ctypes conversion and no zero-filled output buffer per call."""
+    """One RC4 state, re-keyed in place for each packet (stateless MPPE); its address is
+    computed once."""
 
     __slots__ = ("_addr", "_state")
 
@@ -76,17 +64,9 @@ class RekeyedStream:
 
     def update(self, data: bytes) -> bytes:
         n = len(data)
-        if n > _OUT_SIZE:
-            out = ctypes.create_string_buffer(n)
-            _LIB.rc4(self._addr, n, data, ctypes.addressof(out))  # type: ignore[union-attr]
-            return out.raw
-        addr = _SCRATCH.out_addr
-        _LIB.rc4(self._addr, n, data, addr)  # type: ignore[union-attr]
-        return ctypes.string_at(addr, n)
-
-
-_OUT_SIZE = 65536  # an MPPE packet is at most the MRU; larger input gets its own buffer
-_SCRATCH = _Scratch()  # one object; its attributes are per thread (threading.local)
+        out = ctypes.create_string_buffer(n)  # per call: nothing shared (ctypes drops the GIL)
+        _LIB.rc4(self._addr, n, data, out)  # type: ignore[union-attr]
+        return out.raw
 
 
 def _load() -> _Libcrypto | None:
@@ -110,7 +90,7 @@ FAST = _LIB is not None
 def rc4(key: bytes, data: bytes) -> bytes:
     """RC4 of a short buffer under a fresh key (the §7.3 key change: 8 or 16 octets)."""
     if FAST:
-        return _SCRATCH.key_change.rekey(key).update(data)
+        return RekeyedStream().rekey(key).update(data)  # a fresh 1 KiB state: thread-safe
     return cryptography_stream(key).update(data)
 
 
