@@ -84,7 +84,7 @@ BAD_SERVER = [
     ("no-server-table", "[users.a]\npassword='x'\n", "missing [server] table"),
     ("unknown-table", GOOD_SERVER + "\n[clients]\nx=1\n", "[clients]: unknown table"),
     ("unknown-field", GOOD_SERVER.replace("name =", "nmae ="),
-     "server.nmae: unknown field; expected one of auth, control_echo, dns"),
+     "server.nmae: unknown field; expected one of auth, control_echo, data_sequencing, dns"),
     ("listen-missing", GOOD_SERVER.replace('listen = "203.0.113.2"\n', ""),
      "server.listen: missing; expected an IPv4 address"),
     ("listen-bad", GOOD_SERVER.replace('"203.0.113.2"', '"vpn.example"'),

@@ -26,9 +26,9 @@ def cmd_connect(args: argparse.Namespace) -> int:
     from tunnels import client
     from tunnels.config import ClientConfig, ConfigError
 
-    if args.protocol != "pptp":
-        print(f"vpnlab connect: --protocol {args.protocol}: not implemented yet (pptp is)",
-              file=sys.stderr)
+    if args.protocol not in ("pptp", "l2tp"):
+        print(f"vpnlab connect: --protocol {args.protocol}: not implemented yet (pptp and "
+              "l2tp are)", file=sys.stderr)
         return 2
     try:
         if args.config:
@@ -45,7 +45,9 @@ def cmd_connect(args: argparse.Namespace) -> int:
                 split=tuple(args.split), echo_interval=args.echo_interval,
                 control_echo=args.control_echo,
                 interface=args.interface, reconnect=args.reconnect,
-                reconnect_delay=args.reconnect_delay)
+                reconnect_delay=args.reconnect_delay, protocol=args.protocol,
+                tunnel_secret=args.tunnel_secret or "", hide_avps=args.hide_avps,
+                call_mode=args.call_mode, hello_interval=args.hello_interval)
     except ConfigError as exc:
         print(f"vpnlab connect: configuration error: {exc}", file=sys.stderr)
         return 2
@@ -76,6 +78,15 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="LCP Echo-Request interval in seconds (0: off)")
     p.add_argument("--control-echo", type=float, default=60.0,
                    help="PPTP control-connection Echo-Request interval and timeout (s)")
+    p.add_argument("--tunnel-secret", metavar="SECRET",
+                   help="L2TP: tunnel authentication secret (RFC 2661 §5.1.1)")
+    p.add_argument("--hide-avps", action="store_true",
+                   help="L2TP: hide AVPs with the tunnel secret (RFC 2661 §4.3)")
+    p.add_argument("--call-mode", default="incoming", choices=["incoming", "outgoing"],
+                   help="L2TP: place the call with ICRQ (incoming, as Windows and xl2tpd) or "
+                        "OCRQ (outgoing, the chapter's Table 9.6)")
+    p.add_argument("--hello-interval", type=float, default=60.0,
+                   help="L2TP Hello keepalive interval in seconds (0: off)")
     p.add_argument("--interface", default="vpn0")
     p.add_argument("--reconnect", type=int, default=0, metavar="N",
                    help="after a failure or a drop, try again N times (default 0: off)")

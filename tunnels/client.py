@@ -1,11 +1,12 @@
 """The VPN client daemon (a remote access client, or a calling router).
 
-Connects to the server's TCP 1723, runs the PPTP client stack, and when PPP's network phase
-opens creates the TUN device with the assigned address and installs routes (the server through
-the original gateway first). It exits 0 after a clean hang-up (SIGTERM/SIGINT) and 1 with a
-named reason when the tunnel could not come up or went down. Reconnecting is off by default
-(`--reconnect N` turns it on): a test or a person should see the failure, not a retry loop
-hiding it.
+PPTP: connects to the server's TCP 1723 and runs the PPTP client stack over it and raw GRE.
+L2TP: binds UDP 1701 on the address that reaches the server and runs the L2TP LAC stack.
+When PPP's network phase opens it creates the TUN device with the assigned address and
+installs routes (the server through the original gateway first). It exits 0 after a clean
+hang-up (SIGTERM/SIGINT) and 1 with a named reason when the tunnel could not come up or went
+down. Reconnecting is off by default (`--reconnect N` turns it on): a test or a person
+should see the failure, not a retry loop hiding it.
 """
 
 from __future__ import annotations
@@ -19,11 +20,14 @@ from pathlib import Path
 from typing import Any
 
 from tunnels.config import ClientConfig
+from tunnels.l2tp.control import CallMode, TunnelConfig
 from tunnels.ppp.config import PPPConfig
 from tunnels.runtime.pump import StackPump
 from tunnels.runtime.rawgre import GRESocket
 from tunnels.runtime.routes import ClientRoutes, RouteError
 from tunnels.runtime.tun import TunDevice, TunError
+from tunnels.runtime.udp import UDPSocket, local_address_toward
+from tunnels.stacks.l2tp import L2TPClient
 from tunnels.stacks.pptp import ControlClosed, PPTPClient, SessionDown, SessionEvent, SessionUp
 
 TUN_MTU = 1400  # GRE + PPP + MPPE overhead inside a 1500-byte path
@@ -37,7 +41,7 @@ class VPNClient:
         self.json_lines = json_lines
         self.status_path = status_path
         self.connect_timeout = connect_timeout
-        self.state: dict[str, Any] = {"role": "client", "protocol": "pptp",
+        self.state: dict[str, Any] = {"role": "client", "protocol": config.protocol,
                                       "server": config.server, "state": "connecting"}
         self.done = asyncio.Event()
         self.hung_up = False
@@ -107,13 +111,22 @@ class VPNClient:
         self.state.update(state="up", interface=self.config.interface,
                           local_address=event.local_address, peer_address=event.peer_address,
                           dns=list(event.dns), nbns=list(event.nbns), call_id=event.call_id,
-                          peer_call_id=session.gre.peer_call_id if session else None,
+                          peer_call_id=_peer_id(session),
                           auth=ppp.get("auth_method"), encryption=ppp.get("encryption"),
                           routes=self.config.routes, route_table=self.routes.described(),
                           bringup_seconds=round(self.pump.now() - self.started, 3))
-        self.emit("tunnel-up", **{k: self.state[k] for k in (
-            "interface", "local_address", "peer_address", "dns", "nbns", "auth", "encryption",
-            "call_id", "peer_call_id", "route_table", "bringup_seconds")})
+        keys = ["interface", "local_address", "peer_address", "dns", "nbns", "auth",
+                "encryption", "call_id", "peer_call_id", "route_table", "bringup_seconds"]
+        if self.config.protocol == "l2tp" and session is not None:
+            # L2TP's own identifiers: Session ID = call_id, plus the tunnel's (RFC 2661 §3.1)
+            self.state.update(tunnel_id=session.tunnel.tunnel_id,
+                              peer_tunnel_id=session.tunnel.peer_tunnel_id,
+                              call_mode=session.control.mode.value,
+                              data_sequencing=session.control.sequencing,
+                              encrypted_transport=False)
+            keys += ["tunnel_id", "peer_tunnel_id", "call_mode", "data_sequencing",
+                     "encrypted_transport"]
+        self.emit("tunnel-up", **{k: self.state[k] for k in keys})
 
     def _make_interface(self, event: SessionUp) -> None:
         assert self.pump is not None
@@ -175,7 +188,8 @@ class VPNClient:
             reason = self.state.get("reason")
             self.done = asyncio.Event()
             self.pump, self.gre, self.routes = None, None, None
-            self.state = {"role": "client", "protocol": "pptp", "server": self.config.server,
+            self.state = {"role": "client", "protocol": self.config.protocol,
+                          "server": self.config.server,
                           "state": "waiting", "attempt": self.attempt, "previous": reason}
             self.emit("reconnecting", attempt=self.attempt, of=self.config.reconnect,
                       after=reason, delay=self.config.reconnect_delay)
@@ -190,6 +204,8 @@ class VPNClient:
         return code
 
     async def _connect_once(self) -> int:
+        if self.config.protocol == "l2tp":
+            return await self._l2tp_session()
         loop = asyncio.get_running_loop()
         self.started = loop.time()
         self.emit("connecting", server=self.config.server, port=1723)
@@ -244,6 +260,47 @@ class VPNClient:
             writer.close()
         return 0 if self.hung_up else 1
 
+    def _tunnel_config(self) -> TunnelConfig:
+        c = self.config
+        return TunnelConfig(host_name="vpnlab-client", secret=c.tunnel_secret.encode() or None,
+                            hide_avps=c.hide_avps, hello_interval=c.hello_interval,
+                            call_mode=CallMode(c.call_mode))
+
+    async def _l2tp_session(self) -> int:
+        """L2TP (no IPsec): UDP 1701 from the address that reaches the server, to 1701."""
+        loop = asyncio.get_running_loop()
+        self.started = loop.time()
+        server = self.config.server
+        self.emit("connecting", server=server, port=1701, protocol="l2tp")
+        try:
+            local = local_address_toward(server)
+            self.gre = sock = UDPSocket(local)  # type: ignore[assignment]
+        except OSError as exc:
+            self.state.update(state="down", reason=f"cannot open UDP 1701 toward {server}: "
+                                                   f"{exc.strerror or exc}")
+            self.emit("tunnel-down", reason=self.state["reason"])
+            return 1
+        stack = L2TPClient(self._ppp_config(), server, self._tunnel_config())
+        self.pump = pump = StackPump(loop, stack, sock, self.on_event, self._internal_error)
+        self.state.update(state="negotiating", local_carrier_address=local,
+                          note="L2TP without IPsec: PPP's encryption (MPPE) is the only "
+                               "protection; the chapter's VPN connection is L2TP/IPsec")
+        pump.feed("start", stack.start, pump.now())
+        pump.flush()
+        try:
+            await self.done.wait()
+            # the StopCCN is acknowledged (or the channel gave up) before we go (§5.7)
+            for _ in range(int(HANG_UP_GRACE / 0.05)):
+                if stack.done:
+                    break
+                await asyncio.sleep(0.05)
+        finally:
+            self._teardown_local()
+            self.write_status()
+            pump.close()
+            sock.close()
+        return 0 if self.hung_up else 1
+
     async def _read(self, reader: asyncio.StreamReader, stack: PPTPClient,
                     pump: StackPump) -> None:
         try:
@@ -267,6 +324,15 @@ class VPNClient:
         self.pump.flush()
         # If the server never answers the Terminate-Request, give up after a few seconds.
         self._down_later("user hung up")
+
+
+def _peer_id(session: Any) -> int | None:
+    """The peer's identifier of this call: PPTP's peer Call ID, L2TP's peer Session ID."""
+    if session is None:
+        return None
+    if hasattr(session, "gre"):
+        return session.gre.peer_call_id
+    return session.control.peer_session_id
 
 
 def main(config: ClientConfig, json_lines: bool, status: str | None) -> int:

@@ -15,6 +15,11 @@ before anything is created (no socket, TUN device or route), so a bad file chang
     mppe = "stateless"             # stateless | stateful
     echo_interval = 10             # LCP echo, seconds (0: off)
     control_echo = 60              # PPTP control-connection Echo-Request interval/timeout
+    protocols = ["pptp", "l2tp"]   # what the server answers: TCP 1723 + GRE, UDP 1701
+    tunnel_secret = "t0psecret"    # L2TP tunnel authentication (RFC 2661 §5.1.1); optional
+    hide_avps = false              # L2TP hidden AVPs (§4.3), needs tunnel_secret
+    hello_interval = 60            # L2TP Hello keepalive (§6.5), seconds (0: off)
+    data_sequencing = false        # ask L2TP peers for sequenced data messages
 
     [users.alice]
     password = "s3cret"
@@ -35,6 +40,11 @@ A client file has one [client] table with the `vpnlab connect` options as fields
     interface = "vpn0"
     reconnect = 0                  # attempts after a failure or a drop (0: off)
     reconnect_delay = 5            # seconds before each
+    protocol = "pptp"              # pptp | l2tp (l2tp-ipsec: not yet)
+    tunnel_secret = "t0psecret"    # L2TP only, as for the server
+    hide_avps = false
+    call_mode = "incoming"         # L2TP: incoming (ICRQ, as Windows and xl2tpd) | outgoing (OCRQ)
+    hello_interval = 60
 """
 
 from __future__ import annotations
@@ -184,6 +194,11 @@ class ServerConfig:
     echo_interval: float = 10.0
     control_echo: float = 60.0  # PPTP Echo-Request on the control connection (RFC 2637 §2.6)
     accounts: LocalAccounts = field(default_factory=LocalAccounts)
+    protocols: tuple[str, ...] = ("pptp",)
+    tunnel_secret: str = ""  # L2TP tunnel authentication and hidden AVPs
+    hide_avps: bool = False
+    hello_interval: float = 60.0
+    data_sequencing: bool = False
 
     @property
     def tunnel_address(self) -> str:
@@ -194,7 +209,9 @@ class ServerConfig:
         table = _table(data, "server", where, {"users"})
         f = _Fields(where, "server", table, {"listen", "pool", "name", "max_ports", "dns",
                                             "wins", "auth", "encryption", "mppe",
-                                            "echo_interval", "control_echo"})
+                                            "echo_interval", "control_echo", "protocols",
+                                            "tunnel_secret", "hide_avps", "hello_interval",
+                                            "data_sequencing"})
         listen = f.address("listen")
         if ipaddress.IPv4Address(listen).is_unspecified:
             f.fail("listen", "the one address clients reach, not 0.0.0.0: GRE must leave from "
@@ -218,11 +235,42 @@ class ServerConfig:
                                            ("stateless", "stateful")) == "stateless",
                    echo_interval=float(f.number("echo_interval", 10, 0)),
                    control_echo=float(f.number("control_echo", 60, 1)),
-                   accounts=_users(data.get("users", {}), where))
+                   accounts=_users(data.get("users", {}), where), **_l2tp_fields(f, True))
 
     @classmethod
     def load(cls, path: Path) -> ServerConfig:
         return cls.from_mapping(_load_toml(path), str(path))
+
+
+PROTOCOLS = ("pptp", "l2tp")
+CALL_MODES = ("incoming", "outgoing")
+
+
+def _l2tp_fields(f: _Fields, server: bool) -> dict[str, Any]:
+    """The L2TP settings shared by [server] and [client]; hiding needs a secret (§4.3)."""
+    out: dict[str, Any] = {}
+    if server:
+        protocols = f.get("protocols", ["pptp"])
+        if not isinstance(protocols, list) or not protocols or \
+                any(p not in PROTOCOLS for p in protocols) or len(set(protocols)) != len(protocols):
+            f.fail("protocols", f'a non-empty list among {", ".join(PROTOCOLS)}, like ["pptp", '
+                                '"l2tp"]')
+        out["protocols"] = tuple(protocols)
+        data_sequencing = f.get("data_sequencing", False)
+        if not isinstance(data_sequencing, bool):
+            f.fail("data_sequencing", "true or false")
+        out["data_sequencing"] = data_sequencing
+    secret = f.get("tunnel_secret", "")
+    if not isinstance(secret, str):
+        f.fail("tunnel_secret", "a string")
+    hide = f.get("hide_avps", False)
+    if not isinstance(hide, bool):
+        f.fail("hide_avps", "true or false")
+    if hide and not secret:
+        f.fail("hide_avps", "false, or a tunnel_secret to hide AVPs with (RFC 2661 §4.3)")
+    out.update(tunnel_secret=secret, hide_avps=hide,
+               hello_interval=float(f.number("hello_interval", 60, 0)))
+    return out
 
 
 def _users(users: Any, where: str) -> LocalAccounts:
@@ -258,6 +306,11 @@ class ClientConfig:
     control_echo: float = 60.0
     reconnect: int = 0  # attempts after a failure or a drop; 0: off
     reconnect_delay: float = 5.0
+    protocol: str = "pptp"
+    tunnel_secret: str = ""  # L2TP: tunnel authentication (RFC 2661 §5.1.1), hidden AVPs
+    hide_avps: bool = False
+    call_mode: str = "incoming"  # L2TP: ICRQ (incoming) or OCRQ (outgoing, Table 9.6)
+    hello_interval: float = 60.0
 
     def __post_init__(self) -> None:
         """The same checks for the CLI's flags as for a file's fields (named as flags)."""
@@ -290,6 +343,19 @@ class ClientConfig:
         if self.reconnect < 0 or self.reconnect_delay < 0:
             raise ConfigError(f"--reconnect {self.reconnect} --reconnect-delay "
                               f"{self.reconnect_delay}: expected numbers >= 0")
+        if self.protocol not in PROTOCOLS:
+            raise ConfigError(f"--protocol {self.protocol}: not implemented yet; expected one "
+                              f"of {', '.join(PROTOCOLS)}")
+        if self.protocol != "l2tp" and (self.tunnel_secret or self.hide_avps):
+            raise ConfigError("--tunnel-secret/--hide-avps: L2TP settings; expected "
+                              "--protocol l2tp with them")
+        if self.hide_avps and not self.tunnel_secret:
+            raise ConfigError("--hide-avps: expected --tunnel-secret too (hidden AVPs are "
+                              "encrypted with it, RFC 2661 §4.3)")
+        if self.call_mode not in CALL_MODES:
+            raise ConfigError(f"--call-mode {self.call_mode!r}: expected incoming or outgoing")
+        if self.hello_interval < 0:
+            raise ConfigError(f"--hello-interval {self.hello_interval}: expected seconds >= 0")
         if not self.interface or len(self.interface) > 15 or "/" in self.interface:
             raise ConfigError(f"--interface {self.interface!r}: expected a name of 1 to 15 "
                               "characters (IFNAMSIZ)")
@@ -300,8 +366,9 @@ class ClientConfig:
         f = _Fields(where, "client", table, {"server", "user", "password", "auth",
                                             "encryption", "mppe", "routes", "split",
                                             "echo_interval", "control_echo", "interface",
-                                            "reconnect",
-                                            "reconnect_delay"})
+                                            "reconnect", "reconnect_delay", "protocol",
+                                            "tunnel_secret", "hide_avps", "call_mode",
+                                            "hello_interval"})
         auth = f.auth("auth", tuple(AuthMethod))
         routes = f.choice("routes", "default", ("default", "split"))
         split = f.prefixes("split")
@@ -319,7 +386,10 @@ class ClientConfig:
                    interface=f.string("interface", "vpn0", 15),
                    control_echo=float(f.number("control_echo", 60, 1)),
                    reconnect=f.number("reconnect", 0, 0, integer=True),
-                   reconnect_delay=float(f.number("reconnect_delay", 5, 0)))
+                   reconnect_delay=float(f.number("reconnect_delay", 5, 0)),
+                   protocol=f.choice("protocol", "pptp", PROTOCOLS),
+                   call_mode=f.choice("call_mode", "incoming", CALL_MODES),
+                   **_l2tp_fields(f, False))
 
     @classmethod
     def load(cls, path: Path) -> ClientConfig:

@@ -1,4 +1,5 @@
-"""The VPN server daemon (RRAS-like): TCP 1723, GRE, one TUN device, an address pool.
+"""The VPN server daemon (RRAS-like): PPTP (TCP 1723 + GRE) and/or L2TP (UDP 1701), one TUN
+device and one address pool shared by every protocol.
 
 It runs in whatever network namespace it is started in. The pool's first address is the
 server's end of every tunnel; the pool's prefix is routed into the TUN device, so intranet hosts
@@ -19,11 +20,14 @@ from pathlib import Path
 from typing import Any
 
 from tunnels.config import ServerConfig
+from tunnels.l2tp.control import TunnelConfig
 from tunnels.ppp.config import PPPConfig
 from tunnels.runtime.pump import StackPump
 from tunnels.runtime.rawgre import GRESocket
 from tunnels.runtime.routes import RouteError, ServerRouting
 from tunnels.runtime.tun import TunDevice, TunError
+from tunnels.runtime.udp import UDPSocket
+from tunnels.stacks.l2tp import L2TPServer
 from tunnels.stacks.pptp import ControlClosed, PPTPServer, SessionDown, SessionEvent, SessionUp
 
 TUN_NAME = "vpns0"
@@ -39,14 +43,14 @@ class AddressPool:
         self.free = collections.deque(str(h) for h in hosts[1:])  # O(1) at both ends
         self.used: dict[int, str] = {}
 
-    def take(self, call_id: int) -> str | None:
+    def take(self, call_id: Any) -> str | None:
         if not self.free:
             return None
         address = self.free.popleft()
         self.used[call_id] = address
         return address
 
-    def give_back(self, call_id: int) -> None:
+    def give_back(self, call_id: Any) -> None:
         address = self.used.pop(call_id, None)
         if address is not None:
             self.free.appendleft(address)
@@ -59,18 +63,37 @@ class VPNServer:
         self.json_lines = json_lines
         self.status_path = status_path
         self.pool = AddressPool(config.pool)
-        self.stack = PPTPServer(self._ppp_config_for, host_name=config.name,
-                                max_calls=config.max_ports,
-                                echo_interval=config.control_echo)
+        # One stack per protocol; sessions, the pool and events are keyed by (protocol, id):
+        # a PPTP Call ID and an L2TP Session ID may have the same value.
+        self.stacks: dict[str, Any] = {}
+        if "pptp" in config.protocols:
+            self.stacks["pptp"] = PPTPServer(lambda cid, peer: self._ppp_config_for(
+                ("pptp", cid), peer), host_name=config.name, max_calls=config.max_ports,
+                echo_interval=config.control_echo)
+        if "l2tp" in config.protocols:
+            self.stacks["l2tp"] = L2TPServer(lambda sid, peer: self._ppp_config_for(
+                ("l2tp", sid), peer), self.tunnel_config(), max_sessions=config.max_ports)
+        self.stack = self.stacks.get("pptp") or self.stacks["l2tp"]
+        self.pumps: dict[str, StackPump] = {}
+        self.sockets: dict[str, Any] = {}
         self._next_conn = 0
-        self.sessions: dict[int, dict[str, Any]] = {}
+        self.sessions: dict[tuple[str, int], dict[str, Any]] = {}
         self.history: list[dict[str, Any]] = []
         self.totals = {"calls_up": 0, "calls_down": 0, "auth_failures": 0,
                        "pool_exhausted": 0, "control_connections": 0}
         self.pump: StackPump | None = None
         self.gre: GRESocket | None = None
 
-    def _ppp_config_for(self, call_id: int, peer: str) -> PPPConfig | None:
+    def tunnel_config(self) -> TunnelConfig:
+        c = self.config
+        return TunnelConfig(host_name=c.name, secret=c.tunnel_secret.encode() or None,
+                            hide_avps=c.hide_avps, hello_interval=c.hello_interval,
+                            data_sequencing=c.data_sequencing, max_sessions=c.max_ports)
+
+    def _session_count(self) -> int:
+        return sum(len(stack.sessions) for stack in self.stacks.values())
+
+    def _ppp_config_for(self, call_id: tuple[str, int], peer: str) -> PPPConfig | None:
         address = self.pool.take(call_id)
         if address is None:
             self.totals["pool_exhausted"] += 1
@@ -86,7 +109,7 @@ class VPNServer:
         # First, so a reader woken by the line sees the new state. A rewrite costs O(sessions)
         # and there are a few events per session: with many sessions up, the periodic refresh
         # alone writes it (per-event rewrites made setting up N sessions O(N^2): issue 8).
-        if len(self.stack.sessions) <= STATUS_EVERY_EVENT:
+        if self._session_count() <= STATUS_EVERY_EVENT:
             self._write_status()
         if self.json_lines:
             print(json.dumps(record), flush=True)
@@ -100,24 +123,31 @@ class VPNServer:
 
     def status(self) -> dict[str, Any]:
         status: dict[str, Any] = {
-            "role": "server", "protocol": "pptp", "listen": self.config.listen,
+            "role": "server", "protocol": "+".join(self.stacks),
+            "protocols": list(self.stacks), "listen": self.config.listen,
             "pool": str(self.config.pool), "max_ports": self.config.max_ports,
             "sessions": list(self.sessions.values()), "ended": self.history[-50:],
-            "totals": dict(self.totals), "stack": self._stack_status()}
+            "totals": dict(self.totals),
+            "stacks": {name: self._stack_status(stack) for name, stack in self.stacks.items()},
+            "pumps": {name: dict(pump.counters) for name, pump in self.pumps.items()},
+            "sockets": {name: dict(sock.counters) for name, sock in self.sockets.items()}}
+        # the single-protocol names earlier readers used
+        status["stack"] = status["stacks"].get("pptp") or status["stacks"].get("l2tp")
         if self.pump is not None:
             status["pump"] = dict(self.pump.counters)
         if self.gre is not None:
             status["gre_socket"] = dict(self.gre.counters)
         return status
 
-    def _stack_status(self) -> dict[str, Any]:
+    def _stack_status(self, stack: Any) -> dict[str, Any]:
         """Every call's PPP and GRE detail while there are few; beyond STATUS_EVERY_EVENT
         calls only the counts and counters (the details of 10,000 calls are megabytes of JSON
         a second, and no reader wants them)."""
-        if len(self.stack.sessions) <= STATUS_EVERY_EVENT:
-            return self.stack.status()
-        return {"sessions": len(self.stack.sessions), "connections": len(self.stack.connections),
-                "counters": dict(self.stack.counters),
+        if len(stack.sessions) <= STATUS_EVERY_EVENT:
+            return stack.status()
+        return {"sessions": len(stack.sessions),
+                "connections": len(getattr(stack, "connections", getattr(stack, "tunnels", ()))),
+                "counters": dict(stack.counters),
                 "detail": f"per-call detail omitted above {STATUS_EVERY_EVENT} calls"}
 
     def _write_status(self) -> None:
@@ -128,85 +158,173 @@ class VPNServer:
         tmp.write_text(json.dumps(status, indent=1, default=str))
         tmp.replace(self.status_path)
 
-    def on_event(self, event: Any) -> None:
+    def on_event(self, event: Any, protocol: str = "pptp") -> None:
+        key = (protocol, getattr(event, "call_id", 0))
         if isinstance(event, SessionUp):
-            s = self.stack.sessions.get(event.call_id)
-            info = {"call_id": event.call_id, "peer": event.peer, "user": event.username,
-                    "address": event.peer_address,
+            s = self.stacks[protocol].sessions.get(event.call_id)
+            info = {"protocol": protocol, "call_id": event.call_id, "peer": event.peer,
+                    "user": event.username, "address": event.peer_address,
                     "auth": s.ppp.status()["auth_method"] if s else None,
                     "encryption": s.ppp.status()["encryption"] if s else None}
-            self.sessions[event.call_id] = info
+            if protocol != "pptp" and s is not None:
+                info.update(tunnel_id=event.conn_id, peer_tunnel_id=s.tunnel.peer_tunnel_id,
+                            peer_session_id=s.control.peer_session_id)
+            self.sessions[key] = info
             self.totals["calls_up"] += 1
             self.emit("session-up", **info)
         elif isinstance(event, SessionDown):
-            info = self.sessions.pop(event.call_id, {"call_id": event.call_id})
-            self.pool.give_back(event.call_id)
+            info = self.sessions.pop(key, {"protocol": protocol, "call_id": event.call_id})
+            self.pool.give_back(key)
             self.totals["calls_down"] += 1
             self.history.append({**info, "reason": event.reason})
-            self.emit("session-down", call_id=event.call_id, reason=event.reason)
+            self.emit("session-down", protocol=protocol, call_id=event.call_id,
+                      reason=event.reason)
         elif isinstance(event, ControlClosed):
-            self.emit("control-closed", conn_id=event.conn_id, reason=event.reason)
+            self.emit("control-closed", protocol=protocol, conn_id=event.conn_id,
+                      reason=event.reason)
         elif isinstance(event, SessionEvent):
             name = type(event.event).__name__
             if name == "AuthenticationFailed":
                 self.totals["auth_failures"] += 1
             if name in ("Authenticated", "AuthenticationFailed", "EncryptionNegotiated"):
-                self.emit(name, call_id=event.call_id, **_fields(event.event))
+                self.emit(name, protocol=protocol, call_id=event.call_id,
+                          **_fields(event.event))
 
     async def run(self) -> int:
         loop = asyncio.get_running_loop()
         stop = asyncio.Event()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-        try:
-            self.gre = gre = GRESocket(self.config.listen)
-        except OSError as exc:
-            return self._fatal(f"cannot open a raw GRE socket on {self.config.listen}: "
-                               f"{exc.strerror or exc}")
+        failure = self._open_sockets()
+        if failure:
+            return self._fatal(failure)
         routing = ServerRouting(str(self.config.pool), TUN_NAME)
         try:
             tun = TunDevice(TUN_NAME)
         except TunError as exc:
-            gre.close()
+            self._close_sockets()
             return self._fatal(str(exc))
-        self.pump = pump = StackPump(loop, self.stack, gre, self.on_event, self._internal_error)
+        for name, stack in self.stacks.items():
+            self.pumps[name] = StackPump(loop, stack, self.sockets[name],
+                                         lambda e, n=name: self.on_event(e, n),
+                                         self._internal_error)
+        self.pump = self.pumps.get("pptp")
         refresh: list[asyncio.TimerHandle] = []
+        servers: list[asyncio.AbstractServer] = []
         try:
             try:
                 tun.configure(self.pool.gateway, None, TUN_MTU)
                 routing.install()
-                pump.attach_tun(tun)
-                server = await asyncio.start_server(
-                    lambda r, w: self._connection(pump, r, w), self.config.listen, 1723)
+                self._attach_tun(loop, tun)
+                if "pptp" in self.stacks:
+                    pump = self.pumps["pptp"]
+                    servers.append(await asyncio.start_server(
+                        lambda r, w: self._connection(pump, r, w), self.config.listen, 1723))
             except (TunError, RouteError, OSError) as exc:
                 tun.close()
                 return self._fatal(f"cannot set up: {exc}")
-            self.emit("listening", address=self.config.listen, port=1723,
+            self.emit("listening", address=self.config.listen, protocols=list(self.stacks),
+                      ports=[p for n, p in (("pptp", 1723), ("l2tp", 1701)) if n in self.stacks],
+                      port=1723 if "pptp" in self.stacks else 1701,
                       pool=str(self.config.pool), auth=[m.value for m in self.config.auth],
                       encryption=self.config.encryption.value,
                       mppe="stateless" if self.config.mppe_stateless else "stateful",
-                      max_ports=self.config.max_ports, interface=TUN_NAME)
+                      max_ports=self.config.max_ports, interface=TUN_NAME,
+                      tunnel_authentication=bool(self.config.tunnel_secret),
+                      hide_avps=self.config.hide_avps)
             self._refresh_status(loop, refresh)
-            async with server:
-                await stop.wait()
+            await stop.wait()
+            for srv in servers:
+                srv.close()
             self.emit("stopping", sessions=len(self.sessions))
-            for conn_id in list(self.stack.connections):
-                pump.feed("stop", self._stop_connection, conn_id, pump.now())
-            pump.flush()
+            self._stop_everything()
             await asyncio.sleep(0.05)
         finally:
             for handle in refresh:
                 handle.cancel()
-            pump.close()
+            for pump in self.pumps.values():
+                pump.close()
+            if self._tun_reader is not None:
+                loop.remove_reader(tun.fd)
+                tun.close()
             routing.remove()
-            gre.close()
+            self._close_sockets()
         self.emit("stopped", totals=self.totals)
         return 0
 
+    _tun_reader: Any = None
+
+    def _open_sockets(self) -> str | None:
+        """One socket per protocol, bound to the address clients reach; a failure names it."""
+        listen = self.config.listen
+        try:
+            if "pptp" in self.stacks:
+                self.sockets["pptp"] = self.gre = GRESocket(listen)
+        except OSError as exc:
+            return f"cannot open a raw GRE socket on {listen}: {exc.strerror or exc}"
+        try:
+            if "l2tp" in self.stacks:
+                self.sockets["l2tp"] = UDPSocket(listen)
+        except OSError as exc:
+            self._close_sockets()
+            return f"cannot open UDP {listen}:1701 for L2TP: {exc.strerror or exc}"
+        return None
+
+    def _close_sockets(self) -> None:
+        for sock in self.sockets.values():
+            sock.close()
+
+    def _attach_tun(self, loop: asyncio.AbstractEventLoop, tun: TunDevice) -> None:
+        """One protocol: its pump reads the TUN. Several: each pump writes to it, and one
+        reader hands each packet to the stack whose session owns its destination (a dict
+        lookup per stack), so no protocol sees another's clients."""
+        if len(self.pumps) == 1:
+            next(iter(self.pumps.values())).attach_tun(tun)
+            return
+        for pump in self.pumps.values():
+            pump.tun = tun
+        owners = [(self.stacks[n]._by_packed, self.pumps[n]) for n in self.stacks]
+        counters = {"tun_no_session": 0}
+        self.totals["tun_no_session"] = 0
+
+        def readable() -> None:
+            now = loop.time()
+            touched = set()
+            for _ in range(64):
+                packet = tun.read()
+                if packet is None:
+                    break
+                for by_packed, pump in owners:
+                    if packet[16:20] in by_packed:
+                        pump.feed("send_datagram", pump.stack.send_datagram, packet, now)
+                        touched.add(id(pump))
+                        break
+                else:
+                    counters["tun_no_session"] += 1
+                    self.totals["tun_no_session"] = counters["tun_no_session"]
+            for pump in self.pumps.values():
+                if id(pump) in touched:
+                    pump.flush()
+
+        loop.add_reader(tun.fd, readable)
+        self._tun_reader = readable
+
+    def _stop_everything(self) -> None:
+        if "pptp" in self.stacks:
+            pump = self.pumps["pptp"]
+            for conn_id in list(self.stacks["pptp"].connections):
+                pump.feed("stop", self._stop_connection, conn_id, pump.now())
+            pump.flush()
+        if "l2tp" in self.stacks:
+            pump = self.pumps["l2tp"]
+            pump.feed("stop", self.stacks["l2tp"].stop_all, "server shutting down", pump.now())
+            pump.flush()
+
     def _stop_connection(self, conn_id: int, now: float) -> None:
         """Shutdown: Stop-Control-Connection-Request (reason 3, local shutdown) on each."""
-        self.stack.connections[conn_id].control.stop("server shutting down", 3)
-        self.stack._after_control(conn_id, now)
+        stack = self.stacks["pptp"]
+        stack.connections[conn_id].control.stop("server shutting down", 3)
+        stack._after_control(conn_id, now)
 
     def _fatal(self, reason: str) -> int:
         self.emit("failed", reason=reason)
@@ -233,17 +351,18 @@ class VPNServer:
         self._next_conn += 1
         self.totals["control_connections"] += 1
         peer = writer.get_extra_info("peername")[0]
+        stack = self.stacks["pptp"]
         pump.writers[conn_id] = writer
-        pump.feed("connection_made", self.stack.connection_made, conn_id, peer, pump.now())
+        pump.feed("connection_made", stack.connection_made, conn_id, peer, pump.now())
         try:
             while data := await reader.read(4096):
-                pump.feed("receive_control", self.stack.receive_control, conn_id, data,
+                pump.feed("receive_control", stack.receive_control, conn_id, data,
                           pump.now())
                 pump.flush()
         except ConnectionError:
             pass
         finally:
-            pump.feed("connection_lost", self.stack.connection_lost, conn_id, pump.now())
+            pump.feed("connection_lost", stack.connection_lost, conn_id, pump.now())
             pump.writers.pop(conn_id, None)
             pump.flush()
             writer.close()
