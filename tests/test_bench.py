@@ -1,0 +1,40 @@
+"""The benchmark framework without root: its command line, the row tables, the in-memory data
+path. Functional checks only: benchmarks are not tests, nothing here is timed."""
+
+from __future__ import annotations
+
+import pytest
+
+from bench import bringup, common, datapath, sessions, throughput
+from bench.__main__ import BENCHMARKS, main
+
+
+def test_every_benchmark_has_a_subcommand_with_json_output(capsys):
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    out = capsys.readouterr().out
+    assert all(name in out for name in BENCHMARKS)
+
+
+def test_a_row_the_scenario_refuses_is_not_built_yet():
+    assert common.Variant("x", {"protocol": "ipx"}).unavailable().startswith(common.NOT_BUILT)
+    pptp = next(v for v in throughput.PROTOCOLS if v.name.startswith("pptp"))
+    assert pptp.unavailable() is None
+
+
+@pytest.mark.parametrize("table", [throughput.PROTOCOLS, sessions.PROTOCOLS, bringup.PROTOCOLS])
+def test_rows_are_named_once(table):
+    names = [v.name for v in table]
+    assert len(names) == len(set(names))
+
+
+def test_datapath_carries_every_packet_in_each_mode():
+    result = datapath.measure(packets=50, size=200, repeat=1)
+    assert set(result["rows"]) == set(datapath.MODES)
+    assert "us/packet" in datapath.table(result)
+
+
+def test_tables_print_skipped_rows():
+    text = throughput.table({"seconds": 1, "repeat": 1, "udp_rate": "1M", "rows": [
+        {"name": "l2tp", "skipped": "not built yet (reason)"}]})
+    assert "l2tp" in text and "not built yet" in text and "(reason)" not in text
