@@ -378,14 +378,16 @@ class RefPeer:
         once (guest RAM is shared memory; only the pages the guest touched count)."""
         if self.proc is None:
             return 0
-        rollups = set()  # UML's I/O helpers share its address space (clone CLONE_VM): once
-        for pid in _group(self.proc.pid):
+        spaces: dict[str, int] = {}  # UML's helpers share its address space (CLONE_VM): the
+        for pid in _group(self.proc.pid):  # same mappings, counted once
             try:
-                rollups.add(Path(f"/proc/{pid}/smaps_rollup").read_text())
+                maps = Path(f"/proc/{pid}/maps").read_text()
+                rollup = Path(f"/proc/{pid}/smaps_rollup").read_text()
             except OSError:
                 continue
-        return sum(int(line.split()[1]) for text in rollups for line in text.splitlines()
-                   if line.startswith("Pss:"))
+            spaces[maps] = sum(int(line.split()[1]) for line in rollup.splitlines()
+                               if line.startswith("Pss:"))
+        return sum(spaces.values())
 
 
 def _group(pgid: int) -> list[int]:
