@@ -1,0 +1,601 @@
+"""L2TP/IPsec, still without I/O: L2TP over UDP 1701 inside ESP transport mode (RFC 3193),
+keys from IKEv1, through NATs with NAT-T (RFC 3947/3948).
+
+`L2TPIPsecServer` and `L2TPIPsecClient` wrap the L2TP stacks (tunnels/stacks/l2tp.py) with an
+IKE responder/initiator and a `TransportPolicy`, and keep exactly the L2TP stacks' interface,
+so the daemon and the pump swap one for the other. Only the datagram addresses differ: they
+name the transport.
+
+Transport tuples (`src` of `receive_datagram`, `dst` of `datagrams_to_send`)::
+
+    ("esp", peer_address, 0, 0)                   IP protocol 50 payload (raw ESP)
+    ("udp", peer_address, peer_port, local_port)  UDP payload; local_port in {500, 4500, 1701}
+
+On 4500 the payloads are exactly what UDP carries: this module adds the non-ESP marker to IKE
+(RFC 3948 §2.2), strips it on receipt, and sends NAT keepalives (the one octet 0xFF, §2.3);
+the runtime (tunnels/runtime/ipsec_sockets.py) only moves bytes.
+
+Policy (RFC 3193 §4, the chapter): L2TP travels only inside the peer's SA. The server drops
+and counts UDP 1701 in clear (`cleartext_l2tp_dropped`); its L2TP replies go out through the
+SA of the peer they answer. Peers are kept apart at every layer, which two Windows clients
+behind one NAT (both from UDP 500/4500) need: IKE by initiator cookie (IKEResponder), ESP by
+SPI (TransportPolicy, inbound SPIs unique stack-wide), L2TP by the peer's (address, NAT port)
+and its Tunnel ID (the L2TP server sees each NAT-T peer as address:NAT-port).
+
+Without NAT-T a NAT breaks ESP (it cannot map IP protocol 50 to two clients, and it rewrites
+the address the transport-mode checksums cover). The server sees it in Main Mode (the
+client's address ID is not where the messages come from), refuses with an IKE Delete right
+after phase 1 and reports `IPsecFailed`; the client names the reason (`NAT_WITHOUT_NAT_T`),
+and also when L2TP gets no answer through the SA.
+
+Events: the L2TP stacks' `SessionUp`, `SessionDown`, `ControlClosed`, `SessionEvent`, plus
+`IKEEstablished`, `IPsecUp`, `IPsecDown` and `IPsecFailed` (below).
+"""
+
+from __future__ import annotations
+
+import os
+from collections import deque
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from tunnels.errors import LocalProtocolError
+from tunnels.ipsec.ike import (
+    ChildSADeleted,
+    ChildSAEstablished,
+    ChildSAFailed,
+    IKEClosed,
+    IKEConfig,
+    IKEFailed,
+    IKEResponder,
+    IKESession,
+    NATKeepaliveDue,
+    Phase1Established,
+    RemoteAddressChanged,
+)
+from tunnels.ipsec.natt import KEEPALIVE, NAT_T_PORT, ike_with_marker
+from tunnels.ipsec.policy import (
+    Dropped,
+    IkePacket,
+    L2tpDatagram,
+    NoSecurityAssociation,
+    Peer,
+    Transmit,
+    TransportPolicy,
+)
+from tunnels.ipsec.sa import SecurityAssociation
+from tunnels.l2tp.control import TunnelConfig
+from tunnels.ppp.config import EncryptionLevel, PPPConfig
+from tunnels.stacks.l2tp import NO_REPLY_REASON, L2TP_PORT, L2TPClient, L2TPServer
+from tunnels.stacks.pptp import ControlClosed
+
+IKE_PORT = 500
+Transport = tuple[str, str, int, int]  # (kind, peer address, peer port, local port)
+Address = tuple[str, int]
+
+NAT_WITHOUT_NAT_T = ("IPsec ESP cannot pass this NAT without NAT-T (RFC 3947): a NAT "
+                     "rewrote the client's address; turn NAT-T on at both ends or connect "
+                     "without the NAT")
+ESP_NO_REPLY = ("no answer from the L2TP server inside the IPsec SA: is ESP (IP protocol 50) "
+                "filtered on the way?")
+ESP_NO_REPLY_NAT_T = ("no answer from the L2TP server inside the UDP-encapsulated IPsec SA: "
+                      "is UDP 4500 filtered on the way?")
+
+
+# -- events ----------------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class IKEEstablished:
+    """Phase 1 (the ISAKMP SA) is up with `peer` ("address:port" as seen on the wire)."""
+
+    peer: str
+    peer_id: str
+    cipher: str
+    hash: str
+    group: int
+    auth: str
+    nat: bool  # a NAT was detected (NAT-T floats to 4500)
+
+
+@dataclass(frozen=True, slots=True)
+class IPsecUp:
+    """An ESP SA pair is installed: L2TP with `peer` is protected from now on."""
+
+    peer: str
+    spi_in: int
+    spi_out: int
+    cipher: str
+    integrity: str
+    encapsulation: str  # "transport" (IP protocol 50) | "udp-transport" (UDP 4500)
+
+
+@dataclass(frozen=True, slots=True)
+class IPsecDown:
+    peer: str
+    spi_in: int
+    spi_out: int
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class IPsecFailed:
+    """IKE (phase 1 or Quick Mode) failed or was refused: no SA, a named reason."""
+
+    peer: str
+    reason: str
+    notify: str | None = None
+
+
+# -- configuration -----------------------------------------------------------------------------
+_LEVEL_CIPHERS = {  # the chapter's policy profile for L2TP/IPsec; AES is our extension
+    "basic": ("des-cbc",), "strong": ("des-cbc",), "strongest": ("3des-cbc",),
+    "aes-128": ("aes-cbc-128",), "aes-256": ("aes-cbc-256",), "aes": ("aes-cbc-256",
+                                                                      "aes-cbc-128"),
+}
+
+
+def esp_ciphers_for(levels: str | EncryptionLevel | Iterable[str | EncryptionLevel]
+                    ) -> tuple[str, ...]:
+    """ESP ciphers for one level or several (a server allowing Strong and Strongest), the
+    strongest first."""
+    if isinstance(levels, str | EncryptionLevel):
+        levels = (levels,)
+    names: list[str] = []
+    for level in levels:
+        key = level.value if isinstance(level, EncryptionLevel) else str(level).lower()
+        if key not in _LEVEL_CIPHERS:
+            raise ValueError(f"encryption level {key!r}: expected one of "
+                             f"{', '.join(_LEVEL_CIPHERS)} (ESP has no 'none' here: L2TP/"
+                             "IPsec without encryption is not the chapter's VPN connection)")
+        names += [c for c in _LEVEL_CIPHERS[key] if c not in names]
+    order = ("aes-cbc-256", "aes-cbc-128", "3des-cbc", "des-cbc")
+    return tuple(sorted(names, key=order.index))
+
+
+def ike_config_for(level: str | EncryptionLevel | Iterable[str | EncryptionLevel],
+                   psk: bytes | str = b"", **overrides: Any) -> IKEConfig:
+    """The IKE configuration of an encryption level: Basic/Strong = DES, Strongest = 3DES,
+    "aes-128"/"aes-256"/"aes" as an extension; HMAC-SHA1 then HMAC-MD5 integrity. Any other
+    IKEConfig field can be given (auth="rsa-sig", certificate=..., nat_t=False, ...)."""
+    if isinstance(psk, str):
+        psk = psk.encode()
+    overrides.setdefault("esp_ciphers", esp_ciphers_for(level))
+    overrides.setdefault("esp_integrity", ("hmac-sha1-96", "hmac-md5-96"))
+    if psk:
+        overrides.setdefault("psk", psk)
+    return IKEConfig(**overrides)
+
+
+def _peer_text(address: Address) -> str:
+    return f"{address[0]}:{address[1]}"
+
+
+def _security_associations(event: ChildSAEstablished
+                           ) -> tuple[SecurityAssociation, SecurityAssociation]:
+    """The (inbound, outbound) SA pair of a Quick Mode result; UDP ports with NAT-T."""
+    local, remote = event.local, event.remote
+    encap_out = encap_in = None
+    if event.encapsulation == "udp-transport":
+        encap_out, encap_in = (local[1], remote[1]), (remote[1], local[1])
+    common = {"lifetime_seconds": event.lifetime_seconds, "lifetime_bytes": event.lifetime_bytes}
+    inbound = SecurityAssociation.from_keys(event.spi_in, event.cipher, event.enc_key_in,
+                                            event.integrity, event.auth_key_in, remote[0],
+                                            local[0], encap=encap_in, **common)
+    outbound = SecurityAssociation.from_keys(event.spi_out, event.cipher, event.enc_key_out,
+                                             event.integrity, event.auth_key_out, local[0],
+                                             remote[0], encap=encap_out, **common)
+    return inbound, outbound
+
+
+@dataclass
+class _Child:
+    inbound: SecurityAssociation
+    outbound: SecurityAssociation
+    peer: str
+    created: float
+
+
+class _IPsecStack:
+    """What client and server share: the wire (transport tuples), the policy, SA install and
+    removal, L2TP through the SAs, one timer over IKE, L2TP and SA lifetimes."""
+
+    l2tp: L2TPServer | L2TPClient
+    ike: IKEResponder | IKESession  # the same receive/timer calls; events differ
+
+    def __init__(self, ike_config: IKEConfig, local_address: str,
+                 random: Callable[[int], bytes]):
+        self.ike_config = ike_config
+        self.local_address = local_address
+        self.random = random
+        self.policy = TransportPolicy(require_protection=True, l2tp_port=ike_config.l2tp_port,
+                                      iv_source=random)
+        self.children: dict[int, _Child] = {}  # by inbound SPI
+        self._routes: dict[Address, tuple[Peer, int]] = {}  # L2TP address -> (SA peer, port)
+        self._out: list[tuple[Transport, bytes]] = []
+        self._events: deque[Any] = deque()
+        self._now = 0.0  # the latest time seen, for the SA lifetimes' next deadline
+        self.counters = {"received": 0, "unknown_port": 0, "l2tp_no_sa": 0, "ike_in": 0,
+                         "ike_out": 0, "esp_out": 0, "keepalives": 0}
+
+    # -- the L2TP stacks' interface --------------------------------------------------------
+    def receive_datagram(self, src: Transport, data: bytes, now: float) -> None:
+        self._now = max(self._now, now)
+        self.counters["received"] += 1
+        kind, address, port, local_port = src
+        if kind == "esp":
+            self._inbound(self.policy.inbound((address, None), "esp", data, now), now)
+        elif local_port == IKE_PORT:
+            self._receive_ike(bytes(data), (address, port), now)
+        elif local_port == NAT_T_PORT:
+            self._inbound(self.policy.inbound((address, port), "udp4500", data, now), now)
+        elif local_port == self.policy.l2tp_port:
+            self._inbound(self.policy.inbound((address, port), "udp1701", data, now), now)
+        else:
+            self.counters["unknown_port"] += 1
+        self._drain(now)
+
+    receive_gre = receive_datagram
+
+    def send_datagram(self, ip_packet: bytes, now: float) -> None:
+        self.l2tp.send_datagram(ip_packet, now)
+        self._drain(now)
+
+    def datagrams_to_send(self) -> list[tuple[Transport, bytes]]:
+        out, self._out = self._out, []
+        return out
+
+    gre_to_send = datagrams_to_send
+
+    def control_to_send(self) -> list:
+        return []
+
+    def connections_to_close(self) -> list:
+        return []
+
+    def datagrams_to_tun(self) -> list[bytes]:
+        return self.l2tp.datagrams_to_tun()
+
+    def next_event(self) -> Any:
+        return self._events.popleft() if self._events else None
+
+    def get_timer(self) -> float | None:
+        times = [self._ike_timer(), self.l2tp.get_timer(), self.policy.get_timer(self._now)]
+        due = [t for t in times if t is not None]
+        return min(due) if due else None
+
+    def handle_timer(self, now: float) -> None:
+        self._now = max(self._now, now)
+        self._ike_handle_timer(now)
+        self._drain(now)
+        self.l2tp.handle_timer(now)
+        for event in self.policy.handle_timer(now):  # IKE rekeys and deletes by itself;
+            name = f"sa_{type(event).__name__}"     # these are counted for the status
+            self.counters[name] = self.counters.get(name, 0) + 1
+        self._drain(now)
+
+    @property
+    def sessions(self) -> dict:
+        return self.l2tp.sessions
+
+    @property
+    def tunnels(self) -> dict:
+        return self.l2tp.tunnels
+
+    def status(self) -> dict:
+        sa_counters: dict[str, int] = {}
+        for child in self.children.values():
+            for sa in (child.inbound, child.outbound):
+                for name, value in sa.counters.as_dict().items():
+                    sa_counters[name] = sa_counters.get(name, 0) + value
+        policy = dict(self.policy.counters)
+        return self.l2tp.status() | {
+            "ike": self._ike_status(),
+            "ipsec": {
+                "sas": [{"peer": c.peer, "spi_in": f"{c.inbound.spi:#010x}",
+                         "spi_out": f"{c.outbound.spi:#010x}", "cipher": c.inbound.cipher,
+                         "integrity": c.inbound.integrity,
+                         "encapsulation": "udp-transport" if c.inbound.encap else "transport",
+                         "in": c.inbound.counters.as_dict(),
+                         "out": c.outbound.counters.as_dict()} for c in self.children.values()],
+                "replayed": policy.get("replayed", 0),
+                "auth_failures": policy.get("auth_failures", 0),
+                "cleartext_l2tp_dropped": policy.get("cleartext_l2tp_dropped", 0),
+                "policy": policy, "sa_totals": sa_counters, "counters": dict(self.counters)},
+        }
+
+    # -- inbound ---------------------------------------------------------------------------
+    def _inbound(self, event: L2tpDatagram | IkePacket | Dropped, now: float) -> None:
+        if isinstance(event, IkePacket):
+            self._receive_ike(event.data, (event.peer[0], event.peer[1] or NAT_T_PORT), now)
+        elif isinstance(event, L2tpDatagram):
+            address = self._l2tp_address(event)
+            self._routes[address] = (event.peer, event.src_port)
+            self.l2tp.receive_datagram(address, event.payload, now)
+        # Dropped: the policy counted it under its reason
+
+    def _l2tp_address(self, datagram: L2tpDatagram) -> Address:
+        raise NotImplementedError
+
+    # -- outbound --------------------------------------------------------------------------
+    def _drain(self, now: float) -> None:
+        """Move IKE and L2TP output to the wire and handle IKE events, until quiet."""
+        self._now = max(self._now, now)
+        for _ in range(8):  # an event may make IKE or L2TP send, which may give an event
+            moved = self._drain_ike(now)
+            for dst, data in self.l2tp.datagrams_to_send():
+                moved = True
+                self._l2tp_out(dst, data, now)
+            moved = self._l2tp_events(now) or moved
+            if not moved:
+                break
+
+    def _l2tp_out(self, dst: Address, data: bytes, now: float) -> None:
+        route = self._routes.get(dst)
+        if route is None:
+            route = self._default_route(dst)
+        if route is None:
+            self.counters["l2tp_no_sa"] += 1
+            return
+        try:
+            sent = self.policy.outbound(route[0], self.policy.l2tp_port, route[1], data, now)
+        except (NoSecurityAssociation, LocalProtocolError):
+            self.counters["l2tp_no_sa"] += 1  # never in clear (RFC 3193 §4)
+            return
+        self._transmit(sent)
+
+    def _default_route(self, dst: Address) -> tuple[Peer, int] | None:
+        return None
+
+    def _transmit(self, sent: Transmit) -> None:
+        self.counters["esp_out"] += 1
+        if sent.kind == "esp":
+            self._out.append((("esp", sent.dst, 0, 0), sent.payload))
+        else:
+            self._out.append((("udp", sent.dst, sent.dst_port or 0, sent.src_port or 0),
+                              sent.payload))
+
+    def _ike_out(self, datagrams: list[tuple[Address, int, bytes]]) -> bool:
+        for dst, src_port, data in datagrams:
+            self.counters["ike_out"] += 1
+            if src_port == NAT_T_PORT:
+                data = ike_with_marker(data)  # RFC 3948 §2.2
+            self._out.append((("udp", dst[0], dst[1], src_port), data))
+        return bool(datagrams)
+
+    def _keepalive(self, event: NATKeepaliveDue) -> None:
+        self.counters["keepalives"] += 1
+        self._out.append((("udp", event.dst[0], event.dst[1], event.src_port), KEEPALIVE))
+
+    # -- SAs -------------------------------------------------------------------------------
+    def _install(self, event: ChildSAEstablished, now: float) -> _Child:
+        inbound, outbound = _security_associations(event)
+        inbound.created = outbound.created = now
+        self.policy.add_pair(inbound, outbound)
+        child = _Child(inbound, outbound, _peer_text(event.remote), now)
+        self.children[event.spi_in] = child
+        self._events.append(IPsecUp(child.peer, event.spi_in, event.spi_out, event.cipher,
+                                    event.integrity, event.encapsulation))
+        return child
+
+    def _uninstall(self, event: ChildSADeleted) -> None:
+        child = self.children.pop(event.spi_in, None)
+        if child is None:
+            return
+        self.policy.remove(child.inbound)
+        self.policy.remove(child.outbound)
+        self._events.append(IPsecDown(child.peer, event.spi_in, event.spi_out, event.reason))
+
+    # -- hooks -----------------------------------------------------------------------------
+    def _receive_ike(self, data: bytes, src: Address, now: float) -> None:
+        self.counters["ike_in"] += 1
+        self.ike.receive_datagram(data, src, now)
+
+    def _drain_ike(self, now: float) -> bool:
+        raise NotImplementedError
+
+    def _l2tp_events(self, now: float) -> bool:
+        """Pass the L2TP stack's events on; True when that made IKE or L2TP act."""
+        while (event := self.l2tp.next_event()) is not None:
+            self._events.append(event)
+        return False
+
+    def _ike_timer(self) -> float | None:
+        return self.ike.get_timer()
+
+    def _ike_handle_timer(self, now: float) -> None:
+        self.ike.handle_timer(now)
+
+    def _ike_status(self) -> Any:
+        raise NotImplementedError
+
+
+class L2TPIPsecServer(_IPsecStack):
+    """The LNS behind an IKE responder: many peers, each with its ISAKMP SA and ESP SAs."""
+
+    def __init__(self, ppp_config_for: Callable[[int, str], PPPConfig | None],
+                 tunnel_config: TunnelConfig | None, ike_config: IKEConfig,
+                 local_address: str, max_sessions: int = 0,
+                 random: Callable[[int], bytes] = os.urandom):
+        super().__init__(ike_config, local_address, random)
+        self.l2tp = L2TPServer(ppp_config_for, tunnel_config, max_sessions, random)
+        self.ike = IKEResponder(ike_config, (local_address, IKE_PORT), random=random)
+        self.counters["nat_without_nat_t_refused"] = 0
+
+    def _l2tp_address(self, datagram: L2tpDatagram) -> Address:
+        # With NAT-T, the NAT port names the peer (two clients share one public address).
+        peer = datagram.peer
+        return (peer[0], peer[1] if peer[1] is not None else datagram.src_port)
+
+    def _drain_ike(self, now: float) -> bool:
+        handled = False
+        while (pair := self.ike.next_event()) is not None:
+            handled = True
+            self._on_ike_event(pair[0], pair[1], now)
+        return self._ike_out(self.ike.datagrams_to_send()) or handled
+
+    def _on_ike_event(self, session: IKESession, event: Any, now: float) -> None:
+        peer = _peer_text(session.remote)
+        if isinstance(event, ChildSAEstablished):
+            self._install(event, now)
+        elif isinstance(event, ChildSADeleted):
+            self._uninstall(event)
+        elif isinstance(event, Phase1Established):
+            self._events.append(IKEEstablished(peer, event.peer_id, event.cipher, event.hash,
+                                               event.group, event.auth,
+                                               event.remote_behind_nat))
+            if event.nat_without_nat_t:
+                # ESP from behind this NAT cannot work: refuse now, with a Delete the client
+                # can read, instead of letting L2TP time out.
+                self.counters["nat_without_nat_t_refused"] += 1
+                self._events.append(IPsecFailed(peer, NAT_WITHOUT_NAT_T))
+                session.delete(now)
+        elif isinstance(event, IKEFailed | ChildSAFailed):
+            self._events.append(IPsecFailed(peer, event.reason, event.notify))
+        elif isinstance(event, NATKeepaliveDue):
+            self._keepalive(event)
+        elif isinstance(event, RemoteAddressChanged):
+            self.counters["remote_address_changed"] = \
+                self.counters.get("remote_address_changed", 0) + 1
+
+    def _ike_status(self) -> Any:
+        return {"sessions": self.ike.status(), "counters": dict(self.ike.counters)}
+
+    def stop_all(self, reason: str, now: float) -> None:
+        """Shutdown: StopCCN on every tunnel (through the SAs), then every IKE session is
+        deleted (Delete payloads for its ESP SAs and its ISAKMP SA)."""
+        self.l2tp.stop_all(reason, now)
+        self._drain(now)
+        for session in list(self.ike.sessions):
+            session.delete(now)
+        self._drain(now)
+
+
+class L2TPIPsecClient(_IPsecStack):
+    """A remote-access client: IKE Main Mode + Quick Mode first, then the L2TP client through
+    the SA; hanging up closes L2TP (CDN, StopCCN), then deletes the SAs (IKE Delete)."""
+
+    def __init__(self, ppp_config: PPPConfig, server: str, tunnel_config: TunnelConfig | None,
+                 ike_config: IKEConfig, local_address: str,
+                 random: Callable[[int], bytes] = os.urandom):
+        super().__init__(ike_config, local_address, random)
+        self.server = server
+        self.l2tp = L2TPClient(ppp_config, server, tunnel_config, L2TP_PORT, random)
+        self.ike = IKESession(ike_config, "initiator", (local_address, IKE_PORT),
+                              (server, IKE_PORT), random=random)
+        self._server_peer: Peer | None = None
+        self._l2tp_started = False
+        self._hung_up = False
+        self._failed = False
+        self._reason = ""
+        self._nat = False
+
+    def start(self, now: float) -> None:
+        self.ike.start(now)
+        self._drain(now)
+
+    def hang_up(self, now: float, reason: str = "user hung up") -> None:
+        self._hung_up = True
+        self._reason = self._reason or reason
+        if self._l2tp_started and not self.l2tp.done:
+            self.l2tp.hang_up(now, reason)
+        else:
+            self.ike.delete(now)
+        self._drain(now)
+
+    @property
+    def done(self) -> bool:
+        """Failed, or L2TP over and the SAs deleted, with the last datagrams (the IKE
+        Deletes) handed out by `datagrams_to_send`."""
+        if self._out:
+            return False
+        if self._failed:
+            return True
+        l2tp_over = not self._l2tp_started or self.l2tp.done
+        return l2tp_over and self.ike.closed and (self._hung_up or self._l2tp_started)
+
+    @property
+    def session_id(self) -> int:
+        return self.l2tp.session_id
+
+    @property
+    def reason(self) -> str:
+        return self._reason or self._translate(self.l2tp.reason)
+
+    def _translate(self, reason: str) -> str:
+        if reason != NO_REPLY_REASON:
+            return reason
+        if not self.ike_config.nat_t:
+            return f"{ESP_NO_REPLY} Or: {NAT_WITHOUT_NAT_T}"
+        return ESP_NO_REPLY_NAT_T if self._nat else ESP_NO_REPLY
+
+    def _l2tp_address(self, datagram: L2tpDatagram) -> Address:
+        return (datagram.peer[0], datagram.src_port)
+
+    def _default_route(self, dst: Address) -> tuple[Peer, int] | None:
+        if self._server_peer is None or dst[0] != self.server:
+            return None
+        return (self._server_peer, dst[1])
+
+    def _drain_ike(self, now: float) -> bool:
+        handled = False
+        while (event := self.ike.next_event()) is not None:
+            handled = True
+            self._on_ike_event(event, now)
+        return self._ike_out(self.ike.datagrams_to_send()) or handled
+
+    def _on_ike_event(self, event: Any, now: float) -> None:
+        peer = _peer_text(self.ike.remote)
+        if isinstance(event, ChildSAEstablished):
+            self._install(event, now)
+            self._server_peer = (event.remote[0], event.remote[1]
+                                 if event.encapsulation == "udp-transport" else None)
+            if not self._l2tp_started and not self._hung_up:
+                self._l2tp_started = True
+                self.l2tp.start(now)
+        elif isinstance(event, ChildSADeleted):
+            self._uninstall(event)
+        elif isinstance(event, Phase1Established):
+            self._nat = event.local_behind_nat or event.remote_behind_nat
+            self._events.append(IKEEstablished(peer, event.peer_id, event.cipher, event.hash,
+                                               event.group, event.auth, self._nat))
+        elif isinstance(event, IKEFailed | ChildSAFailed):
+            self._fail(peer, event.reason, event.notify, now)
+        elif isinstance(event, IKEClosed):
+            self._ike_closed(peer, event.reason, now)
+        elif isinstance(event, NATKeepaliveDue):
+            self._keepalive(event)
+
+    def _fail(self, peer: str, reason: str, notify: str | None, now: float) -> None:
+        if self._l2tp_started or self._failed:
+            return  # a failed rekey: the SA in use goes on until its lifetime
+        self._failed = True
+        self._reason = self._reason or reason
+        self._events.append(IPsecFailed(peer, self._reason, notify))
+        if not self.ike.closed:
+            self.ike.delete(now)
+
+    def _ike_closed(self, peer: str, reason: str, now: float) -> None:
+        if self._hung_up and (self.l2tp.done or not self._l2tp_started):
+            return  # our own delete
+        if not self._l2tp_started:
+            if not self.ike_config.nat_t and "deleted" in reason:
+                reason = f"{NAT_WITHOUT_NAT_T} (the server deleted the IKE SA after Main Mode)"
+            self._fail(peer, reason, None, now)
+            return
+        if not self.children:  # the SAs went with it: L2TP cannot be carried any more
+            self._reason = self._reason or f"IPsec closed: {reason}"
+            self.l2tp.hang_up(now, self._reason)
+
+    def _l2tp_events(self, now: float) -> bool:
+        while (event := self.l2tp.next_event()) is not None:
+            if isinstance(event, ControlClosed) and event.reason == NO_REPLY_REASON:
+                event = ControlClosed(event.conn_id, self._translate(event.reason))
+            self._events.append(event)
+        if self._l2tp_started and self.l2tp.done and not self.ike.closed:
+            self._hung_up = True
+            self.ike.delete(now)  # L2TP is over: the SAs go (RFC 2408 §3.15 Delete)
+            return True
+        return False
+
+    def _ike_status(self) -> Any:
+        return self.ike.status()
