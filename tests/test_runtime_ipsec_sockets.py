@@ -1,0 +1,181 @@
+"""The L2TP/IPsec sockets against the real kernel, in two network namespaces these tests
+create (the helpers of test_runtime_netns.py): raw ESP (IP protocol 50), IKE on UDP 500,
+IKE behind the non-ESP marker and ESP-in-UDP on 4500 (RFC 3948) and clear L2TP on 1701, each
+sent from one namespace and received through the one epoll descriptor in the other; errors
+are counted and never close a socket."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.test_runtime_netns import join, namespaces  # noqa: F401 - the fixture
+
+pytestmark = pytest.mark.netns
+
+A, B = "10.200.0.1", "10.200.0.2"
+
+RECEIVER = """
+    import json, select, sys
+    from tunnels.runtime.ipsec_sockets import MultiSocket
+    s = MultiSocket("10.200.0.2", l2tp_port=True)
+    print(json.dumps({"ready": True}), flush=True)
+    got = []
+    while len(got) < 5:
+        if not select.select([s.fileno()], [], [], 10)[0]:
+            break
+        while (item := s.receive()) is not None:
+            got.append([list(item[0]), item[1].hex()])
+    # answer each UDP datagram from the socket it came to, and the ESP as ESP
+    for (kind, src, port, local), data in got:
+        s.send((kind, src, port, local), bytes.fromhex(data)[::-1])
+    print(json.dumps({"got": got, "status": s.status()}), flush=True)
+    s.close()
+"""
+
+SENDER = """
+    import json, select, time
+    from tunnels.runtime.ipsec_sockets import MultiSocket
+    s = MultiSocket("10.200.0.1", l2tp_port=True)
+    sends = [(("esp", "10.200.0.2", 0, 0), bytes.fromhex("0000123400000001") + b"esp"),
+             (("udp", "10.200.0.2", 500, 500), b"ike on 500"),
+             (("udp", "10.200.0.2", 4500, 4500), b"\\0\\0\\0\\0" + b"ike on 4500"),
+             (("udp", "10.200.0.2", 4500, 4500), bytes.fromhex("0000abcd00000001") + b"e"),
+             (("udp", "10.200.0.2", 1701, 1701), b"clear l2tp")]
+    for dst, data in sends:
+        s.send(dst, data)
+    s.send(("udp", "192.0.2.99", 500, 500), b"nowhere")  # no route: counted, not fatal
+    s.send(("udp", "10.200.0.2", 500, 12345), b"no such local port")
+    back = []
+    deadline = time.monotonic() + 10
+    while len(back) < 5 and time.monotonic() < deadline:
+        select.select([s.fileno()], [], [], 1)
+        while (item := s.receive()) is not None:
+            back.append([list(item[0]), item[1].hex()])
+    print(json.dumps({"back": back, "status": s.status()}), flush=True)
+    s.close()
+"""
+
+
+def test_each_kind_crosses_between_namespaces_through_one_epoll_fd(namespaces):  # noqa: F811
+    a, b = namespaces(), namespaces()
+    join(a, b, [f"{A}/24"], [f"{B}/24"])
+    import json
+    import sys
+    import textwrap
+    receiver = b.popen([sys.executable, "-u", "-c", textwrap.dedent(RECEIVER)])
+    try:
+        receiver.wait_line('"ready"')
+        sent = a.python(SENDER)
+        receiver.proc.wait(15)
+    finally:
+        receiver.stop()
+    result = json.loads(receiver.lines[-1])
+    assert all(src == A for (_k, src, _p, _l), _d in result["got"])
+    got = {(kind, local): bytes.fromhex(data) for (kind, _s, _p, local), data in result["got"]}
+    assert got[("esp", 0)] == bytes.fromhex("0000123400000001") + b"esp"  # IP header gone
+    assert got[("udp", 500)] == b"ike on 500" and got[("udp", 1701)] == b"clear l2tp"
+    kinds = sorted((k, local, port) for (k, _s, port, local), _d in result["got"])
+    assert kinds == [("esp", 0, 0), ("udp", 500, 500), ("udp", 1701, 1701),
+                     ("udp", 4500, 4500), ("udp", 4500, 4500)]
+    payloads_4500 = {bytes.fromhex(d) for (k, _s, _p, local), d in result["got"] if local == 4500}
+    assert payloads_4500 == {b"\0\0\0\0ike on 4500", bytes.fromhex("0000abcd00000001") + b"e"}
+    # the answers came back, each from the port it was sent to
+    back = sorted((tuple(t), bytes.fromhex(d)) for t, d in sent["back"])
+    assert [t for t, _ in back] == [("esp", B, 0, 0), ("udp", B, 500, 500),
+                                    ("udp", B, 1701, 1701), ("udp", B, 4500, 4500),
+                                    ("udp", B, 4500, 4500)]
+    assert (("udp", B, 500, 500), b"ike on 500"[::-1]) in back
+    status = sent["status"]
+    assert status["udp500"]["send_errors"] == 1 and status["udp500"]["last_error"]
+    assert status["udp500"]["sent"] == 1 and status["no_socket"] == 1
+    assert status["esp"]["received"] == 1 and status["udp4500"]["received"] == 2
+    assert result["status"]["esp"]["bad_ip_header"] == 0
+
+
+DRIVER = """
+    import json, select, time
+    from tunnels.l2tp.control import TunnelConfig
+    from tunnels.ppp.auth.base import Account, AuthMethod, LocalAccounts
+    from tunnels.ppp.config import EncryptionLevel, PPPConfig
+    from tunnels.runtime.ipsec_sockets import MultiSocket
+    from tunnels.stacks.l2tp_ipsec import L2TPIPsecClient, L2TPIPsecServer, ike_config_for
+    from tunnels.stacks.pptp import SessionUp
+
+    ROLE, LOCAL, SERVER = {role!r}, {local!r}, {server!r}
+    ike = ike_config_for("strongest", b"shared secret", dh_groups=(2,), dpd_interval=0)
+    level = EncryptionLevel.STRONGEST
+    sock = MultiSocket(LOCAL, l2tp_port=ROLE == "server")
+    if ROLE == "server":
+        users = LocalAccounts({{"alice": Account("s3cret")}})
+        stack = L2TPIPsecServer(lambda sid, peer: PPPConfig(
+            True, (AuthMethod.MSCHAPV2,), verifier=users, local_address="10.10.100.1",
+            peer_address="10.10.100.2", encryption=level), TunnelConfig(), ike, LOCAL)
+    else:
+        stack = L2TPIPsecClient(PPPConfig(False, (AuthMethod.MSCHAPV2,), username="alice",
+                                          password="s3cret", encryption=level),
+                                SERVER, TunnelConfig(), ike, LOCAL)
+        stack.start(time.monotonic())
+    print(json.dumps({{"ready": True}}), flush=True)
+    events, tun, hung_up, end = [], [], False, time.monotonic() + 20
+    while time.monotonic() < end:
+        for dst, data in stack.gre_to_send():
+            sock.send(dst, data)
+        tun += stack.datagrams_to_tun()
+        while (e := stack.next_event()) is not None:
+            events.append(type(e).__name__)
+            if isinstance(e, SessionUp):
+                ping = bytes.fromhex("4500001c000100004001000a") + bytes(8)
+                stack.send_datagram(ping[:12] + bytes([10, 10, 100, 2 if ROLE == "client"
+                                    else 1, 10, 10, 100, 1 if ROLE == "client" else 2])
+                                    + ping[20:], time.monotonic())
+        if ROLE == "client" and tun and not hung_up:
+            hung_up = True
+            stack.hang_up(time.monotonic())
+            continue
+        if ROLE == "client" and stack.done:
+            break
+        if ROLE == "server" and "IPsecDown" in events:
+            break
+        timer = stack.get_timer()
+        wait = 0.5 if timer is None else max(0.0, min(0.5, timer - time.monotonic()))
+        if select.select([sock.fileno()], [], [], wait)[0]:
+            now = time.monotonic()
+            while (got := sock.receive()) is not None:
+                stack.receive_gre(got[0], got[1], now)
+        now = time.monotonic()
+        if timer is not None and now >= timer:
+            stack.handle_timer(now)
+    print(json.dumps({{"events": events, "tun": len(tun), "sockets": sock.status(),
+                      "ipsec": stack.status()["ipsec"]["counters"]}}), flush=True)
+"""
+
+
+def test_l2tp_ipsec_stacks_over_the_real_sockets(namespaces):  # noqa: F811
+    """Client and server stacks in two namespaces, over MultiSocket: IKE on 500, L2TP inside
+    raw ESP, PPP up, one datagram each way, hang-up and IKE Delete."""
+    import sys
+    import textwrap
+    a, b = namespaces(), namespaces()
+    join(a, b, [f"{A}/24"], [f"{B}/24"])
+    server = b.popen([sys.executable, "-u", "-c",
+                      textwrap.dedent(DRIVER.format(role="server", local=B, server=B))])
+    client = None
+    try:
+        server.wait_line('"ready"')
+        client = a.popen([sys.executable, "-u", "-c",
+                          textwrap.dedent(DRIVER.format(role="client", local=A, server=B))])
+        client_result = client.wait_line('"events"', timeout=30)
+        server_result = server.wait_line('"events"', timeout=30)
+    finally:
+        for daemon in (client, server):
+            if daemon is not None:
+                daemon.stop()
+    for result in (client_result, server_result):
+        events = result["events"]
+        assert "IPsecUp" in events and "SessionUp" in events and "IPsecDown" in events
+        assert events.index("IPsecUp") < events.index("SessionUp")
+        assert result["tun"] == 1
+    sockets = client_result["sockets"]
+    assert sockets["esp"]["sent"] >= 4 and sockets["esp"]["received"] >= 4
+    assert sockets["udp500"]["sent"] >= 5 and "udp1701" not in sockets  # the client: none
+    assert server_result["sockets"]["udp1701"]["received"] == 0
