@@ -53,6 +53,9 @@ IPSEC_MODULES = ("xfrm_user", "esp4", "authenc", "echainiv", "seqiv", "cbc", "hm
 SOFTWARE: dict[str, tuple[str, ...]] = {
     "pptpd": PPTP_MODULES,  # a server: started by its role at boot
     "pptp-linux": PPTP_MODULES,  # a client: dials on request (RefPeer.dial)
+    # xl2tpd in kernel mode (pppol2tp) with pppd; MPPE's modules too (PPP over L2TP)
+    "xl2tpd-lns": L2TP_MODULES + PPTP_MODULES[2:],  # an LNS: xl2tpd started at boot
+    "xl2tpd-lac": L2TP_MODULES + PPTP_MODULES[2:],  # a LAC: xl2tpd at boot, dials on request
 }
 AUTH_OPTION = {"pap": "pap", "chap": "chap", "mschap": "mschap", "mschapv2": "mschap-v2"}
 MPPE_OPTIONS = {"none": ("nomppe",), "40": ("require-mppe-40",), "128": ("require-mppe-128",)}
@@ -69,6 +72,8 @@ class PeerSpec:
     (pppd always requests stateless itself). users: (name, password) pairs; a client uses
     the first. server: the address a client dials. local_ip/remote_ips: pptpd's tunnel
     addresses. echo: LCP echo interval in seconds (0: off), 3 misses end the link.
+    tunnel_secret: xl2tpd's `challenge = yes` with this secret in l2tp-secrets (L2TP tunnel
+    authentication, RFC 2661 §5.1.1); empty: none.
     """
 
     software: str
@@ -81,6 +86,7 @@ class PeerSpec:
     remote_ips: str = "172.30.0.10-19"
     echo: int = 10
     mem_mb: int = 96
+    tunnel_secret: str = ""
 
     def __post_init__(self) -> None:
         if self.software not in SOFTWARE:
@@ -95,8 +101,9 @@ class PeerSpec:
         if self.mppe != "none" and self.auth not in ("mschap", "mschapv2"):
             raise SpecError(f"reference peer {self.software}: mppe {self.mppe}: MPPE keys come "
                             "from MS-CHAP: expected auth mschap or mschapv2")
-        if self.software == "pptp-linux" and not self.server:
-            raise SpecError("reference peer pptp-linux: server: the address to dial is needed")
+        if self.software in ("pptp-linux", "xl2tpd-lac") and not self.server:
+            raise SpecError(f"reference peer {self.software}: server: the address to dial is "
+                            "needed")
         if not self.users:
             raise SpecError(f"reference peer {self.software}: users: at least one is needed")
 
@@ -154,7 +161,42 @@ def _pptp_linux_files(spec: PeerSpec) -> dict[str, tuple[str, int]]:
     return {"ppp/peers/vpnlab": ("\n".join(opts) + "\n", 0o644)}
 
 
-_RENDERERS = {"pptpd": _pptpd_files, "pptp-linux": _pptp_linux_files}
+def _xl2tpd_files(spec: PeerSpec, section: list[str],
+                  ppp: list[str]) -> dict[str, tuple[str, int]]:
+    """xl2tpd.conf (one section; tunnel authentication when there is a secret), l2tp-secrets
+    and the pppd options xl2tpd passes on (its own auth options stay off: pppd's decide)."""
+    conf = ["[global]", "port = 1701", "access control = no", "debug tunnel = yes",
+            "debug state = yes", "debug avp = yes", "", *section, "length bit = yes",
+            "require authentication = no", "ppp debug = yes",
+            "pppoptfile = /etc/ppp/options.xl2tpd",
+            f"challenge = {'yes' if spec.tunnel_secret else 'no'}"]
+    # us them secret: xl2tpd takes the rest of the line as the secret, quotes included
+    secrets = f"* * {spec.tunnel_secret}\n" if spec.tunnel_secret else ""
+    return {"xl2tpd/xl2tpd.conf": ("\n".join(conf) + "\n", 0o644),
+            "xl2tpd/l2tp-secrets": ("# rendered by vpnlab\n" + secrets, 0o600),
+            "ppp/options.xl2tpd": ("\n".join([*ppp, *_ppp_common(spec)]) + "\n", 0o644)}
+
+
+def _xl2tpd_lns_files(spec: PeerSpec) -> dict[str, tuple[str, int]]:
+    first, _, last = spec.remote_ips.partition("-")
+    last = f"{first.rsplit('.', 1)[0]}.{last}" if last and "." not in last else last or first
+    return _xl2tpd_files(spec, ["[lns default]", "hostname = xl2tpd", f"local ip = {spec.local_ip}",
+                                f"ip range = {first}-{last}"],
+                         ["name xl2tpd", "auth", f"require-{AUTH_OPTION[spec.auth]}",
+                          "refuse-eap"])
+
+
+def _xl2tpd_lac_files(spec: PeerSpec) -> dict[str, tuple[str, int]]:
+    user = spec.users[0][0]
+    refuse = [f"refuse-{AUTH_OPTION[m]}" for m in AUTH_OPTION if m != spec.auth]
+    return _xl2tpd_files(spec, ["[lac vpnlab]", f"lns = {spec.server}", "hostname = xl2tpd",
+                                "redial = no", "autodial = no"],
+                         [f"name {user}", f"user {user}", "remotename vpnlab", "noauth",
+                          "refuse-eap", *refuse, "ipparam vpnlab"])
+
+
+_RENDERERS = {"pptpd": _pptpd_files, "pptp-linux": _pptp_linux_files,
+              "xl2tpd-lns": _xl2tpd_lns_files, "xl2tpd-lac": _xl2tpd_lac_files}
 
 
 def _hook(name: str) -> str:
@@ -172,6 +214,21 @@ _ROLES = {
               "for i in $(seq 200); do\n"
               "  ss -Hltn 'sport = :1723' | grep -q LISTEN && exit 0; sleep 0.025\n"
               "done\necho 'pptpd not listening on 1723'; exit 1\n"),
+    **dict.fromkeys(("xl2tpd-lns", "xl2tpd-lac"), (
+        "xl2tpd -D -c /etc/xl2tpd/xl2tpd.conf -s /etc/xl2tpd/l2tp-secrets -p /run/xl2tpd.pid "
+        "-C /run/xl2tpd/l2tp-control >> /run/vpnlab/xl2tpd.log 2>&1 &\n"
+        "for i in $(seq 200); do\n"
+        "  ss -Hlun 'sport = :1701' | grep -q . && [ -p /run/xl2tpd/l2tp-control ] && exit 0\n"
+        "  sleep 0.025\ndone\necho 'xl2tpd not listening on 1701'; exit 1\n")),
+}
+# a client peer dials (RefPeer.dial): exit 0 once ppp0 is up (pppd's ip-up), else non-zero
+_DIALS = {
+    "pptp-linux": ["pppd", "call", "vpnlab", "updetach"],
+    "xl2tpd-lac": ["sh", "-c", "n=$(grep -c ppp-up /run/vpnlab/ppp-events 2>/dev/null)\n"
+                   "echo 'c vpnlab' > /run/xl2tpd/l2tp-control || exit 1\n"
+                   "for i in $(seq 500); do\n"
+                   "  [ \"$(grep -c ppp-up /run/vpnlab/ppp-events 2>/dev/null)\" -gt \"${n:-0}\" ] "
+                   "&& exit 0\n  sleep 0.05\ndone\nexit 1\n"],
 }
 
 
@@ -344,9 +401,9 @@ class RefPeer:
         return self.run(["sh", "-c", script], timeout=timeout, check=check)
 
     def dial(self, timeout: float = 30.0) -> Result:
-        """A client peer dials: `pppd call vpnlab updetach` returns once IPCP is up (0) or
-        the attempt failed (pppd's exit status)."""
-        return self.run(["pppd", "call", "vpnlab", "updetach"], timeout=timeout)
+        """A client peer dials: `pppd call vpnlab updetach` (xl2tpd: `c vpnlab` on its control
+        pipe, then ppp0's ip-up) returns once IPCP is up (0) or the attempt failed."""
+        return self.run(_DIALS[self.spec.software], timeout=timeout)
 
     def stop(self) -> int | None:
         """Power off through the agent, then SIGTERM/SIGKILL the process group; reaped."""
