@@ -3,9 +3,9 @@
 Pure functions from a validated `LinkShape` to argv lists (style.md 13): Mininet's TCLink
 "ignores" bad values with a warning; here a bad value raises with the field and what was
 expected. Rate uses `tbf` with a byte limit (design.md: tbf is accurate here, htb overfills slow
-links). Delay, jitter and loss need netem, which the CI kernel lacks: `probe_netem()` says which
-method a machine gets, and the testbed then runs the userspace wire (`testbed.wire`) in a link
-namespace between the two ends instead.
+links). Delay, jitter, loss and reordering need netem, which the CI kernel lacks:
+`probe_netem()` says which method a machine gets, and the testbed then runs the userspace wire
+(`testbed.wire`) in a link namespace between the two ends instead.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import functools
 import math
 import subprocess
 import sys
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from testbed.errors import SpecError
@@ -22,13 +23,25 @@ from testbed.errors import SpecError
 @dataclass(frozen=True, slots=True)
 class LinkShape:
     """Rate in bit/s from A to B (`rate_bps`) and from B to A (`reverse_rate_bps`, default the
-    same); one-way `delay_ms` and `jitter_ms` in each direction; `loss_pct` per direction."""
+    same); one-way `delay_ms` and `jitter_ms` in each direction; `loss_pct` per direction.
+
+    Reordering has netem's meaning (`reorder PERCENT gap N`, tc-netem(8)): a frame picked for
+    reordering skips the delay (and jitter) and so overtakes the frames still in flight; the
+    others wait the delay. With `reorder_gap` N, the N-1 frames after a reordered one are
+    always delayed, and from then on each frame is picked with probability `reorder_pct`
+    (netem's counter), so the reordered fraction is 1 / (N - 1 + 100 / reorder_pct): exactly
+    `reorder_pct` with the default gap 1. Reordering needs a delay, as in netem.
+    `seed` makes the userspace wire's random choices (loss, jitter, reordering) repeatable;
+    netem has no such option here and ignores it."""
 
     rate_bps: int | None = None
     delay_ms: float = 0.0
     jitter_ms: float = 0.0
     loss_pct: float = 0.0
     reverse_rate_bps: int | None = None
+    reorder_pct: float = 0.0
+    reorder_gap: int = 1
+    seed: int | None = None
 
     def __post_init__(self) -> None:
         for name in ("rate_bps", "reverse_rate_bps"):
@@ -47,6 +60,23 @@ class LinkShape:
             )
         if not _is_number(self.loss_pct) or not 0 <= self.loss_pct <= 100:
             raise SpecError(f"link shape: loss_pct={self.loss_pct!r}: expected 0..100 (percent)")
+        self._check_reorder()
+
+    def _check_reorder(self) -> None:
+        if not _is_number(self.reorder_pct) or not 0 <= self.reorder_pct <= 100:
+            raise SpecError(f"link shape: reorder_pct={self.reorder_pct!r}: expected 0..100 "
+                            "(percent of frames sent out of order)")
+        if type(self.reorder_gap) is not int or not 1 <= self.reorder_gap <= 2**32 - 1:
+            raise SpecError(f"link shape: reorder_gap={self.reorder_gap!r}: expected an integer "
+                            ">= 1 (netem's gap: 1 = any frame may be reordered)")
+        if self.reorder_pct and not self.delay_ms:
+            raise SpecError(f"link shape: reorder_pct={self.reorder_pct:g} with delay_ms=0: "
+                            "expected a delay_ms > 0 (a reordered frame skips the delay, so "
+                            "without one nothing is overtaken; netem refuses it too)")
+        if self.seed is not None and (type(self.seed) is not int or
+                                      not 0 <= self.seed <= 2**63 - 1):
+            raise SpecError(f"link shape: seed={self.seed!r}: expected a non-negative integer "
+                            "or None (a fresh random seed)")
 
     @property
     def rate_b_to_a(self) -> int | None:
@@ -54,8 +84,10 @@ class LinkShape:
 
     @property
     def impairs(self) -> bool:
-        """True when the link adds delay, jitter or loss (netem's job, or the wire's)."""
-        return self.delay_ms > 0 or self.jitter_ms > 0 or self.loss_pct > 0
+        """True when the link adds delay, jitter, loss or reordering (netem's job, or the
+        wire's)."""
+        return (self.delay_ms > 0 or self.jitter_ms > 0 or self.loss_pct > 0
+                or self.reorder_pct > 0)
 
     def describe(self) -> str:
         parts = []
@@ -68,6 +100,9 @@ class LinkShape:
             parts.append(f"{self.delay_ms:g} ms{jitter}")
         if self.loss_pct:
             parts.append(f"{self.loss_pct:g}% loss")
+        if self.reorder_pct:
+            gap = f" gap {self.reorder_gap}" if self.reorder_gap != 1 else ""
+            parts.append(f"{self.reorder_pct:g}% reordered{gap}")
         return ", ".join(parts) or "unshaped"
 
 
@@ -168,6 +203,8 @@ def netem_argv(iface: str, shape: LinkShape, rate_bps: int | None) -> list[str]:
             argv += [f"{shape.jitter_ms}ms"]
     if shape.loss_pct:
         argv += ["loss", f"{shape.loss_pct}%"]
+    if shape.reorder_pct:
+        argv += ["reorder", f"{shape.reorder_pct}%", "gap", str(shape.reorder_gap)]
     if rate_bps:
         argv += ["rate", f"{rate_bps}bit"]
     return argv
@@ -203,11 +240,54 @@ def wire_argv(shape: LinkShape, iface_a: str, iface_b: str, control_path: str,
             "--control", control_path,
             "--delay-ms", str(shape.delay_ms), "--jitter-ms", str(shape.jitter_ms),
             "--loss-pct", str(shape.loss_pct)]
+    if shape.reorder_pct:
+        argv += ["--reorder-pct", str(shape.reorder_pct), "--reorder-gap", str(shape.reorder_gap)]
+    if shape.seed is not None:
+        argv += ["--seed", str(shape.seed)]
     if shape.rate_bps:
         argv += ["--rate-ab", str(shape.rate_bps)]
     if shape.rate_b_to_a:
         argv += ["--rate-ba", str(shape.rate_b_to_a)]
     return argv
+
+
+def wire_control(shape: LinkShape) -> dict[str, object]:
+    """The control message that gives a running wire `shape` (every field, so nothing of the
+    previous shape is left): `send_wire_control(path, **wire_control(shape))`."""
+    change: dict[str, object] = {
+        "delay_ms": shape.delay_ms, "jitter_ms": shape.jitter_ms, "loss_pct": shape.loss_pct,
+        "reorder_pct": shape.reorder_pct, "reorder_gap": shape.reorder_gap,
+        "rate_ab": shape.rate_bps or 0, "rate_ba": shape.rate_b_to_a or 0}
+    if shape.seed is not None:
+        change["seed"] = shape.seed
+    return change
+
+
+def impaired_path(params: Mapping[str, str], prefix: str, where: str,
+                  delay_ms: float = 20.0) -> LinkShape | None:
+    """A scenario's Internet path from its text parameters `{prefix}loss`, `{prefix}reorder`
+    (percent) and `{prefix}seed` (empty: a fresh one), or None when neither loss nor reordering
+    is asked for. `where` (the scenario and the link) starts every error. The delay (20 ms one
+    way, the `internet` preset's) is what the reordered frames skip."""
+    values = {}
+    for name in ("loss", "reorder"):
+        text = params[prefix + name]
+        try:
+            values[name] = float(text)
+        except ValueError:
+            raise SpecError(f"{where}: {prefix}{name}={text!r}: expected a percentage "
+                            "0..100") from None
+    seed = params[prefix + "seed"].strip()
+    if seed and not seed.isdigit():
+        raise SpecError(f"{where}: {prefix}seed={seed!r}: expected a non-negative integer, or "
+                        "empty for a fresh random seed")
+    if not (values["loss"] or values["reorder"]):
+        return None
+    try:
+        return LinkShape(delay_ms=delay_ms, loss_pct=values["loss"],
+                         reorder_pct=values["reorder"], seed=int(seed) if seed else None)
+    except SpecError as exc:
+        raise SpecError(f"{where}: {exc}") from None
 
 
 def offload_off_commands(iface: str) -> list[list[str]]:

@@ -1,12 +1,21 @@
-"""The userspace wire: delay, jitter, loss and rate where the kernel has no netem.
+"""The userspace wire: delay, jitter, loss, reordering and rate where the kernel has no netem.
 
 Runs in a link namespace between two veth ends (`--a`, `--b`) and forwards every Ethernet frame
 from one to the other over AF_PACKET, holding each frame until its departure time. Per
 direction (A→B uses `--rate-ab`, B→A `--rate-ba`): Bernoulli loss, serialization at the rate
 (as netem's `rate`: a frame starts when the previous one has been clocked out), then the one-way
-delay plus uniform jitter in ±jitter, never reordering; a frame that would wait more than
+delay plus uniform jitter in ±jitter; jitter never reorders. A frame that would wait more than
 `--queue-ms` for the line is dropped (tail drop, counted as `overflow`). Offloads must be off on
 the veth ends, or frames bigger than the MTU (GSO) go through as one.
+
+Reordering (`--reorder-pct`, `--reorder-gap`) follows netem's `reorder PERCENT gap N`: after
+loss, a frame is picked for reordering when at least N-1 frames went the normal way since the
+last pick (netem's counter) and a draw falls under PERCENT. A picked frame skips the delay and
+jitter: it leaves as soon as the line has clocked it out (at once without a rate), on an
+express queue of its own, so it overtakes every frame still waiting out its delay. It still
+takes its time on the line (the rate is never exceeded, unlike netem, which lets it jump the
+rate too), and the other frames keep their exact departure times: delay, jitter and
+serialization are computed for them as before. Picked frames are counted as `reordered`.
 
 Deadlines use a timerfd (sub-millisecond; epoll's own timeout has 1 ms granularity). Ready:
 prints exactly `ready` on stdout once both packet sockets and the control socket are bound.
@@ -16,12 +25,15 @@ Control: one JSON object per datagram on the unix datagram socket `--control`; e
 optional and applies at once; the reply (to the sender's bound address, if any) is
 `{"ok": true, "ab": COUNTERS, "ba": COUNTERS}` or `{"ok": false, "error": "..."}`:
   delay_ms, jitter_ms, loss_pct, queue_ms   both directions (jitter <= delay is not enforced)
+  reorder_pct, reorder_gap                  both directions (gap: integer >= 1)
+  seed                                      re-seed the random choices (integer >= 0)
   rate_ab, rate_ba                          bit/s per direction; 0 or null = unlimited
   down                                      true drops everything, queued frames included (a cut
                                             with carrier up); false restores
   stats                                     no change, just the counters
 COUNTERS = {"received", "forwarded", "lost" (loss or down), "overflow" (queue full or send
-error), "queued"}. `send_wire_control(path, **changes)` is the client.
+error), "reordered" (frames sent ahead of the delay), "queued"}.
+`send_wire_control(path, **changes)` is the client.
 """
 
 from __future__ import annotations
@@ -65,23 +77,40 @@ class Direction:
     jitter_s: float = 0.0
     loss: float = 0.0
     queue_s: float = 0.2
+    reorder: float = 0.0  # probability, netem's reorder PERCENT / 100
+    reorder_gap: int = 1
     down: bool = False
     busy_until: float = 0.0
     last_due: float = 0.0
+    since_reorder: int = 0  # netem's q->counter: frames sent the normal way since the last pick
     queue: collections.deque = field(default_factory=collections.deque)
+    express: collections.deque = field(default_factory=collections.deque)  # reordered frames
     received: int = 0
     forwarded: int = 0
     lost: int = 0
     overflow: int = 0
+    reordered: int = 0
 
     @property
     def passthrough(self) -> bool:
         """Nothing to do: frames can go out at once, without a copy."""
         return not (self.rate_bps or self.delay_s or self.jitter_s or self.loss or self.down
-                    or self.queue)
+                    or self.reorder or self.queue or self.express)
 
     def admit(self, size: int, now: float, rng: random.Random) -> float | None:
         """The departure time of a frame of `size` bytes arriving at `now`, or None if dropped."""
+        taken = self.take(size, now, rng)
+        return None if taken is None else taken[0]
+
+    def place(self, frame: bytes, now: float, rng: random.Random) -> None:
+        """Admit `frame` and queue it for its departure (express if it was reordered)."""
+        taken = self.take(len(frame), now, rng)
+        if taken is not None:
+            (self.express if taken[1] else self.queue).append((taken[0], frame))
+
+    def take(self, size: int, now: float, rng: random.Random) -> tuple[float, bool] | None:
+        """(departure time, reordered) of a frame of `size` bytes arriving at `now`, or None if
+        dropped: the pure scheduling core."""
         self.received += 1
         if self.down or (self.loss and rng.random() < self.loss):
             self.lost += 1
@@ -93,22 +122,37 @@ class Direction:
                 return None
             self.busy_until = start + size * 8 / self.rate_bps
             start = self.busy_until
+        if self._pick_for_reorder(rng):
+            self.reordered += 1
+            return start, True
         due = start + self.delay_s
         if self.jitter_s:
             due += rng.uniform(-self.jitter_s, self.jitter_s)
         due = max(due, self.last_due, now)  # jitter never reorders
         self.last_due = due
-        return due
+        return due, False
+
+    def _pick_for_reorder(self, rng: random.Random) -> bool:
+        """netem_enqueue's test: inside the gap, or the draw says no, the frame is delayed."""
+        if not self.reorder:
+            return False
+        if self.since_reorder < self.reorder_gap - 1 or rng.random() >= self.reorder:
+            self.since_reorder += 1
+            return False
+        self.since_reorder = 0
+        return True
 
     def set_down(self, down: bool) -> None:
         self.down = down
         if down:
-            self.lost += len(self.queue)
+            self.lost += len(self.queue) + len(self.express)
             self.queue.clear()
+            self.express.clear()
 
     def counters(self) -> dict[str, int]:
         return {"received": self.received, "forwarded": self.forwarded, "lost": self.lost,
-                "overflow": self.overflow, "queued": len(self.queue)}
+                "overflow": self.overflow, "reordered": self.reordered,
+                "queued": len(self.queue) + len(self.express)}
 
 
 def _number(change: dict, key: str, low: float, high: float) -> float:
@@ -123,13 +167,14 @@ def apply_change(ab: Direction, ba: Direction, change: dict) -> None:
     if not isinstance(change, dict):
         raise ValueError("expected a JSON object")
     unknown = set(change) - {"delay_ms", "jitter_ms", "loss_pct", "queue_ms", "rate_ab",
-                             "rate_ba", "down", "stats"}
+                             "rate_ba", "down", "stats", "reorder_pct", "reorder_gap", "seed"}
     if unknown:
         raise ValueError(f"unknown keys {sorted(unknown)}")
     per: dict[str, float] = {}
     for key, attr, high, scale in (("delay_ms", "delay_s", 10_000, 1e-3),
                                    ("jitter_ms", "jitter_s", 10_000, 1e-3),
                                    ("loss_pct", "loss", 100, 1e-2),
+                                   ("reorder_pct", "reorder", 100, 1e-2),
                                    ("queue_ms", "queue_s", 60_000, 1e-3)):
         if key in change:
             per[attr] = _number(change, key, 0, high) * scale
@@ -142,9 +187,14 @@ def apply_change(ab: Direction, ba: Direction, change: dict) -> None:
             rates[key] = (d, rate or None)
     if "down" in change and not isinstance(change["down"], bool):
         raise ValueError(f"down={change['down']!r}: expected true or false")
+    for key, low in (("reorder_gap", 1), ("seed", 0)):
+        if key in change and (type(change[key]) is not int or change[key] < low):
+            raise ValueError(f"{key}={change[key]!r}: expected an integer >= {low}")
     for d in (ab, ba):
         for attr, value in per.items():
             setattr(d, attr, value)
+        if "reorder_gap" in change:
+            d.reorder_gap = change["reorder_gap"]
         if "down" in change:
             d.set_down(change["down"])
     for d, rate in rates.values():
@@ -231,7 +281,10 @@ class Wire:
             except BlockingIOError:
                 return
             try:
-                apply_change(self.dirs["a"], self.dirs["b"], json.loads(data))
+                change = json.loads(data)
+                apply_change(self.dirs["a"], self.dirs["b"], change)
+                if "seed" in change:
+                    self.rng.seed(change["seed"])
                 reply = {"ok": True, "ab": self.dirs["a"].counters(),
                          "ba": self.dirs["b"].counters()}
             except ValueError as exc:  # json.JSONDecodeError is a ValueError
@@ -254,9 +307,7 @@ class Wire:
                 d.received += 1
                 self._send(out, d, view[:n])
                 continue
-            due = d.admit(n, now, self.rng)
-            if due is not None:
-                d.queue.append((due, bytes(view[:n])))
+            d.place(bytes(view[:n]), now, self.rng)
 
     @staticmethod
     def _send(out: socket.socket, d: Direction, frame: bytes | memoryview) -> None:
@@ -270,11 +321,19 @@ class Wire:
         """Send every frame whose time has come; return the next departure time."""
         nxt = None
         for side, d in self.dirs.items():
-            queue, out = d.queue, self.out[side]
+            queue, express, out = d.queue, d.express, self.out[side]
+            while express:  # reordered frames: merged with the others by departure time
+                if express[0][0] > now:
+                    break
+                if queue and queue[0][0] < express[0][0]:
+                    self._send(out, d, queue.popleft()[1])
+                else:
+                    self._send(out, d, express.popleft()[1])
             while queue and queue[0][0] <= now:
                 self._send(out, d, queue.popleft()[1])
-            if queue and (nxt is None or queue[0][0] < nxt):
-                nxt = queue[0][0]
+            for q in (queue, express):
+                if q and (nxt is None or q[0][0] < nxt):
+                    nxt = q[0][0]
         return nxt
 
     def run(self) -> None:
@@ -352,6 +411,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--delay-ms", type=float, default=0.0)
     p.add_argument("--jitter-ms", type=float, default=0.0)
     p.add_argument("--loss-pct", type=float, default=0.0)
+    p.add_argument("--reorder-pct", type=float, default=0.0,
+                   help="percent of frames sent ahead of the delay (netem's reorder)")
+    p.add_argument("--reorder-gap", type=int, default=1, help="netem's gap (default 1)")
     p.add_argument("--rate-ab", type=int, help="bit/s from A to B")
     p.add_argument("--rate-ba", type=int, help="bit/s from B to A (default: --rate-ab)")
     p.add_argument("--queue-ms", type=float, default=200.0)
@@ -364,6 +426,7 @@ def directions(args: argparse.Namespace) -> tuple[Direction, Direction]:
     ab, ba = Direction(), Direction()
     apply_change(ab, ba, {"delay_ms": args.delay_ms, "jitter_ms": args.jitter_ms,
                           "loss_pct": args.loss_pct, "queue_ms": args.queue_ms,
+                          "reorder_pct": args.reorder_pct, "reorder_gap": args.reorder_gap,
                           "rate_ab": args.rate_ab or 0,
                           "rate_ba": (args.rate_ba if args.rate_ba is not None
                                       else args.rate_ab) or 0})
