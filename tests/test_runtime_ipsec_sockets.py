@@ -93,79 +93,111 @@ def test_each_kind_crosses_between_namespaces_through_one_epoll_fd(namespaces): 
 
 
 DRIVER = """
-    import json, select, time
+    import asyncio, json
     from tunnels.l2tp.control import TunnelConfig
     from tunnels.ppp.auth.base import Account, AuthMethod, LocalAccounts
     from tunnels.ppp.config import EncryptionLevel, PPPConfig
     from tunnels.runtime.ipsec_sockets import MultiSocket
+    from tunnels.runtime.pump import StackPump
     from tunnels.stacks.l2tp_ipsec import L2TPIPsecClient, L2TPIPsecServer, ike_config_for
     from tunnels.stacks.pptp import SessionUp
 
-    ROLE, LOCAL, SERVER = {role!r}, {local!r}, {server!r}
+    ROLE, LOCAL, SERVER, CLIENTS = {role!r}, {local!r}, {server!r}, {clients!r}
     ike = ike_config_for("strongest", b"shared secret", dh_groups=(2,), dpd_interval=0)
     level = EncryptionLevel.STRONGEST
-    sock = MultiSocket(LOCAL, l2tp_port=ROLE == "server")
-    if ROLE == "server":
-        users = LocalAccounts({{"alice": Account("s3cret")}})
-        stack = L2TPIPsecServer(lambda sid, peer: PPPConfig(
-            True, (AuthMethod.MSCHAPV2,), verifier=users, local_address="10.10.100.1",
-            peer_address="10.10.100.2", encryption=level), TunnelConfig(), ike, LOCAL)
-    else:
-        stack = L2TPIPsecClient(PPPConfig(False, (AuthMethod.MSCHAPV2,), username="alice",
-                                          password="s3cret", encryption=level),
-                                SERVER, TunnelConfig(), ike, LOCAL)
-        stack.start(time.monotonic())
-    print(json.dumps({{"ready": True}}), flush=True)
-    events, tun, hung_up, end = [], [], False, time.monotonic() + 20
-    while time.monotonic() < end:
-        for dst, data in stack.gre_to_send():
-            sock.send(dst, data)
-        tun += stack.datagrams_to_tun()
-        while (e := stack.next_event()) is not None:
+    users = LocalAccounts({{"alice": Account("s3cret")}})
+    pool = iter(range(2, 100))
+
+    def ppp_for(sid, peer):
+        return PPPConfig(True, (AuthMethod.MSCHAPV2,), verifier=users,
+                         local_address="10.10.100.1", peer_address=f"10.10.100.{{next(pool)}}",
+                         encryption=level)
+
+    def ping(src, dst):
+        return (bytes.fromhex("4500001c000100004001") + bytes(2) + bytes(map(int, src.split(".")))
+                + bytes(map(int, dst.split("."))) + bytes(8))
+
+    async def main():
+        loop = asyncio.get_running_loop()
+        sock = MultiSocket(LOCAL, l2tp_port=ROLE == "server")
+        if ROLE == "server":
+            stack = L2TPIPsecServer(ppp_for, TunnelConfig(), ike, LOCAL)
+        else:
+            stack = L2TPIPsecClient(PPPConfig(False, (AuthMethod.MSCHAPV2,), username="alice",
+                                              password="s3cret", encryption=level),
+                                    SERVER, TunnelConfig(), ike, LOCAL)
+        events, tun, finished = [], [], loop.create_future()
+        to_tun = stack.datagrams_to_tun
+
+        def send(pkt):
+            pump.feed("send", stack.send_datagram, pkt, loop.time())
+            pump.flush()
+
+        def record():  # the pump has no TUN device here: keep what it would write
+            out = to_tun()
+            tun.extend(out)
+            for pkt in out:
+                if ROLE == "server":  # echo it, addresses swapped
+                    loop.call_soon(send, ping(".".join(map(str, pkt[16:20])),
+                                              ".".join(map(str, pkt[12:16]))))
+            return out
+        stack.datagrams_to_tun = record
+
+        def client_ping(pkt):  # until an answer came; then hang up
+            if tun:
+                pump.feed("hang_up", stack.hang_up, loop.time())
+                pump.flush()
+                return
+            send(pkt)
+            loop.call_later(0.2, client_ping, pkt)
+
+        def on_event(e):
             events.append(type(e).__name__)
-            if isinstance(e, SessionUp):
-                ping = bytes.fromhex("4500001c000100004001000a") + bytes(8)
-                stack.send_datagram(ping[:12] + bytes([10, 10, 100, 2 if ROLE == "client"
-                                    else 1, 10, 10, 100, 1 if ROLE == "client" else 2])
-                                    + ping[20:], time.monotonic())
-        if ROLE == "client" and tun and not hung_up:
-            hung_up = True
-            stack.hang_up(time.monotonic())
-            continue
-        if ROLE == "client" and stack.done:
-            break
-        if ROLE == "server" and "IPsecDown" in events:
-            break
-        timer = stack.get_timer()
-        wait = 0.5 if timer is None else max(0.0, min(0.5, timer - time.monotonic()))
-        if select.select([sock.fileno()], [], [], wait)[0]:
-            now = time.monotonic()
-            while (got := sock.receive()) is not None:
-                stack.receive_gre(got[0], got[1], now)
-        now = time.monotonic()
-        if timer is not None and now >= timer:
-            stack.handle_timer(now)
-    print(json.dumps({{"events": events, "tun": len(tun), "sockets": sock.status(),
-                      "ipsec": stack.status()["ipsec"]["counters"]}}), flush=True)
+            if isinstance(e, SessionUp) and ROLE == "client":
+                loop.call_soon(client_ping, ping(e.local_address, e.peer_address))
+            if ROLE == "client" and getattr(stack, "done", False) and not finished.done():
+                finished.set_result(None)
+            if ROLE == "server" and events.count("IPsecDown") >= CLIENTS \
+                    and not finished.done():
+                finished.set_result(None)
+        pump = StackPump(loop, stack, sock, on_event)
+        print(json.dumps({{"ready": True}}), flush=True)
+        if ROLE == "client":
+            stack.start(loop.time())
+            pump.flush()
+        try:
+            await asyncio.wait_for(finished, 25)
+        except TimeoutError:
+            pass
+        pump.flush()
+        print(json.dumps({{"events": events, "tun": len(tun), "sockets": sock.status(),
+                          "pump": pump.counters, "status": stack.status()["ipsec"]}}),
+              flush=True)
+        pump.close()
+        sock.close()
+    asyncio.run(main())
 """
 
 
-def test_l2tp_ipsec_stacks_over_the_real_sockets(namespaces):  # noqa: F811
-    """Client and server stacks in two namespaces, over MultiSocket: IKE on 500, L2TP inside
-    raw ESP, PPP up, one datagram each way, hang-up and IKE Delete."""
+def driver(role: str, local: str, server: str, clients: int = 1) -> list[str]:
     import sys
     import textwrap
+    return [sys.executable, "-u", "-c", textwrap.dedent(DRIVER.format(
+        role=role, local=local, server=server, clients=clients))]
+
+
+def test_l2tp_ipsec_stacks_over_the_real_sockets(namespaces):  # noqa: F811
+    """Client and server stacks in two namespaces, on the unchanged pump over MultiSocket:
+    IKE on 500, L2TP inside raw ESP, PPP up, one datagram each way, hang-up, IKE Delete."""
     a, b = namespaces(), namespaces()
     join(a, b, [f"{A}/24"], [f"{B}/24"])
-    server = b.popen([sys.executable, "-u", "-c",
-                      textwrap.dedent(DRIVER.format(role="server", local=B, server=B))])
+    server = b.popen(driver("server", B, B))
     client = None
     try:
         server.wait_line('"ready"')
-        client = a.popen([sys.executable, "-u", "-c",
-                          textwrap.dedent(DRIVER.format(role="client", local=A, server=B))])
-        client_result = client.wait_line('"events"', timeout=30)
-        server_result = server.wait_line('"events"', timeout=30)
+        client = a.popen(driver("client", A, B))
+        client_result = client.wait_line('"events"', timeout=40)
+        server_result = server.wait_line('"events"', timeout=40)
     finally:
         for daemon in (client, server):
             if daemon is not None:
@@ -179,3 +211,4 @@ def test_l2tp_ipsec_stacks_over_the_real_sockets(namespaces):  # noqa: F811
     assert sockets["esp"]["sent"] >= 4 and sockets["esp"]["received"] >= 4
     assert sockets["udp500"]["sent"] >= 5 and "udp1701" not in sockets  # the client: none
     assert server_result["sockets"]["udp1701"]["received"] == 0
+    assert client_result["pump"]["stack_errors"] == server_result["pump"]["stack_errors"] == 0
