@@ -18,6 +18,7 @@ from testbed.errors import SpecError, TestbedError
 from testbed.lab import Lab
 from testbed.model import LabSpec
 from testbed.scenario import CheckResult, Param, Scenario
+from testbed.shaping import impaired_path
 from topologies.blocks import Builder, direct_client, home_behind_nat, vpn_site
 from tunnels.stacks.pptp import NO_GRE_REASON
 
@@ -64,12 +65,14 @@ def build(params: Mapping[str, str]) -> LabSpec:
         raise SpecError("remote-access: clients=2 puts both clients behind the home NAT; "
                         "expected nat=pptp-helper or nat=no-helper with it")
     b = Builder()
+    # loss/reordering on the client's (or home NAT's) link to its ISP: 20 ms, per direction
+    isp = impaired_path(params, "isp_", "remote-access (the client's link to its ISP)")
     if params["nat"] == "none":
-        direct_client(b)
+        direct_client(b, shape=isp)
     else:
         extra = ("client2",) if params["clients"] == "2" else ()
         home_behind_nat(b, pptp_helper=params["nat"] in ("pptp-helper", "helper"),
-                        extra_clients=extra)
+                        extra_clients=extra, shape=isp)
     vpn_site(b)
     b.isp_core()
     return LabSpec("remote-access", tuple(b.nodes), tuple(b.links),
@@ -373,5 +376,8 @@ SCENARIO = Scenario(
         "call_mode": Param("incoming", ("incoming", "outgoing"),
                            "L2TP: the client places its call with ICRQ or OCRQ"),
         "hello": Param("60", (), "L2TP Hello interval in seconds, both ends"),
+        "isp_loss": Param("0", (), "percent lost per direction on the client's ISP link"),
+        "isp_reorder": Param("0", (), "percent reordered on it (netem's reorder, 20 ms delay)"),
+        "isp_seed": Param("", (), "seed of that link's loss and reordering (empty: fresh)"),
     },
 )
