@@ -51,8 +51,10 @@ def tshark_json(path: Path, display_filter: str = "", options: tuple[str, ...] =
     return json.loads(done.stdout or "[]")
 
 
-def tshark_fields(path: Path, fields: list[str], display_filter: str = "") -> list[list[str]]:
-    argv = ["tshark", "-r", str(path), "-T", "fields", "-E", "separator=\t"]
+def tshark_fields(path: Path, fields: list[str], display_filter: str = "",
+                  options: list[str] | tuple[str, ...] = ()) -> list[list[str]]:
+    """One row per packet, `fields` tab-separated; `options`: e.g. `-o l2tp.shared_secret:S`."""
+    argv = ["tshark", "-r", str(path), *options, "-T", "fields", "-E", "separator=\t"]
     for f in fields:
         argv += ["-e", f]
     if display_filter:

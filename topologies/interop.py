@@ -27,6 +27,7 @@ from testbed.model import LabSpec, LinkSpec, NodeKind, NodeSpec, Route
 from testbed.process import Result
 from testbed.refpeer import PeerSpec
 from testbed.scenario import CheckResult, Param, Scenario
+from topologies import interop_l2tp as l2tp
 
 USER, PASSWORD = "alice", "Pa55w0rd!"
 OURS_NET, PEER_NET = "198.51.100", "203.0.113"
@@ -37,6 +38,7 @@ XFER_BYTES = 300_000
 XFER_PORT = 5001
 MPPE_BITS = {"none": "none", "basic": "40", "strongest": "128"}
 PEERS = ("pptpd", "pptp-linux")
+OUR_CLIENT = ("pptpd", "xl2tpd-lns")  # the peers our client dials; the others dial our server
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,22 +49,26 @@ class Cell:
     auth: str
     encryption: str = "none"
     mppe: str = "stateless"
+    tunnel: str = "plain"  # L2TP: plain, auth (tunnel authentication), hidden (+ hidden AVPs)
+    call: str = "incoming"  # L2TP: incoming (ICRQ) or outgoing (OCRQ) call
     not_applicable: str = ""  # the reason, when the two implementations cannot do this
 
     @property
     def id(self) -> str:
         enc = {"none": "clear", "basic": "mppe40", "strong": "mppe56",
                "strongest": "mppe128"}.get(self.encryption, self.encryption)
-        return f"{self.peer}-{self.auth}-{enc}" + (f"-{self.mppe}" if enc != "clear" else "")
+        extra = {"auth": "-tunnelauth", "hidden": "-hiddenavps"}.get(self.tunnel, "")
+        return (f"{self.peer}-{self.auth}-{enc}" + (f"-{self.mppe}" if enc != "clear" else "")
+                + extra + ("-outgoing" if self.call == "outgoing" else ""))
 
     @property
     def params(self) -> dict[str, str]:
         return {"peer": self.peer, "auth": self.auth, "encryption": self.encryption,
-                "mppe": self.mppe}
+                "mppe": self.mppe, "tunnel": self.tunnel, "call": self.call}
 
 
 NO_56 = "pppd and Linux's ppp_mppe implement 40- and 128-bit MPPE only, not 56-bit"
-NO_L2TP = "our L2TP endpoint is not built yet"
+NO_L2TP = "our L2TP/IPsec endpoint is not built yet"
 NO_V1_40 = ("pppd disables 40-bit MPPE after MS-CHAP v1 (\"MS-CHAP LM not supported\": RFC 3079 "
             "§2.1 derives those keys from the LAN Manager hash)")
 
@@ -81,10 +87,25 @@ def _pptp_cells(peer: str) -> list[Cell]:
     ]
 
 
+def _l2tp_cells(peer: str) -> list[Cell]:
+    return [
+        Cell(peer, "mschapv2", "strongest"),
+        Cell(peer, "mschapv2"),
+        Cell(peer, "chap"),
+        Cell(peer, "pap"),
+        Cell(peer, "mschapv2", "strongest", tunnel="auth"),
+        Cell(peer, "mschapv2", "strongest", tunnel="hidden",
+             not_applicable=l2tp.NOT_APPLICABLE[peer, "hidden"]),
+        Cell(peer, "mschapv2", "strongest", call="outgoing",
+             not_applicable=l2tp.NOT_APPLICABLE[peer, "outgoing"]),
+    ]
+
+
 MATRIX: list[Cell] = [
     *_pptp_cells("pptpd"), *_pptp_cells("pptp-linux"),
+    *_l2tp_cells("xl2tpd-lns"), *_l2tp_cells("xl2tpd-lac"),
     *[Cell(p, "mschapv2", "strongest", not_applicable=NO_L2TP)
-      for p in ("xl2tpd-lns", "xl2tpd-lac", "strongswan-lns", "strongswan-lac")],
+      for p in ("strongswan-lns", "strongswan-lac")],
 ]
 
 
@@ -96,7 +117,12 @@ def build(params: Mapping[str, str]) -> LabSpec:
                         "come from MS-CHAP: expected auth=mschap or mschapv2")
     bits = MPPE_BITS[params["encryption"]]
     stateful = params["mppe"] == "stateful"
-    if params["peer"] == "pptpd":
+    if params["peer"] in l2tp.L2TP_PEERS:
+        peer = l2tp.peer_spec(params, bits, ((USER, PASSWORD),), f"{OURS_NET}.2", PPTPD_LOCAL,
+                              PPTPD_REMOTE)
+        role = "our L2TP " + ("LAC (vpnlab connect)" if params["peer"] in OUR_CLIENT else
+                              "LNS (vpnlab server)")
+    elif params["peer"] == "pptpd":
         peer = PeerSpec("pptpd", users=((USER, PASSWORD),), auth=params["auth"], mppe=bits,
                         mppe_stateful=stateful, local_ip=PPTPD_LOCAL, remote_ips=PPTPD_REMOTE)
         role = "our PPTP client (vpnlab connect)"
@@ -123,7 +149,8 @@ def server_config(params: Mapping[str, str]) -> str:
     return "\n".join([
         "[server]", f'listen = "{OURS_NET}.2"', 'name = "vpnlab"', f'pool = "{POOL}"',
         f'auth = ["{params["auth"]}"]', f'encryption = "{params["encryption"]}"',
-        f'mppe = "{params["mppe"]}"', "echo_interval = 10", "",
+        f'mppe = "{params["mppe"]}"', "echo_interval = 10",
+        *(l2tp.server_lines(params) if params["peer"] in l2tp.L2TP_PEERS else []), "",
         f"[users.{USER}]", f'password = "{PASSWORD}"', ""])
 
 
@@ -131,8 +158,10 @@ def start_ours(lab: Lab, params: Mapping[str, str]) -> None:
     """Our side: the server listening (peer=pptp-linux) or the client dialling pptpd."""
     assert lab.run_dir is not None
     ours = lab.node("ours")
-    if params["peer"] == "pptpd":
-        argv = _cli("connect", "--protocol", "pptp", "--server", f"{PEER_NET}.2", "--user",
+    if params["peer"] in OUR_CLIENT:
+        protocol = (l2tp.client_args(params) if params["peer"] in l2tp.L2TP_PEERS else
+                    ["--protocol", "pptp"])
+        argv = _cli("connect", *protocol, "--server", f"{PEER_NET}.2", "--user",
                     USER, "--password", PASSWORD, "--auth", params["auth"], "--encryption",
                     params["encryption"], "--mppe", params["mppe"], "--routes", "split",
                     "--split", f"{PPTPD_LOCAL}/32", "--json", "--status",
@@ -151,7 +180,7 @@ def start_ours(lab: Lab, params: Mapping[str, str]) -> None:
 def start(lab: Lab, params: Mapping[str, str]) -> None:
     lab.figures = {"boot_s": round(lab.node("peer").peer.boot_seconds or 0, 2)}  # type: ignore[attr-defined]
     start_ours(lab, params)
-    if params["peer"] == "pptp-linux":
+    if params["peer"] not in OUR_CLIENT:
         t0 = time.monotonic()
         lab.dial = lab.node("peer").peer.dial(timeout=40)  # type: ignore[attr-defined]
         lab.figures["tunnel_up_s"] = round(time.monotonic() - t0, 2)  # type: ignore[attr-defined]
@@ -191,11 +220,11 @@ def expected_encryption(params: Mapping[str, str]) -> str | None:
 def tunnel(lab: Lab, params: Mapping[str, str]) -> tuple[list[CheckResult], str, str]:
     """Up at both ends: (checks, our tunnel address, the peer's tunnel address)."""
     peer = lab.node("peer").peer
-    dialled = params["peer"] == "pptpd" or lab.dial.ok  # type: ignore[attr-defined]
+    dialled = params["peer"] in OUR_CLIENT or lab.dial.ok  # type: ignore[attr-defined]
     got_up = _wait(lambda: any(e["event"] == "ppp-up" for e in peer.ppp_events()),
                    10 if dialled else 0)
     theirs = next((e for e in peer.ppp_events() if e["event"] == "ppp-up"), {})
-    if params["peer"] == "pptpd":
+    if params["peer"] in OUR_CLIENT:
         st = status(lab)
         ours_ok = st.get("state") == "up"
         mine, detail = st.get("local_address", ""), f"state {st.get('state')}: " + str(
@@ -349,9 +378,10 @@ def hang_ups(lab: Lab, params: Mapping[str, str]) -> list[CheckResult]:
     """Each side hangs up in turn; the other must notice and clean up."""
     peer = lab.node("peer").peer
     ours = lab.node("ours")
-    if params["peer"] == "pptpd":
+    if params["peer"] in OUR_CLIENT:
         rc = ours.daemons["vpnclient"].stop()
-        first = CheckResult("we hang up: pptpd's pppd ends the call (ip-down, pppd exits)",
+        first = CheckResult(f"we hang up: {params['peer']}'s pppd ends the call (ip-down, "
+                            "pppd exits)",
                             rc == 0 and _pppd_gone(lab), f"our client exited {rc}")
         mark = len(peer.ppp_events())
         start_ours(lab, params)
@@ -362,7 +392,8 @@ def hang_ups(lab: Lab, params: Mapping[str, str]) -> list[CheckResult]:
         gone = _wait(lambda: not daemon.running(), 15)
         down = [e for e in _events(lab) if e["event"] == "tunnel-down"]
         no_tun = not ours.run(["ip", "link", "show", "vpn0"]).ok
-        second = CheckResult("pptpd's pppd hangs up: our client notices, exits, removes vpn0",
+        second = CheckResult(f"{params['peer']}'s pppd hangs up: our client notices, exits, "
+                             "removes vpn0",
                              up and gone and no_tun and bool(down),
                              f"re-dialled {up}, exited {daemon.returncode}, reason "
                              f"{down[-1]['reason'] if down else None!r}, vpn0 gone {no_tun}")
@@ -372,14 +403,14 @@ def hang_ups(lab: Lab, params: Mapping[str, str]) -> list[CheckResult]:
     down = _wait(lambda: any(e["event"] == "session-down" for e in _events(lab)[mark:]), 10)
     reason = next((e["reason"] for e in _events(lab)[mark:] if e["event"] == "session-down"),
                   None)
-    first = CheckResult("pptp-linux hangs up: our server ends the session",
+    first = CheckResult(f"{params['peer']} hangs up: our server ends the session",
                         down and _pppd_gone(lab) and not status(lab).get("sessions"),
                         f"reason {reason!r}")
     dial = peer.dial(timeout=40)
     daemon = ours.daemons["vpnserver"]
     rc = daemon.stop()
     ended = _pppd_gone(lab)
-    second = CheckResult("we hang up (server stops): pptp-linux's pppd ends the call",
+    second = CheckResult(f"we hang up (server stops): {params['peer']}'s pppd ends the call",
                          dial.ok and rc == 0 and ended,
                          f"re-dialled rc {dial.returncode}, our server exited {rc}")
     return [first, second]
@@ -391,7 +422,10 @@ def checks(lab: Lab, params: Mapping[str, str]) -> list[CheckResult]:
         return results
     results += ping_both_ways(lab, mine, theirs)
     results.append(transfer(lab, mine))
-    results += wire(lab, params, theirs)
+    if params["peer"] in l2tp.L2TP_PEERS:
+        results += l2tp.wire(lab, params, theirs, expected_encryption(params))
+    else:
+        results += wire(lab, params, theirs)
     results += hang_ups(lab, params)
     figures = lab.figures  # type: ignore[attr-defined]
     results.append(CheckResult("figures", True, ", ".join(f"{k} {v}" for k, v in
@@ -401,17 +435,21 @@ def checks(lab: Lab, params: Mapping[str, str]) -> list[CheckResult]:
 
 SCENARIO = Scenario(
     name="interop",
-    description="Our PPTP client or server against a real peer (pptpd, pptp-linux) in UML",
+    description="Our PPTP or L2TP client or server against a real peer (pptpd, pptp-linux, "
+                "xl2tpd as LNS or LAC) in UML",
     build=build,
     start=start,
     checks=checks,
     params={
-        "peer": Param("pptpd", PEERS, "pptpd: our client dials it; pptp-linux: it dials our "
-                      "server"),
+        "peer": Param("pptpd", PEERS + l2tp.L2TP_PEERS, "pptpd, xl2tpd-lns: our client dials "
+                      "it; pptp-linux, xl2tpd-lac: it dials our server"),
         "auth": Param("mschapv2", ("pap", "chap", "mschap", "mschapv2"), "authentication"),
         "encryption": Param("strongest", ("none", "basic", "strong", "strongest"),
                             "none, or MPPE: basic 40-bit, strongest 128 (56: no pppd)"),
         "mppe": Param("stateless", ("stateless", "stateful"),
                       "stateful: our side requests it, pppd accepts (mppe-stateful)"),
+        "tunnel": Param("plain", l2tp.TUNNELS, "L2TP: auth = tunnel authentication both ways "
+                        "(xl2tpd challenge = yes), hidden = also our AVPs hidden"),
+        "call": Param("incoming", l2tp.CALLS, "L2TP call: incoming (ICRQ) or outgoing (OCRQ)"),
     },
 )
