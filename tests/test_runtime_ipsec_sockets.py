@@ -126,7 +126,7 @@ DRIVER = """
             stack = L2TPIPsecClient(PPPConfig(False, (AuthMethod.MSCHAPV2,), username="alice",
                                               password="s3cret", encryption=level),
                                     SERVER, TunnelConfig(), ike, LOCAL)
-        events, tun, finished = [], [], loop.create_future()
+        events, ups, tun, finished = [], [], [], loop.create_future()
         to_tun = stack.datagrams_to_tun
 
         def send(pkt):
@@ -153,6 +153,8 @@ DRIVER = """
 
         def on_event(e):
             events.append(type(e).__name__)
+            if type(e).__name__ == "IPsecUp":
+                ups.append([e.peer, e.encapsulation])
             if isinstance(e, SessionUp) and ROLE == "client":
                 loop.call_soon(client_ping, ping(e.local_address, e.peer_address))
             if ROLE == "client" and getattr(stack, "done", False) and not finished.done():
@@ -170,7 +172,8 @@ DRIVER = """
         except TimeoutError:
             pass
         pump.flush()
-        print(json.dumps({{"events": events, "tun": len(tun), "sockets": sock.status(),
+        print(json.dumps({{"events": events, "ups": ups, "tun": len(tun),
+                          "sockets": sock.status(),
                           "pump": pump.counters, "status": stack.status()["ipsec"]}}),
               flush=True)
         pump.close()
@@ -212,3 +215,48 @@ def test_l2tp_ipsec_stacks_over_the_real_sockets(namespaces):  # noqa: F811
     assert sockets["udp500"]["sent"] >= 5 and "udp1701" not in sockets  # the client: none
     assert server_result["sockets"]["udp1701"]["received"] == 0
     assert client_result["pump"]["stack_errors"] == server_result["pump"]["stack_errors"] == 0
+
+
+def link(a, b, names: tuple[str, str], addrs: tuple[str, str]) -> None:
+    """A veth pair names[0] (in a) -- names[1] (in b), made inside a."""
+    a.run(["ip", "link", "add", names[0], "type", "veth", "peer", "name", names[1], "netns",
+           str(b.pid)])
+    for ns, dev, addr in ((a, names[0], addrs[0]), (b, names[1], addrs[1])):
+        ns.run(["ip", "addr", "add", addr, "dev", dev])
+        ns.run(["ip", "link", "set", dev, "up"])
+
+
+def test_two_clients_behind_a_linux_nat_from_500_and_4500(namespaces):  # noqa: F811
+    """Two clients, both from UDP 500/4500, behind iptables MASQUERADE: NAT-T floats both to
+    4500, ESP goes in UDP, and the server keeps them apart (two SAs, two sessions)."""
+    c1, c2, nat, srv = namespaces(), namespaces(), namespaces(), namespaces()
+    link(c1, nat, ("eth0", "lan1"), ("10.0.1.2/24", "10.0.1.1/24"))
+    link(c2, nat, ("eth0", "lan2"), ("10.0.2.2/24", "10.0.2.1/24"))
+    link(nat, srv, ("wan0", "eth0"), ("192.0.2.1/24", "192.0.2.2/24"))
+    for ns, gw in ((c1, "10.0.1.1"), (c2, "10.0.2.1")):
+        ns.run(["ip", "route", "add", "default", "via", gw])
+    nat.run(["sysctl", "-qw", "net.ipv4.ip_forward=1"])
+    nat.run(["iptables", "-t", "nat", "-A", "POSTROUTING", "-o", "wan0", "-j", "MASQUERADE"])
+    server = srv.popen(driver("server", "192.0.2.2", "192.0.2.2", clients=2))
+    clients = []
+    try:
+        server.wait_line('"ready"')
+        clients = [ns.popen(driver("client", addr, "192.0.2.2"))
+                   for ns, addr in ((c1, "10.0.1.2"), (c2, "10.0.2.2"))]
+        results = [c.wait_line('"events"', timeout=40) for c in clients]
+        server_result = server.wait_line('"events"', timeout=40)
+    finally:
+        for daemon in (*clients, server):
+            daemon.stop()
+    for result in results:
+        assert "SessionUp" in result["events"] and result["tun"] >= 1, result
+        assert [encap for _, encap in result["ups"]] == ["udp-transport"]
+        assert result["sockets"]["esp"]["sent"] == 0  # all ESP inside UDP 4500
+        assert result["sockets"]["udp4500"]["sent"] >= 4
+    peers = [peer for peer, _ in server_result["ups"]]
+    assert len(peers) == 2 and len(set(peers)) == 2
+    assert {p.split(":")[0] for p in peers} == {"192.0.2.1"}  # one public address
+    assert server_result["events"].count("SessionUp") == 2
+    assert server_result["events"].count("IPsecDown") == 2
+    assert server_result["tun"] >= 2
+    assert server_result["status"]["counters"]["nat_without_nat_t_refused"] == 0
