@@ -23,7 +23,7 @@ import sys
 import time
 from typing import Any
 
-from bench.common import PROJECT, Variant, cpu_seconds, format_table, rss_kib
+from bench.common import NOT_BUILT, PROJECT, Variant, cpu_seconds, format_table, rss_kib
 
 PROTOCOLS = [
     Variant("pptp mppe-128 stateless", {"protocol": "pptp", "auth": "mschapv2",
@@ -115,12 +115,23 @@ def _counts(spec: str) -> list[int | str]:
     return [c if c == "max" else int(c) for c in spec.split(",") if c]
 
 
+def skip_reason(variant: Variant) -> str | None:
+    """Why a row cannot run: the scenario refuses it, or `vpnlab load` cannot speak it."""
+    from tunnels import load
+
+    why = variant.unavailable()
+    protocol = variant.params.get("protocol", "pptp")
+    if not why and protocol not in load.PROTOCOLS:
+        why = f"{NOT_BUILT} (vpnlab load speaks {', '.join(load.PROTOCOLS)}, not {protocol})"
+    return why
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
     from bench.common import scenario_lab
 
     rows: list[dict[str, Any]] = []
     for variant in PROTOCOLS:
-        why = variant.unavailable()
+        why = skip_reason(variant)
         if why:
             rows.append({"name": variant.name, "skipped": why})
             continue

@@ -38,3 +38,13 @@ def test_tables_print_skipped_rows():
     text = throughput.table({"seconds": 1, "repeat": 1, "udp_rate": "1M", "rows": [
         {"name": "l2tp", "skipped": "not built yet (reason)"}]})
     assert "l2tp" in text and "not built yet" in text and "(reason)" not in text
+
+
+
+def test_sessions_rows_need_a_protocol_the_load_generator_speaks():
+    from tunnels import load
+
+    for variant in sessions.PROTOCOLS:
+        why = sessions.skip_reason(variant)
+        if variant.params["protocol"] not in load.PROTOCOLS:
+            assert why is not None and why.startswith(common.NOT_BUILT)

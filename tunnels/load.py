@@ -39,6 +39,7 @@ from tunnels.runtime.pump import StackPump
 from tunnels.runtime.rawgre import GRESocket
 from tunnels.stacks.pptp import ControlClosed, PPTPClient, SessionDown, SessionUp
 
+PROTOCOLS = ("pptp",)  # what the generator speaks; L2TP sessions are not built here yet
 PING_TIMEOUT = 5.0  # seconds from tunnel-up to the echo reply
 PING_INTERVAL = 0.5
 
