@@ -12,12 +12,15 @@ import struct
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from scapy.layers.inet import IP, UDP
 from scapy.layers.ipsec import ESP
 from scapy.layers.ipsec import SecurityAssociation as ScapySA
 from scapy.layers.l2tp import L2TP
 from scapy.packet import Raw
 
+from tests.test_ike_certs import pki  # noqa: F401 - the fixture
 from tunnels.ipsec.ike import IKEConfig
 from tunnels.l2tp.control import TunnelConfig
 from tunnels.ppp.auth.base import Account, AuthMethod, LocalAccounts
@@ -480,3 +483,36 @@ def test_the_stack_does_no_io():
             assert not banned & {a.name for a in node.names}
         elif isinstance(node, ast.ImportFrom):
             assert node.module not in banned
+
+
+def test_certificates_instead_of_a_pre_shared_key(pki):  # noqa: F811
+    """The chapter's default for Windows: Main Mode with RSA signatures, then the same L2TP."""
+
+    def cert_ike(who):
+        cert, key = pki[who]
+        return ike_config_for("strongest", auth="rsa-sig", certificate=cert, private_key=key,
+                              trusted_certificates=(pki["ca"],), dh_groups=(2,),
+                              dpd_interval=0)
+    net = connect(Net(make_server(cert_ike("server")),
+                      [make_client(CLIENT_PUBLIC, cert_ike("client"))]))
+    assert net.up(0), net.clients[0].reason
+    (p1,) = net.of(None, IKEEstablished)
+    assert p1.auth == "rsa-sig" and "client1" in p1.peer_id
+    ping_both_ways(net)
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.sampled_from([("esp", 0, 0), ("udp", 500, 500), ("udp", 4500, 4500),
+                        ("udp", 1701, 1701), ("udp", 9, 9)]), st.binary(max_size=300))
+def test_any_bytes_on_any_transport_are_dropped_or_handled(transport, data):
+    """Style rule 9: arbitrary datagrams give events, output or counted drops, never a raise;
+    and never L2TP in clear."""
+    server = _FUZZ_SERVER
+    kind, port, local = transport
+    server.receive_datagram((kind, CLIENT_PUBLIC, port, local), data, 1.0)
+    for (out_kind, _dst, _port, out_local), _ in server.datagrams_to_send():
+        assert out_kind == "udp" and out_local in (500, 4500)
+    assert not server.tunnels
+
+
+_FUZZ_SERVER = make_server()
