@@ -31,6 +31,7 @@ from bench.common import Variant, format_table, spread
 PROTOCOLS = [
     Variant("pptp mppe-128 stateless", {"protocol": "pptp", "auth": "mschapv2",
                                         "encryption": "strongest", "mppe": "stateless"}),
+    Variant("l2tp mppe-128", {"protocol": "l2tp", "auth": "mschapv2", "encryption": "strongest"}),
     Variant("l2tp/ipsec", {"protocol": "l2tp-ipsec", "auth": "mschapv2", "encryption": "none"}),
     Variant("pptp vs reference peer (UML)", {"protocol": "pptp", "peer": "reference"}),
 ]

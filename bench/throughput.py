@@ -24,6 +24,7 @@ import argparse
 import json
 import statistics
 import sys
+import time
 from typing import Any
 
 from bench.common import PROJECT, Variant, cpu_seconds, format_table, spread
@@ -57,14 +58,18 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _iperf(node: Any, target: str, argv: list[str], timeout: float) -> dict[str, Any]:
-    res = node.run(["iperf3", "-c", target, "-J", *argv], timeout=timeout)
-    try:
-        data = json.loads(res.stdout)
-    except ValueError:
-        return {"error": (res.stderr or res.stdout).strip()[-300:]}
-    if "error" in data:
-        return {"error": data["error"]}
-    return data["end"]
+    """iperf3's summary; tried up to three times, a second apart: on a loaded machine the
+    server may still be closing the previous test ("the server is busy")."""
+    for _ in range(3):
+        res = node.run(["iperf3", "-c", target, "-J", *argv], timeout=timeout)
+        try:
+            data = json.loads(res.stdout)
+        except ValueError:
+            data = {"error": (res.stderr or res.stdout).strip()[-300:]}
+        if "error" not in data:
+            return data["end"]
+        time.sleep(1.0)
+    return {"error": data["error"]}
 
 
 def transfer(lab: Any, target: str, seconds: float, pids: dict[str, int]) -> dict[str, Any]:
