@@ -224,8 +224,12 @@ _ROLES = {
 # a client peer dials (RefPeer.dial): exit 0 once ppp0 is up (pppd's ip-up), else non-zero
 _DIALS = {
     "pptp-linux": ["pppd", "call", "vpnlab", "updetach"],
+    # xl2tpd keeps the tunnel (and calls the LAC "already active") after its call ended:
+    # `d` closes that tunnel first, so a new `c` builds a new one
     "xl2tpd-lac": ["sh", "-c", "n=$(grep -c ppp-up /run/vpnlab/ppp-events 2>/dev/null)\n"
-                   "echo 'c vpnlab' > /run/xl2tpd/l2tp-control || exit 1\n"
+                   "c=/run/xl2tpd/l2tp-control\n"
+                   "[ \"${n:-0}\" -gt 0 ] && { echo 'd vpnlab' > $c; sleep 1; }\n"
+                   "echo 'c vpnlab' > $c || exit 1\n"
                    "for i in $(seq 500); do\n"
                    "  [ \"$(grep -c ppp-up /run/vpnlab/ppp-events 2>/dev/null)\" -gt \"${n:-0}\" ] "
                    "&& exit 0\n  sleep 0.05\ndone\nexit 1\n"],
