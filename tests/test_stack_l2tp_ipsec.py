@@ -516,3 +516,26 @@ def test_any_bytes_on_any_transport_are_dropped_or_handled(transport, data):
 
 
 _FUZZ_SERVER = make_server()
+
+
+def test_a_moved_nat_mapping_is_followed_after_an_authenticated_ike_message():
+    """The NAT gives the client's 4500 a new public port mid-session. ESP from it is dropped
+    (`peer_mismatch`) until an authenticated IKE message (here DPD's R-U-THERE) comes from
+    there; then the server's SAs and its L2TP route follow, and data flows both ways."""
+    cfg = ike(dpd_interval=5)
+    net = connect(Net(make_server(cfg), [make_client("10.0.0.2", cfg)], nat=True))
+    ping_both_ways(net)
+    old = net.nat_map[("10.0.0.2", 4500)]
+    net.nat_map[("10.0.0.2", 4500)] = 45000
+    up = net.up(0)[0]
+    net.clients[0].send_datagram(icmp_echo(up.local_address, up.peer_address), net.now)
+    net.run(0.5)
+    assert net.server.datagrams_to_tun() == []
+    assert net.server.status()["ipsec"]["policy"]["peer_mismatch"] == 1
+    net.run(12)  # DPD from the new port
+    assert net.server.counters["remote_address_changed"] == 1
+    (sa,) = net.server.status()["ipsec"]["sas"]
+    assert sa["peer"] == f"{NAT_PUBLIC}:45000" and old != 45000
+    ping_both_ways(net)
+    session = next(iter(net.server.sessions.values()))
+    assert session.up

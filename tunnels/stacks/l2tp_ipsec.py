@@ -34,6 +34,7 @@ Events: the L2TP stacks' `SessionUp`, `SessionDown`, `ControlClosed`, `SessionEv
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from collections import deque
 from collections.abc import Callable, Iterable
@@ -185,6 +186,14 @@ def _security_associations(event: ChildSAEstablished
                                              event.integrity, event.auth_key_out, local[0],
                                              remote[0], encap=encap_out, **common)
     return inbound, outbound
+
+
+def _move(sa: SecurityAssociation, end: str, address: str, encap: tuple[int, int]) -> None:
+    """Point one end of a UDP-encapsulated SA at the peer's new NAT mapping (keys, sequence
+    numbers and the replay window stay)."""
+    setattr(sa, end, address)
+    setattr(sa, f"{end}_packed", ipaddress.IPv4Address(address).packed)
+    sa.encap = encap
 
 
 @dataclass
@@ -420,11 +429,34 @@ class L2TPIPsecServer(_IPsecStack):
         self.l2tp = L2TPServer(ppp_config_for, tunnel_config, max_sessions, random)
         self.ike = IKEResponder(ike_config, (local_address, IKE_PORT), random=random)
         self.counters["nat_without_nat_t_refused"] = 0
+        self.counters["remote_address_changed"] = 0
+        self._aliases: dict[Address, Address] = {}  # a moved peer -> its first L2TP address
 
     def _l2tp_address(self, datagram: L2tpDatagram) -> Address:
-        # With NAT-T, the NAT port names the peer (two clients share one public address).
+        # With NAT-T, the NAT port names the peer (two clients share one public address);
+        # after the peer's NAT mapping moved, the L2TP stack still knows it by the first one.
         peer = datagram.peer
-        return (peer[0], peer[1] if peer[1] is not None else datagram.src_port)
+        address = (peer[0], peer[1] if peer[1] is not None else datagram.src_port)
+        return self._aliases.get(address, address)
+
+    def _peer_moved(self, old: Address, new: Address) -> None:
+        """RFC 3947 §5.2 "dynamic update": the peer's NAT mapping changed (an authenticated
+        IKE message came from `new`); its UDP-encapsulated SAs and its L2TP route follow."""
+        self.counters["remote_address_changed"] += 1
+        for child in self.children.values():
+            if child.peer != _peer_text(old) or child.inbound.encap is None:
+                continue
+            self.policy.remove(child.inbound)
+            self.policy.remove(child.outbound)
+            _move(child.inbound, "src", new[0], (new[1], child.inbound.encap[1]))
+            _move(child.outbound, "dst", new[0], (child.outbound.encap[0], new[1]))
+            self.policy.add_pair(child.inbound, child.outbound)
+            child.peer = _peer_text(new)
+        alias = self._aliases.pop(old, old)
+        self._aliases[new] = alias
+        route = self._routes.get(alias)
+        if route is not None and route[0] == old:
+            self._routes[alias] = (new, route[1])
 
     def _drain_ike(self, now: float) -> bool:
         handled = False
@@ -454,8 +486,7 @@ class L2TPIPsecServer(_IPsecStack):
         elif isinstance(event, NATKeepaliveDue):
             self._keepalive(event)
         elif isinstance(event, RemoteAddressChanged):
-            self.counters["remote_address_changed"] = \
-                self.counters.get("remote_address_changed", 0) + 1
+            self._peer_moved(event.old, event.new)
 
     def _ike_status(self) -> Any:
         return {"sessions": self.ike.status(), "counters": dict(self.ike.counters)}
