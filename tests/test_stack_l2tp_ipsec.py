@@ -539,3 +539,23 @@ def test_a_moved_nat_mapping_is_followed_after_an_authenticated_ike_message():
     ping_both_ways(net)
     session = next(iter(net.server.sessions.values()))
     assert session.up
+
+
+@pytest.mark.parametrize("nat", [False, True])
+def test_quick_mode_rekey_swaps_the_sas_under_a_live_session(nat):
+    """Phase 2 rekeyed before its lifetime: a second IPsecUp, the old pair deleted
+    ("rekeyed"), L2TP Hellos and data carried by the new SAs, the session untouched."""
+    cfg = ike(lifetime_phase2=120)
+    local = "10.0.0.2" if nat else CLIENT_PUBLIC
+    net = connect(Net(make_server(cfg), [make_client(local, cfg)], nat=nat))
+    first = net.of(0, IPsecUp)[0]
+    net.run(150)
+    ups, downs = net.of(0, IPsecUp), net.of(0, IPsecDown)
+    assert len(ups) == 2 and [d.reason for d in downs] == ["rekeyed"]
+    assert downs[0].spi_in == first.spi_in and ups[1].spi_in != first.spi_in
+    assert list(net.clients[0].children) == [ups[1].spi_in]
+    assert len(net.server.children) == 1
+    assert not net.of(0, SessionDown)
+    ping_both_ways(net)
+    (sa,) = net.server.status()["ipsec"]["sas"]
+    assert sa["spi_in"] == f"{ups[1].spi_out:#010x}" and sa["in"]["packets"] >= 1
