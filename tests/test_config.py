@@ -213,9 +213,12 @@ def test_cli_server_with_a_bad_file_exits_2_before_creating_anything(tmp_path):
 def test_cli_connect_errors(tmp_path):
     done = _vpnlab("connect", "--server", "203.0.113.2")
     assert done.returncode == 2 and "--user, --password: required" in done.stderr
+    done = _vpnlab("connect", "--protocol", "pptp", "--server", "203.0.113.2", "--user", "a",
+                   "--password", "b", "--tunnel-secret", "s")
+    assert done.returncode == 2 and "L2TP settings" in done.stderr
     done = _vpnlab("connect", "--protocol", "l2tp", "--server", "203.0.113.2", "--user", "a",
-                   "--password", "b")
-    assert done.returncode == 2 and "not implemented yet" in done.stderr
+                   "--password", "b", "--hide-avps")
+    assert done.returncode == 2 and "--tunnel-secret too" in done.stderr
     path = write(tmp_path, GOOD_CLIENT.replace('"strong"', '"medium"'))
     done = _vpnlab("connect", "--config", str(path))
     assert done.returncode == 2 and f"{path}: client.encryption: got 'medium'" in done.stderr
