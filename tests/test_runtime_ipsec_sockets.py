@@ -103,7 +103,8 @@ DRIVER = """
     from tunnels.stacks.pptp import SessionUp
 
     ROLE, LOCAL, SERVER, CLIENTS = {role!r}, {local!r}, {server!r}, {clients!r}
-    ike = ike_config_for("strongest", b"shared secret", dh_groups=(2,), dpd_interval=0)
+    ike = ike_config_for("strongest", b"shared secret", dh_groups=(2,), dpd_interval=0,
+                         nat_t={nat_t!r})
     level = EncryptionLevel.STRONGEST
     users = LocalAccounts({{"alice": Account("s3cret")}})
     pool = iter(range(2, 100))
@@ -159,8 +160,8 @@ DRIVER = """
                 loop.call_soon(client_ping, ping(e.local_address, e.peer_address))
             if ROLE == "client" and getattr(stack, "done", False) and not finished.done():
                 finished.set_result(None)
-            if ROLE == "server" and events.count("IPsecDown") >= CLIENTS \
-                    and not finished.done():
+            if ROLE == "server" and (events.count("IPsecDown") >= CLIENTS or (
+                    not ike.nat_t and "IPsecFailed" in events)) and not finished.done():
                 finished.set_result(None)
         pump = StackPump(loop, stack, sock, on_event)
         print(json.dumps({{"ready": True}}), flush=True)
@@ -173,6 +174,7 @@ DRIVER = """
             pass
         pump.flush()
         print(json.dumps({{"events": events, "ups": ups, "tun": len(tun),
+                          "reason": getattr(stack, "reason", ""),
                           "sockets": sock.status(),
                           "pump": pump.counters, "status": stack.status()["ipsec"]}}),
               flush=True)
@@ -182,11 +184,12 @@ DRIVER = """
 """
 
 
-def driver(role: str, local: str, server: str, clients: int = 1) -> list[str]:
+def driver(role: str, local: str, server: str, clients: int = 1,
+           nat_t: bool = True) -> list[str]:
     import sys
     import textwrap
     return [sys.executable, "-u", "-c", textwrap.dedent(DRIVER.format(
-        role=role, local=local, server=server, clients=clients))]
+        role=role, local=local, server=server, clients=clients, nat_t=nat_t))]
 
 
 def test_l2tp_ipsec_stacks_over_the_real_sockets(namespaces):  # noqa: F811
@@ -226,17 +229,50 @@ def link(a, b, names: tuple[str, str], addrs: tuple[str, str]) -> None:
         ns.run(["ip", "link", "set", dev, "up"])
 
 
+def behind_nat(namespaces, clients: int):  # noqa: F811
+    """Clients at 10.0.(k+1).2 behind an iptables MASQUERADE router (192.0.2.1) in front of
+    a server namespace at 192.0.2.2: (client namespaces, server namespace)."""
+    nat, srv = namespaces(), namespaces()
+    inside = []
+    for k in range(1, clients + 1):
+        ns = namespaces()
+        link(ns, nat, ("eth0", f"lan{k}"), (f"10.0.{k}.2/24", f"10.0.{k}.1/24"))
+        ns.run(["ip", "route", "add", "default", "via", f"10.0.{k}.1"])
+        inside.append(ns)
+    link(nat, srv, ("wan0", "eth0"), ("192.0.2.1/24", "192.0.2.2/24"))
+    nat.run(["sysctl", "-qw", "net.ipv4.ip_forward=1"])
+    nat.run(["iptables", "-t", "nat", "-A", "POSTROUTING", "-o", "wan0", "-j", "MASQUERADE"])
+    return inside, srv
+
+
+def test_nat_without_nat_t_through_a_linux_nat_is_refused_with_the_reason(
+        namespaces):  # noqa: F811
+    """NAT-T off at both ends behind MASQUERADE (which would pass one client's ESP): the
+    server sees the rewritten address in Main Mode and refuses; the client names NAT-T as
+    the reason and never sends ESP."""
+    from tunnels.stacks.l2tp_ipsec import NAT_WITHOUT_NAT_T
+    (c1,), srv = behind_nat(namespaces, 1)
+    server = srv.popen(driver("server", "192.0.2.2", "192.0.2.2", nat_t=False))
+    client = None
+    try:
+        server.wait_line('"ready"')
+        client = c1.popen(driver("client", "10.0.1.2", "192.0.2.2", nat_t=False))
+        result = client.wait_line('"events"', timeout=40)
+        server_result = server.wait_line('"events"', timeout=40)
+    finally:
+        for daemon in (client, server):
+            if daemon is not None:
+                daemon.stop()
+    assert "IPsecFailed" in result["events"] and "SessionUp" not in result["events"]
+    assert result["reason"].startswith(NAT_WITHOUT_NAT_T)
+    assert result["sockets"]["esp"]["sent"] == 0
+    assert server_result["status"]["counters"]["nat_without_nat_t_refused"] == 1
+
+
 def test_two_clients_behind_a_linux_nat_from_500_and_4500(namespaces):  # noqa: F811
     """Two clients, both from UDP 500/4500, behind iptables MASQUERADE: NAT-T floats both to
     4500, ESP goes in UDP, and the server keeps them apart (two SAs, two sessions)."""
-    c1, c2, nat, srv = namespaces(), namespaces(), namespaces(), namespaces()
-    link(c1, nat, ("eth0", "lan1"), ("10.0.1.2/24", "10.0.1.1/24"))
-    link(c2, nat, ("eth0", "lan2"), ("10.0.2.2/24", "10.0.2.1/24"))
-    link(nat, srv, ("wan0", "eth0"), ("192.0.2.1/24", "192.0.2.2/24"))
-    for ns, gw in ((c1, "10.0.1.1"), (c2, "10.0.2.1")):
-        ns.run(["ip", "route", "add", "default", "via", gw])
-    nat.run(["sysctl", "-qw", "net.ipv4.ip_forward=1"])
-    nat.run(["iptables", "-t", "nat", "-A", "POSTROUTING", "-o", "wan0", "-j", "MASQUERADE"])
+    (c1, c2), srv = behind_nat(namespaces, 2)
     server = srv.popen(driver("server", "192.0.2.2", "192.0.2.2", clients=2))
     clients = []
     try:

@@ -556,6 +556,12 @@ def test_quick_mode_rekey_swaps_the_sas_under_a_live_session(nat):
     assert list(net.clients[0].children) == [ups[1].spi_in]
     assert len(net.server.children) == 1
     assert not net.of(0, SessionDown)
+    keepalives = [w for w in net.wire if w[0] == "c2s" and w[6] == b"\xff"]
+    if nat:  # RFC 3948 §2.3, every 20 s from the NATed end, on 4500, no marker
+        assert len(keepalives) >= 6 and {w[5] for w in keepalives} == {4500}
+        assert net.server.status()["ipsec"]["policy"]["nat_keepalive"] == len(keepalives)
+    else:
+        assert not keepalives
     ping_both_ways(net)
     (sa,) = net.server.status()["ipsec"]["sas"]
     assert sa["spi_in"] == f"{ups[1].spi_out:#010x}" and sa["in"]["packets"] >= 1
