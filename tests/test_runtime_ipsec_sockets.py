@@ -192,22 +192,27 @@ def driver(role: str, local: str, server: str, clients: int = 1,
         role=role, local=local, server=server, clients=clients, nat_t=nat_t))]
 
 
+def run(server_ns, server: str, clients: list, nat_t: bool = True) -> tuple[list, dict]:
+    """The server driver in `server_ns`, then one client driver per (namespace, address);
+    their final JSON lines (clients', server's). Every process is stopped in `finally`."""
+    daemon = server_ns.popen(driver("server", server, server, len(clients), nat_t))
+    started = []
+    try:
+        daemon.wait_line('"ready"')
+        started = [ns.popen(driver("client", addr, server, nat_t=nat_t)) for ns, addr in clients]
+        results = [c.wait_line('"events"', timeout=40) for c in started]
+        return results, daemon.wait_line('"events"', timeout=40)
+    finally:
+        for process in (*started, daemon):
+            process.stop()
+
+
 def test_l2tp_ipsec_stacks_over_the_real_sockets(namespaces):  # noqa: F811
     """Client and server stacks in two namespaces, on the unchanged pump over MultiSocket:
     IKE on 500, L2TP inside raw ESP, PPP up, one datagram each way, hang-up, IKE Delete."""
     a, b = namespaces(), namespaces()
     join(a, b, [f"{A}/24"], [f"{B}/24"])
-    server = b.popen(driver("server", B, B))
-    client = None
-    try:
-        server.wait_line('"ready"')
-        client = a.popen(driver("client", A, B))
-        client_result = client.wait_line('"events"', timeout=40)
-        server_result = server.wait_line('"events"', timeout=40)
-    finally:
-        for daemon in (client, server):
-            if daemon is not None:
-                daemon.stop()
+    (client_result,), server_result = run(b, B, [(a, A)])
     for result in (client_result, server_result):
         events = result["events"]
         assert "IPsecUp" in events and "SessionUp" in events and "IPsecDown" in events
@@ -252,17 +257,7 @@ def test_nat_without_nat_t_through_a_linux_nat_is_refused_with_the_reason(
     the reason and never sends ESP."""
     from tunnels.stacks.l2tp_ipsec import NAT_WITHOUT_NAT_T
     (c1,), srv = behind_nat(namespaces, 1)
-    server = srv.popen(driver("server", "192.0.2.2", "192.0.2.2", nat_t=False))
-    client = None
-    try:
-        server.wait_line('"ready"')
-        client = c1.popen(driver("client", "10.0.1.2", "192.0.2.2", nat_t=False))
-        result = client.wait_line('"events"', timeout=40)
-        server_result = server.wait_line('"events"', timeout=40)
-    finally:
-        for daemon in (client, server):
-            if daemon is not None:
-                daemon.stop()
+    (result,), server_result = run(srv, "192.0.2.2", [(c1, "10.0.1.2")], nat_t=False)
     assert "IPsecFailed" in result["events"] and "SessionUp" not in result["events"]
     assert result["reason"].startswith(NAT_WITHOUT_NAT_T)
     assert result["sockets"]["esp"]["sent"] == 0
@@ -273,17 +268,7 @@ def test_two_clients_behind_a_linux_nat_from_500_and_4500(namespaces):  # noqa: 
     """Two clients, both from UDP 500/4500, behind iptables MASQUERADE: NAT-T floats both to
     4500, ESP goes in UDP, and the server keeps them apart (two SAs, two sessions)."""
     (c1, c2), srv = behind_nat(namespaces, 2)
-    server = srv.popen(driver("server", "192.0.2.2", "192.0.2.2", clients=2))
-    clients = []
-    try:
-        server.wait_line('"ready"')
-        clients = [ns.popen(driver("client", addr, "192.0.2.2"))
-                   for ns, addr in ((c1, "10.0.1.2"), (c2, "10.0.2.2"))]
-        results = [c.wait_line('"events"', timeout=40) for c in clients]
-        server_result = server.wait_line('"events"', timeout=40)
-    finally:
-        for daemon in (*clients, server):
-            daemon.stop()
+    results, server_result = run(srv, "192.0.2.2", [(c1, "10.0.1.2"), (c2, "10.0.2.2")])
     for result in results:
         assert "SessionUp" in result["events"] and result["tun"] >= 1, result
         assert [encap for _, encap in result["ups"]] == ["udp-transport"]
