@@ -223,6 +223,9 @@ class _IPsecStack:
         self._out: list[tuple[Transport, bytes]] = []
         self._events: deque[Any] = deque()
         self._now = 0.0  # the latest time seen, for the SA lifetimes' next deadline
+        self._ike_dirty = True
+        self._ike_deadline: float | None = None
+        self._sa_deadline: float | None = None
         self.counters = {"received": 0, "unknown_port": 0, "l2tp_no_sa": 0, "ike_in": 0,
                          "ike_out": 0, "esp_out": 0, "keepalives": 0}
 
@@ -268,18 +271,22 @@ class _IPsecStack:
         return self._events.popleft() if self._events else None
 
     def get_timer(self) -> float | None:
-        times = [self._ike_timer(), self.l2tp.get_timer(), self.policy.get_timer(self._now)]
+        times = [self._ike_deadline, self.l2tp.get_timer(), self._sa_deadline]
         due = [t for t in times if t is not None]
         return min(due) if due else None
 
     def handle_timer(self, now: float) -> None:
         self._now = max(self._now, now)
-        self._ike_handle_timer(now)
+        if self._ike_deadline is not None and now >= self._ike_deadline:
+            self._ike_handle_timer(now)
+            self._ike_dirty = True
         self._drain(now)
         self.l2tp.handle_timer(now)
-        for event in self.policy.handle_timer(now):  # IKE rekeys and deletes by itself;
-            name = f"sa_{type(event).__name__}"     # these are counted for the status
-            self.counters[name] = self.counters.get(name, 0) + 1
+        if self._sa_deadline is not None and now >= self._sa_deadline:
+            for event in self.policy.handle_timer(now):  # IKE rekeys and deletes by itself;
+                name = f"sa_{type(event).__name__}"     # these are counted for the status
+                self.counters[name] = self.counters.get(name, 0) + 1
+            self._sa_deadline = self.policy.get_timer(now)
         self._drain(now)
 
     @property
@@ -327,14 +334,24 @@ class _IPsecStack:
 
     # -- outbound --------------------------------------------------------------------------
     def _drain(self, now: float) -> None:
-        """Move IKE and L2TP output to the wire and handle IKE events, until quiet."""
+        """Move IKE and L2TP output to the wire and handle IKE events, until quiet.
+
+        IKE is looked at only when something touched it (`_ike_dirty`): the responder's
+        outputs and timer are O(peers), and an ESP data packet must stay O(1). The IKE and
+        SA deadlines are cached for the same reason; only IKE events change the SAs."""
         self._now = max(self._now, now)
         for _ in range(8):  # an event may make IKE or L2TP send, which may give an event
-            moved = self._drain_ike(now)
+            moved = False
+            if self._ike_dirty:
+                self._ike_dirty = False
+                moved = self._drain_ike(now)
+                self._ike_dirty = moved  # an event handled may have made IKE act again
+                self._ike_deadline = self._ike_timer()
+                self._sa_deadline = self.policy.get_timer(self._now)
             for dst, data in self.l2tp.datagrams_to_send():
-                moved = True
                 self._l2tp_out(dst, data, now)
-            moved = self._l2tp_events(now) or moved
+            if self._l2tp_events(now):
+                self._ike_dirty = moved = True
             if not moved:
                 break
 
@@ -397,6 +414,7 @@ class _IPsecStack:
     # -- hooks -----------------------------------------------------------------------------
     def _receive_ike(self, data: bytes, src: Address, now: float) -> None:
         self.counters["ike_in"] += 1
+        self._ike_dirty = True
         self.ike.receive_datagram(data, src, now)
 
     def _drain_ike(self, now: float) -> bool:
@@ -498,6 +516,7 @@ class L2TPIPsecServer(_IPsecStack):
         self._drain(now)
         for session in list(self.ike.sessions):
             session.delete(now)
+        self._ike_dirty = True
         self._drain(now)
 
 
@@ -522,6 +541,7 @@ class L2TPIPsecClient(_IPsecStack):
 
     def start(self, now: float) -> None:
         self.ike.start(now)
+        self._ike_dirty = True
         self._drain(now)
 
     def hang_up(self, now: float, reason: str = "user hung up") -> None:
@@ -531,6 +551,7 @@ class L2TPIPsecClient(_IPsecStack):
             self.l2tp.hang_up(now, reason)
         else:
             self.ike.delete(now)
+            self._ike_dirty = True
         self._drain(now)
 
     @property
