@@ -565,3 +565,27 @@ def test_quick_mode_rekey_swaps_the_sas_under_a_live_session(nat):
     ping_both_ways(net)
     (sa,) = net.server.status()["ipsec"]["sas"]
     assert sa["spi_in"] == f"{ups[1].spi_out:#010x}" and sa["in"]["packets"] >= 1
+
+
+def test_esp_data_does_not_touch_ike_and_routes_go_with_the_last_sa():
+    """The data path is O(1) in the number of peers: IKE's outputs (O(peers) at the
+    responder) are not asked for an ESP packet. A peer's L2TP route goes with its last SA."""
+    net = connect(Net(make_server(), [make_client("10.0.0.2")], nat=True))
+    server = net.server
+
+    def untouchable():
+        raise AssertionError("IKE asked for output on the data path")
+    ike_out, server.ike.datagrams_to_send = server.ike.datagrams_to_send, untouchable
+    up = net.up(0)[0]
+    for _ in range(3):
+        net.clients[0].send_datagram(icmp_echo(up.local_address, up.peer_address), net.now)
+        net.step()
+        server.send_datagram(icmp_echo(up.peer_address, up.local_address), net.now)
+        net.step()
+    assert len(server.datagrams_to_tun()) == 3 and len(net.clients[0].datagrams_to_tun()) == 3
+    server.ike.datagrams_to_send = ike_out
+    assert server._routes
+    net.clients[0].hang_up(net.now)
+    net.run(30, stop=lambda: net.clients[0].done)
+    net.run(1)
+    assert not server.children and not server._routes

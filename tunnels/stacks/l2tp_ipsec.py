@@ -410,6 +410,12 @@ class _IPsecStack:
         self.policy.remove(child.inbound)
         self.policy.remove(child.outbound)
         self._events.append(IPsecDown(child.peer, event.spi_in, event.spi_out, event.reason))
+        if all(c.peer != child.peer for c in self.children.values()):
+            # the peer's last SA: its L2TP route goes too (a rekey installs first)
+            peer = (child.outbound.dst, child.outbound.encap[1] if child.outbound.encap
+                    else None)
+            for address in [a for a, r in self._routes.items() if r[0] == peer]:
+                del self._routes[address]
 
     # -- hooks -----------------------------------------------------------------------------
     def _receive_ike(self, data: bytes, src: Address, now: float) -> None:
