@@ -72,3 +72,39 @@ def assert_pptp_wire(lab, cell: Cell) -> None:  # type: ignore[no-untyped-def]
     rows = pcap.tshark_fields(lab.capture_path("ours", "isp"),
                               ["ppp.protocol", "_ws.malformed"], "gre")
     assert not [r for r in rows if len(r) > 1 and r[1]], "tshark flags malformed frames"
+
+
+def assert_l2tp_wire(lab, cell: Cell) -> None:  # type: ignore[no-untyped-def]
+    """RFC 2661 §3.1 on our Internet-side capture, decoded with scapy, for both tunnels of the
+    cell (it dials twice): control messages carry T, L and S, version 2 and a Length equal to
+    the datagram; each sender's Ns rises by one per message on a tunnel (retransmissions
+    repeat it); data messages name a tunnel announced by a control message."""
+    from scapy.layers.inet import IP, UDP
+    from scapy.layers.l2tp import L2TP
+
+    packets = [p for p in pcap.read(lab.capture_path("ours", "isp"))
+               if IP in p and UDP in p and 1701 in (p[UDP].sport, p[UDP].dport)]
+    assert packets, "no L2TP datagram captured"
+    control: dict[tuple[str, int], list[int]] = {}
+    tunnels: set[int] = set()
+    data_tunnels: set[int] = set()
+    for p in packets:
+        raw = bytes(p[UDP].payload)
+        msg = L2TP(raw)
+        flags = raw[0] << 8 | raw[1]
+        assert flags & 0x000F == 2, f"version {flags & 0xF}"
+        if not flags & 0x8000:
+            data_tunnels.add(int(msg.tunnel_id))
+            continue
+        assert flags & 0x4000 and flags & 0x0800 and not flags & 0x0200, hex(flags)
+        assert msg.len == len(raw), (msg.len, len(raw))
+        tunnels.add(int(msg.tunnel_id))
+        if len(raw) > 12:  # a ZLB acknowledges only; it does not take an Ns (§5.8)
+            control.setdefault((p[IP].src, int(msg.tunnel_id)), []).append(int(msg.ns))
+    for (src, tunnel), ns in control.items():
+        steps = {b - a for a, b in zip(ns, ns[1:], strict=False)}
+        assert steps <= {0, 1}, f"{src} on tunnel {tunnel}: Ns {ns}"
+    assert data_tunnels and data_tunnels <= tunnels, (data_tunnels, tunnels)
+    rows = pcap.tshark_fields(lab.capture_path("ours", "isp"), ["frame.number"],
+                              "l2tp && _ws.malformed")
+    assert not rows, f"tshark flags malformed L2TP frames: {rows[:3]}"

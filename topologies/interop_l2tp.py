@@ -66,10 +66,11 @@ def wire(lab: Lab, params: Mapping[str, str], theirs: str,
     secret = ["-o", f"l2tp.shared_secret:{TUNNEL_SECRET}"] if params["tunnel"] != "plain" else []
     rows = pcap.tshark_fields(path, ["udp.srcport", "udp.dstport", "l2tp.version", "l2tp.type",
                                      "l2tp.avp.message_type", "l2tp.avp.type",
-                                     "l2tp.avp.hidden", "ppp.protocol"], "udp.port == 1701",
-                              options=secret)
+                                     "l2tp.avp.hidden", "ppp.protocol", "ip.src"],
+                              "udp.port == 1701", options=secret)
     rows = [[f.split(",")[0] for f in r[:4]] + r[4:] for r in rows]  # the outer UDP only
-    control = [r for r in rows if len(r) > 4 and r[3] == "1" and r[4]]
+    control = [r for r in rows if len(r) > 8 and r[3] == "1" and r[4]]
+    theirs_ip = lab.address("peer", "isp")
     types = {t for r in control for t in _avps(r, 4)}
     out = [CheckResult("L2TP v2 on UDP 1701 both ends, decoded by tshark",
                        bool(rows) and all("1701" in r[:2] and r[2] == "2" for r in rows),
@@ -80,9 +81,13 @@ def wire(lab: Lab, params: Mapping[str, str], theirs: str,
                            f"message types {sorted(types)}"))
     attrs = {a for r in control for a in _avps(r, 5)}
     if params["tunnel"] != "plain":
-        out.append(CheckResult("tunnel authentication: Challenge and Challenge Response",
-                               {CHALLENGE, CHALLENGE_RESPONSE} <= attrs,
-                               f"AVP types {sorted(attrs)}"))
+        sent = {side: {a for r in control if r[8].split(",")[0] == addr for a in _avps(r, 5)}
+                & {CHALLENGE, CHALLENGE_RESPONSE}
+                for side, addr in (("ours", lab.address("ours", "isp")), ("theirs", theirs_ip))}
+        out.append(CheckResult("tunnel authentication both ways: each side sends a Challenge "
+                               "and a Challenge Response",
+                               all(v == {CHALLENGE, CHALLENGE_RESPONSE} for v in sent.values()),
+                               f"sent {({k: sorted(v) for k, v in sent.items()})}"))
     if params["tunnel"] == "hidden":
         hidden = [r for r in control if "1" in r[6].split(",") or "True" in r[6].split(",")]
         out.append(CheckResult("our hidden AVPs (H bit, Random Vector) decode in tshark with "
@@ -108,10 +113,25 @@ def wire(lab: Lab, params: Mapping[str, str], theirs: str,
 
 
 
-# (peer, variant) -> why that cell cannot pass with xl2tpd 1.3.18, filled in from the runs
+# Why a cell cannot pass with xl2tpd 1.3.18 (Debian 12), found on the wire and in its source.
+XL2TPD_HIDDEN = (
+    "xl2tpd 1.3.18 bug: it decrypts a hidden AVP with chal_us.secret (aaa.c decrypt_avp), which "
+    "handle_challenge() fills from l2tp-secrets only after the whole {msg} has been parsed "
+    "(control.c control_finish), so the hidden Assigned Tunnel ID of our {msg} is decrypted "
+    "with an empty secret: xl2tpd logs 'Decrypted length is too long (N+6 > 20)' and stops the "
+    "tunnel with 'Invalid Hidden AVP'. MD5 over the captured Random Vector with an empty secret "
+    "gives exactly that N; with the shared secret, tshark and an RFC 2661 section 4.3 decoder "
+    "read the 2-octet Tunnel ID, so our hiding is right (and xl2tpd itself never hides AVPs)")
+NO_OCRQ = ("xl2tpd 1.3.18 never accepts an Outgoing-Call-Request: message_type_avp answers "
+           "'i don't know how to handle Outgoing-Call-Request messages' and closes the tunnel; "
+           "its LNS answers incoming calls (ICRQ) only")
+XL2TPD_OCRQ = ("xl2tpd 1.3.18 sends OCRQ only from its LAC (RFC 2661 section 5.2.2 has the LNS "
+               "send it) and then starts pppd with `file /var/l2tp/<dialled number>.options`, a "
+               "hard-coded path the peer cannot have (its root is the host's, read-only): the "
+               "call cannot carry PPP")
 NOT_APPLICABLE: dict[tuple[str, str], str] = {
-    ("xl2tpd-lns", "hidden"): "",
-    ("xl2tpd-lac", "hidden"): "",
-    ("xl2tpd-lns", "outgoing"): "",
-    ("xl2tpd-lac", "outgoing"): "",
+    ("xl2tpd-lns", "hidden"): XL2TPD_HIDDEN.format(msg="SCCRQ"),
+    ("xl2tpd-lac", "hidden"): XL2TPD_HIDDEN.format(msg="SCCRP"),
+    ("xl2tpd-lns", "outgoing"): NO_OCRQ,
+    ("xl2tpd-lac", "outgoing"): XL2TPD_OCRQ,
 }
