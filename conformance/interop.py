@@ -108,3 +108,16 @@ def assert_l2tp_wire(lab, cell: Cell) -> None:  # type: ignore[no-untyped-def]
     rows = pcap.tshark_fields(lab.capture_path("ours", "isp"), ["frame.number"],
                               "l2tp && _ws.malformed")
     assert not rows, f"tshark flags malformed L2TP frames: {rows[:3]}"
+
+
+def run_cell(cell: Cell, assert_wire) -> None:  # type: ignore[no-untyped-def]
+    """One cell in its lab: every check passes and ran (the last is the figures), then the
+    protocol's own assertions on the capture."""
+    from conformance.plugin import start_scenario
+    from topologies import interop
+
+    with start_scenario("interop", **cell.params) as lab:
+        results = interop.checks(lab, lab.params)
+        assert not failed(results), failed(results)
+        assert results[-1].name == "figures", [r.name for r in results]
+        assert_wire(lab, cell)
