@@ -80,8 +80,9 @@ class Net:
     198.51.100.(7+i). `wire` keeps what crossed the public side: (direction, kind, src,
     sport, dst, dport, bytes)."""
 
-    def __init__(self, server, clients, nat=False):
+    def __init__(self, server, clients, nat=False, loss=0.0, seed=5):
         self.server, self.clients, self.nat = server, clients, nat
+        self.loss, self.r, self.lost = loss, _random.Random(seed), 0
         self.now = 0.0
         self.wire: list[tuple] = []
         self.nat_map: dict[tuple[str, int], int] = {}
@@ -135,6 +136,9 @@ class Net:
         while (e := self.server.next_event()) is not None:
             self.server_events.append(e)
         for stack, src, data in batch:
+            if self.loss and self.r.random() < self.loss:
+                self.lost += 1
+                continue
             stack.receive_datagram(src, data, self.now)
         return bool(batch)
 
@@ -589,3 +593,18 @@ def test_esp_data_does_not_touch_ike_and_routes_go_with_the_last_sa():
     net.run(30, stop=lambda: net.clients[0].done)
     net.run(1)
     assert not server.children and not server._routes
+
+
+@pytest.mark.parametrize("nat", [False, True])
+def test_setup_data_and_teardown_complete_under_loss(nat):
+    """15% of datagrams lost both ways: IKE retransmits, L2TP retransmits inside ESP, PPP
+    restarts; the session comes up, and hang-up still ends with the SAs deleted."""
+    cfg = ike(retransmit_tries=8)
+    local = "10.0.0.2" if nat else CLIENT_PUBLIC
+    net = Net(make_server(cfg), [make_client(local, cfg)], nat=nat, loss=0.15, seed=3)
+    connect(net, until=300)
+    assert net.up(0), net.clients[0].reason
+    assert net.lost > 0
+    net.clients[0].hang_up(net.now)
+    net.run(300, stop=lambda: net.clients[0].done)
+    assert net.clients[0].done and not net.clients[0].children
