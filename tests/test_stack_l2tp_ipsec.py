@@ -608,3 +608,18 @@ def test_setup_data_and_teardown_complete_under_loss(nat):
     net.clients[0].hang_up(net.now)
     net.run(300, stop=lambda: net.clients[0].done)
     assert net.clients[0].done and not net.clients[0].children
+
+
+def test_a_vanished_client_is_declared_dead_and_its_session_ends():
+    """The client disappears (no hang-up): DPD declares it dead and its SAs go (IPsecDown);
+    the session ends by its own keepalives (LCP echo, L2TP Hello): nothing lingers."""
+    cfg = ike(dpd_interval=5)
+    net = connect(Net(make_server(cfg), [make_client(CLIENT_PUBLIC, cfg)]))
+    net.clients = []  # gone from the wire
+    net.events = {}
+    net.run(400, stop=lambda: not net.server.sessions and not net.server.children)
+    assert not net.server.children and not net.server.sessions
+    assert any("peer dead" in d.reason for d in net.of(None, IPsecDown))
+    assert net.of(None, SessionDown)
+    net.run(120)
+    assert not net.server.tunnels and not net.server.ike.sessions
