@@ -28,8 +28,18 @@ client's address ID is not where the messages come from), refuses with an IKE De
 after phase 1 and reports `IPsecFailed`; the client names the reason (`NAT_WITHOUT_NAT_T`),
 and also when L2TP gets no answer through the SA.
 
+A peer whose NAT mapping moves keeps its SAs and tunnel once an authenticated IKE message
+(DPD, a rekey) comes from the new port (RFC 3947 §5.2); ESP from the new port before that is
+dropped as `peer_mismatch`.
+
 Events: the L2TP stacks' `SessionUp`, `SessionDown`, `ControlClosed`, `SessionEvent`, plus
-`IKEEstablished`, `IPsecUp`, `IPsecDown` and `IPsecFailed` (below).
+`IKEEstablished`, `IPsecUp` (again on every rekey), `IPsecDown` and `IPsecFailed` (below).
+
+Daemon wiring: `MultiSocket(address, l2tp_port=True)` (server) or `MultiSocket(address)`
+(client, `address` = `local_address_toward(server)`) from tunnels/runtime/ipsec_sockets.py
+is the pump's packet socket; `L2TPIPsecServer(..., local_address=address)` or
+`L2TPIPsecClient(..., local_address=address)` the stack. `IKEConfig` must be given the real
+address, never 0.0.0.0 (NAT-D hashes it).
 """
 
 from __future__ import annotations
