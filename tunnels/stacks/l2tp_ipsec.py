@@ -38,8 +38,8 @@ Events: the L2TP stacks' `SessionUp`, `SessionDown`, `ControlClosed`, `SessionEv
 Daemon wiring: `MultiSocket(address, l2tp_port=True)` (server) or `MultiSocket(address)`
 (client, `address` = `local_address_toward(server)`) from tunnels/runtime/ipsec_sockets.py
 is the pump's packet socket; `L2TPIPsecServer(..., local_address=address)` or
-`L2TPIPsecClient(..., local_address=address)` the stack. `IKEConfig` must be given the real
-address, never 0.0.0.0 (NAT-D hashes it).
+`L2TPIPsecClient(..., local_address=address)` the stack. `local_address` is the real
+address, never 0.0.0.0 (NAT-D hashes it, RFC 3947 §3.2).
 """
 
 from __future__ import annotations
