@@ -8,7 +8,9 @@ decoded by tshark (AVPs, bits) and scapy (headers, raw bytes for the §4.3 unhid
 from __future__ import annotations
 
 import hashlib
+import json
 import struct
+from collections import Counter
 
 import pytest
 
@@ -78,6 +80,45 @@ def test_tunnel_up_every_message_conforms_and_hangs_up_cleanly(auth, tunnels):
             down = [e for e in w.events(lab, name) if e["event"] == "tunnel-down"]
             assert down and "hung up" in down[-1]["reason"], down
             assert not lab.node(name).run(["ip", "link", "show", "vpn0"]).ok
+
+
+@pytest.mark.parametrize("auth", AUTHS)
+def test_two_sessions_in_one_tunnel_each_carry_traffic_and_hang_up(auth):
+    """A LAC with two dial-in users (conformance/l2tp_lac.py, beside the client daemon's own
+    tunnel): two ICRQ/ICRP/ICCN in one tunnel with distinct Session IDs, an echo answered
+    through each, then a CDN per session and one StopCCN; the server's trace shows both
+    sessions in that one tunnel, and the daemon's tunnel is untouched."""
+    with start_scenario("remote-access", protocol="l2tp", auth=auth, encryption="none") as lab:
+        res = lab.node("client").python("conformance.l2tp_lac", lab.address("vpnsrv", "isp"),
+                                        "bob", ra.PASSWORD, auth, ra.FILESERVER, timeout=60)
+        out = json.loads(res.stdout.strip().splitlines()[-1])
+        assert res.ok and len(out["sessions"]) == 2, (out, res.stderr[-2000:])
+        assert all(out["replies"].values()) and len(out["replies"]) == 2, out
+        assert out["done"], out
+        msgs = w.wait_control(lab, lambda ms: any(m.type is None and m.dport == out["port"]
+                                                  and m.nr >= 3 for m in ms))
+        mine = [m for m in msgs if out["port"] in (m.sport, m.dport)]
+        assert not w.rfc_problems(mine), w.rfc_problems(mine)
+        assert not w.malformed_frames(lab)
+        sent = [m.name for m in mine if m.sport == out["port"] and m.type is not None]
+        assert Counter(sent) == Counter(["SCCRQ", "SCCCN", "ICRQ", "ICRQ", "ICCN", "ICCN",
+                                         "CDN", "CDN", "StopCCN"]), sent
+        assert sent[-1] == "StopCCN" and sent[-3:-1] == ["CDN", "CDN"], sent
+        got = [m.name for m in mine if m.dport == out["port"] and m.type is not None]
+        assert got == ["SCCRP", "ICRP", "ICRP"], got
+        icrq_ids = {w.plain_avps(m, b"")[w.ASSIGNED_SESSION_ID] for m in mine
+                    if m.type == w.ICRQ}
+        assert len(icrq_ids) == 2
+        assert len({m.tunnel for m in mine if m.sport == out["port"] and m.type != w.SCCRQ}) \
+            == 1
+        port = f":{out['port']}"
+        ups = [e for e in w.events(lab, "vpnsrv") if e["event"] == "session-up" and
+               e["peer"].endswith(port)]
+        assert len(ups) == 2 and len({e["tunnel_id"] for e in ups}) == 1, ups
+        downs = {e["call_id"] for e in w.events(lab, "vpnsrv") if e["event"] == "session-down"}
+        assert {e["call_id"] for e in ups} <= downs
+        assert lab.node("client").run(["ping", "-c1", "-W2", ra.FILESERVER]).ok
+        assert len(ra.status(lab, "vpnsrv")["sessions"]) == 1
 
 
 def test_outgoing_call_mode_places_the_call_with_ocrq():
