@@ -28,12 +28,22 @@ POOL = "10.10.100.0/24"
 
 
 MPPE_AUTH = ("mschap", "mschapv2")  # MPPE keys come from MS-CHAP (RFC 3079)
+IPSEC_LEVELS = ("basic", "strong", "strongest")  # DES, DES, 3DES (the chapter's profile)
+PSK = "vpnlab-ipsec-psk"
 
 
 def build(params: Mapping[str, str]) -> LabSpec:
-    if params["protocol"] not in ("pptp", "l2tp"):
-        raise SpecError(f"remote-access: protocol={params['protocol']!r} is not implemented "
-                        "yet; expected pptp or l2tp")
+    if params["protocol"] not in ("pptp", "l2tp", "l2tp-ipsec"):
+        raise SpecError(f"remote-access: protocol={params['protocol']!r}: expected pptp, l2tp "
+                        "or l2tp-ipsec")
+    if params["protocol"] == "l2tp-ipsec" and params["encryption"] not in IPSEC_LEVELS and \
+            not params["cipher"]:
+        raise SpecError(f"remote-access: encryption={params['encryption']} with l2tp-ipsec: "
+                        "L2TP/IPsec always encrypts; expected basic, strong or strongest (DES, "
+                        "DES, 3DES) or cipher=aes-cbc-128/aes-cbc-256")
+    if params["protocol"] != "l2tp-ipsec" and (params["cipher"] or params["nat_t"] != "yes"):
+        raise SpecError("remote-access: cipher and nat_t are IPsec settings; expected "
+                        "protocol=l2tp-ipsec with them")
     if params["hide_avps"] == "yes" and not params["tunnel_secret"]:
         raise SpecError("remote-access: hide_avps=yes needs tunnel_secret=SECRET (hidden AVPs "
                         "are encrypted with it, RFC 2661 §4.3)")
@@ -42,7 +52,7 @@ def build(params: Mapping[str, str]) -> LabSpec:
         raise SpecError("remote-access: tunnel_secret, hide_avps and call_mode are L2TP "
                         "settings; expected protocol=l2tp with them")
     if params["encryption"] in ("basic", "strong", "strongest") and \
-            params["auth"] not in MPPE_AUTH:
+            params["auth"] not in MPPE_AUTH and params["protocol"] != "l2tp-ipsec":
         raise SpecError(f"remote-access: encryption={params['encryption']} needs MPPE keys, "
                         f"which come from MS-CHAP: expected auth=mschap or mschapv2 (got "
                         f"{params['auth']}), or encryption=none")
@@ -102,6 +112,7 @@ def server_config(params: Mapping[str, str], listen: str) -> str:
         f'tunnel_secret = "{params["tunnel_secret"]}"',
         f'hide_avps = {"true" if params["hide_avps"] == "yes" else "false"}',
         f"hello_interval = {params['hello']}",
+        *_ipsec_lines(params),
         "",
         "[users.alice]",
         f'password = "{PASSWORD}"',
@@ -149,10 +160,25 @@ def connect(lab: Lab, node: str, params: Mapping[str, str], user: str = "alice",
                                 timeout=40)
 
 
+def _ipsec_lines(params: Mapping[str, str]) -> list[str]:
+    if params["protocol"] != "l2tp-ipsec":
+        return []
+    lines = [f'psk = "{PSK}"', f'nat_t = {"true" if params["nat_t"] == "yes" else "false"}']
+    if params["cipher"]:
+        lines.append(f'ipsec_ciphers = ["{params["cipher"]}"]')
+    return lines
+
+
 def _l2tp_args(params: Mapping[str, str]) -> list[str]:
-    if params["protocol"] != "l2tp":
+    if params["protocol"] not in ("l2tp", "l2tp-ipsec"):
         return []
     args = ["--call-mode", params["call_mode"], "--hello-interval", params["hello"]]
+    if params["protocol"] == "l2tp-ipsec":
+        args += ["--psk", PSK]
+        if params["nat_t"] != "yes":
+            args.append("--no-nat-t")
+        if params["cipher"]:
+            args += ["--ipsec-cipher", params["cipher"]]
     if params["tunnel_secret"]:
         args += ["--tunnel-secret", params["tunnel_secret"]]
     if params["hide_avps"] == "yes":
@@ -172,6 +198,14 @@ def check_tunnels(lab: Lab, params: Mapping[str, str]) -> list[CheckResult]:
     out = []
     for name in clients(lab):
         st = status(lab, name)
+        if params["protocol"] == "l2tp-ipsec" and params["nat"] != "none" and \
+                params["nat_t"] != "yes":
+            # The chapter: L2TP/IPsec cannot pass a NAT (without NAT-T), and the user is told.
+            named = st.get("state") == "down" and "NAT" in (st.get("reason") or "")
+            out.append(CheckResult(f"{name}: L2TP/IPsec fails through a NAT without NAT-T, "
+                                   "with the reason named", named,
+                                   f"state {st.get('state')}: {st.get('reason')}"))
+            continue
         if params["nat"] == "no-helper" and params["protocol"] == "pptp":
             # The chapter's point: PPTP through a NAT that does not translate GRE fails, and
             # the user is told why.
@@ -191,7 +225,9 @@ def check_tunnels(lab: Lab, params: Mapping[str, str]) -> list[CheckResult]:
                                    st.get("auth") == params["auth"], f"got {st.get('auth')}"))
             bits = {"basic": 40, "strong": 56, "strongest": 128}.get(params["encryption"])
             want = f"mppe-{bits} {params['mppe']}" if bits else None
-            if params["encryption"] != "optional":
+            if params["protocol"] == "l2tp-ipsec":
+                out.append(_ipsec_check(st, params))
+            elif params["encryption"] != "optional":
                 out.append(CheckResult(f"{name}: encryption is {want or 'off'}",
                                        st.get("encryption") == want,
                                        f"got {st.get('encryption')}"))
@@ -199,6 +235,23 @@ def check_tunnels(lab: Lab, params: Mapping[str, str]) -> list[CheckResult]:
             if params["protocol"] == "l2tp":
                 out.append(_l2tp_is_not_a_vpn(st, params))
     return out
+
+
+ESP_CIPHER_OF_LEVEL = {"basic": "des-cbc", "strong": "des-cbc", "strongest": "3des-cbc"}
+
+
+def _ipsec_check(st: Mapping, params: Mapping[str, str]) -> CheckResult:
+    """L2TP/IPsec: the ESP SA carries the chapter's cipher for the level (or the one asked
+    for), UDP-encapsulated exactly when a NAT sits in the path."""
+    ipsec = st.get("ipsec") or {}
+    cipher = params["cipher"] or ESP_CIPHER_OF_LEVEL[params["encryption"]]
+    encap = "udp-transport" if params["nat"] != "none" else "transport"
+    ok = ipsec.get("cipher") == cipher and ipsec.get("encapsulation") == encap and \
+        st.get("encrypted_transport") is True
+    return CheckResult(f"IPsec ESP SA: {cipher}, {encap}", ok,
+                       f"cipher {ipsec.get('cipher')}, integrity {ipsec.get('integrity')}, "
+                       f"{ipsec.get('encapsulation')}, SPIs {ipsec.get('spi_in')}/"
+                       f"{ipsec.get('spi_out')}")
 
 
 def _l2tp_is_not_a_vpn(st: Mapping, params: Mapping[str, str]) -> CheckResult:
@@ -245,6 +298,8 @@ def check_reach(lab: Lab) -> list[CheckResult]:
 def check_wire(lab: Lab, params: Mapping[str, str]) -> list[CheckResult]:
     if params["protocol"] == "l2tp":
         return check_l2tp_wire(lab, params)
+    if params["protocol"] == "l2tp-ipsec":
+        return check_ipsec_wire(lab, params)
     return check_pptp_wire(lab, params)
 
 
@@ -294,6 +349,38 @@ def check_l2tp_wire(lab: Lab, params: Mapping[str, str]) -> list[CheckResult]:
     return results
 
 
+def check_ipsec_wire(lab: Lab, params: Mapping[str, str]) -> list[CheckResult]:
+    """From the server's Internet-side capture, decoded by tshark: IKE on 500 (and 4500
+    behind a NAT) with no malformed message, ESP (raw or in UDP 4500), never UDP 1701 in
+    clear, and no plaintext."""
+    import scapy.layers.inet  # noqa: F401 - Ethernet/IP layers for the capture reader
+
+    name = clients(lab)[0]
+    lab.node(name).python("testbed.probe", "udp", FILESERVER, "9", "--count", "3")
+    path = lab.capture_path("vpnsrv", "isp")
+    pcap.wait_for(path, lambda pkts: len(pkts) > 30, timeout=2.0)
+    ike = pcap.tshark_fields(path, ["isakmp.exchangetype"], "isakmp")
+    exchanges = sorted({int(x) for r in ike for x in r[0].split(",") if x})
+    results = [CheckResult("IKEv1 Main Mode (2) and Quick Mode (32) decoded by tshark",
+                           {2, 32} <= set(exchanges), f"exchange types {exchanges}")]
+    esp = pcap.tshark_fields(path, ["esp.spi"], "esp")
+    results.append(CheckResult("ESP carries the tunnel" + (" (UDP 4500, NAT-T)" if
+                                                           params["nat"] != "none" else ""),
+                               len(esp) >= 3, f"{len(esp)} ESP packets"))
+    clear = pcap.tshark_fields(path, ["frame.number"], "udp.port == 1701")
+    results.append(CheckResult("no L2TP (UDP 1701) in clear on the Internet", not clear,
+                               f"{len(clear)} datagrams"))
+    bad = pcap.tshark_fields(path, ["frame.number"],
+                             "(isakmp || esp) && (_ws.malformed || _ws.expert.severity >= "
+                             "warning)")
+    results.append(CheckResult("no malformed IKE or ESP frame in tshark", not bad,
+                               f"{len(bad)} frames"))
+    found = b"vpnlab-probe" in path.read_bytes()
+    results.append(CheckResult("no plaintext on the Internet side", not found,
+                               "probe payload found in clear" if found else "not found"))
+    return results
+
+
 def check_pptp_wire(lab: Lab, params: Mapping[str, str]) -> list[CheckResult]:
     """From the server's Internet-side capture: PPTP control in scapy, GRE headers, and the
     known payload in clear or not."""
@@ -335,10 +422,18 @@ def check_pptp_wire(lab: Lab, params: Mapping[str, str]) -> list[CheckResult]:
     return results
 
 
+def expected_failure(params: Mapping[str, str]) -> bool:
+    """The chapter's named failures: PPTP through a NAT without the PPTP helper, L2TP/IPsec
+    through a NAT without NAT-T."""
+    if params["protocol"] == "pptp":
+        return params["nat"] == "no-helper"
+    return params["protocol"] == "l2tp-ipsec" and params["nat"] != "none" and \
+        params["nat_t"] != "yes"
+
+
 def checks(lab: Lab, params: Mapping[str, str]) -> list[CheckResult]:
     results = check_tunnels(lab, params)
-    if all(r.passed for r in results) and (params["nat"] != "no-helper" or
-                                           params["protocol"] != "pptp"):
+    if all(r.passed for r in results) and not expected_failure(params):
         results += check_reach(lab) + check_wire(lab, params)
     return results
 
@@ -379,6 +474,10 @@ SCENARIO = Scenario(
         "call_mode": Param("incoming", ("incoming", "outgoing"),
                            "L2TP: the client places its call with ICRQ or OCRQ"),
         "hello": Param("60", (), "L2TP Hello interval in seconds, both ends"),
+        "cipher": Param("", ("", "des-cbc", "3des-cbc", "aes-cbc-128", "aes-cbc-256"),
+                        "L2TP/IPsec ESP cipher (empty: from encryption, basic/strong DES, "
+                        "strongest 3DES)"),
+        "nat_t": Param("yes", ("yes", "no"), "L2TP/IPsec NAT traversal, both ends"),
         "isp_loss": Param("0", (), "percent lost per direction on the client's ISP link"),
         "isp_reorder": Param("0", (), "percent reordered on it (netem's reorder, 20 ms delay)"),
         "isp_seed": Param("", (), "seed of that link's loss and reordering (empty: fresh)"),

@@ -26,10 +26,6 @@ def cmd_connect(args: argparse.Namespace) -> int:
     from tunnels import client
     from tunnels.config import ClientConfig, ConfigError
 
-    if args.protocol not in ("pptp", "l2tp"):
-        print(f"vpnlab connect: --protocol {args.protocol}: not implemented yet (pptp and "
-              "l2tp are)", file=sys.stderr)
-        return 2
     try:
         if args.config:
             config = ClientConfig.load(Path(args.config))
@@ -47,7 +43,9 @@ def cmd_connect(args: argparse.Namespace) -> int:
                 interface=args.interface, reconnect=args.reconnect,
                 reconnect_delay=args.reconnect_delay, protocol=args.protocol,
                 tunnel_secret=args.tunnel_secret or "", hide_avps=args.hide_avps,
-                call_mode=args.call_mode, hello_interval=args.hello_interval)
+                call_mode=args.call_mode, hello_interval=args.hello_interval,
+                psk=args.psk or "", nat_t=not args.no_nat_t,
+                ipsec_ciphers=tuple(args.ipsec_cipher))
     except ConfigError as exc:
         print(f"vpnlab connect: configuration error: {exc}", file=sys.stderr)
         return 2
@@ -87,6 +85,14 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "OCRQ (outgoing, the chapter's Table 9.6)")
     p.add_argument("--hello-interval", type=float, default=60.0,
                    help="L2TP Hello keepalive interval in seconds (0: off)")
+    p.add_argument("--psk", metavar="KEY", help="L2TP/IPsec: IKE pre-shared key")
+    p.add_argument("--no-nat-t", action="store_true",
+                   help="L2TP/IPsec: no NAT traversal (through a NAT the connection then fails, "
+                        "and says why)")
+    p.add_argument("--ipsec-cipher", action="append", default=[],
+                   choices=["des-cbc", "3des-cbc", "aes-cbc-128", "aes-cbc-256"],
+                   help="L2TP/IPsec: ESP cipher to offer (repeat; default: from --encryption: "
+                        "basic/strong DES, strongest 3DES)")
     p.add_argument("--interface", default="vpn0")
     p.add_argument("--reconnect", type=int, default=0, metavar="N",
                    help="after a failure or a drop, try again N times (default 0: off)")

@@ -21,11 +21,12 @@ from typing import Any
 
 from tunnels.config import ClientConfig
 from tunnels.l2tp.control import CallMode, TunnelConfig
-from tunnels.ppp.config import PPPConfig
+from tunnels.ppp.config import EncryptionLevel, PPPConfig
 from tunnels.runtime.pump import StackPump
 from tunnels.runtime.rawgre import GRESocket
 from tunnels.runtime.routes import ClientRoutes, RouteError
 from tunnels.runtime.tun import TunDevice, TunError
+from tunnels.runtime.ipsec_sockets import MultiSocket
 from tunnels.runtime.udp import UDPSocket, local_address_toward
 from tunnels.stacks.l2tp import L2TPClient
 from tunnels.stacks.pptp import ControlClosed, PPTPClient, SessionDown, SessionEvent, SessionUp
@@ -81,8 +82,10 @@ class VPNClient:
     # -- stack events ----------------------------------------------------------------------
     def _ppp_config(self) -> PPPConfig:
         c = self.config
+        # L2TP/IPsec: --encryption names the ESP level; PPP itself does not encrypt
+        encryption = EncryptionLevel.NONE if c.protocol == "l2tp-ipsec" else c.encryption
         return PPPConfig(False, c.auth, username=c.username, password=c.password,
-                         encryption=c.encryption, mppe_stateless=c.mppe_stateless,
+                         encryption=encryption, mppe_stateless=c.mppe_stateless,
                          echo_interval=c.echo_interval)
 
     def on_event(self, event: Any) -> None:
@@ -90,6 +93,8 @@ class VPNClient:
             self._tunnel_up(event)
         elif isinstance(event, (SessionDown, ControlClosed)):
             self._tunnel_down(event.reason)
+        elif type(event).__name__ in IPSEC_EVENTS:
+            self._ipsec_event(event)
         elif isinstance(event, SessionEvent):
             name = type(event.event).__name__
             fields = {k: getattr(event.event, k) for k in event.event.__slots__}
@@ -97,6 +102,18 @@ class VPNClient:
                         "LinkEstablished"):
                 self.state.setdefault("ppp", {})[name] = fields
                 self.emit(name, **fields)
+
+    def _ipsec_event(self, event: Any) -> None:
+        name = IPSEC_EVENTS[type(event).__name__]
+        fields = {k: getattr(event, k) for k in event.__slots__}
+        if name == "ipsec-up":
+            self.state["ipsec"] = fields
+        elif name == "ike-established":
+            self.state["ike"] = fields
+        self.emit(name, **fields)
+        if name == "ipsec-failed" and self.state.get("state") != "up":
+            self.state["reason"] = fields["reason"]
+            self._tunnel_down(fields["reason"])
 
     def _tunnel_up(self, event: SessionUp) -> None:
         assert self.pump is not None
@@ -117,15 +134,17 @@ class VPNClient:
                           bringup_seconds=round(self.pump.now() - self.started, 3))
         keys = ["interface", "local_address", "peer_address", "dns", "nbns", "auth",
                 "encryption", "call_id", "peer_call_id", "route_table", "bringup_seconds"]
-        if self.config.protocol == "l2tp" and session is not None:
+        if self.config.protocol in ("l2tp", "l2tp-ipsec") and session is not None:
             # L2TP's own identifiers: Session ID = call_id, plus the tunnel's (RFC 2661 §3.1)
             self.state.update(tunnel_id=session.tunnel.tunnel_id,
                               peer_tunnel_id=session.tunnel.peer_tunnel_id,
                               call_mode=session.control.mode.value,
                               data_sequencing=session.control.sequencing,
-                              encrypted_transport=False)
+                              encrypted_transport=self.config.protocol == "l2tp-ipsec")
             keys += ["tunnel_id", "peer_tunnel_id", "call_mode", "data_sequencing",
                      "encrypted_transport"]
+            if "ipsec" in self.state:
+                keys.append("ipsec")
         self.emit("tunnel-up", **{k: self.state[k] for k in keys})
 
     def _make_interface(self, event: SessionUp) -> None:
@@ -204,7 +223,7 @@ class VPNClient:
         return code
 
     async def _connect_once(self) -> int:
-        if self.config.protocol == "l2tp":
+        if self.config.protocol in ("l2tp", "l2tp-ipsec"):
             return await self._l2tp_session()
         loop = asyncio.get_running_loop()
         self.started = loop.time()
@@ -267,29 +286,34 @@ class VPNClient:
                             call_mode=CallMode(c.call_mode))
 
     async def _l2tp_session(self) -> int:
-        """L2TP (no IPsec): UDP 1701 from the address that reaches the server, to 1701."""
+        """L2TP: UDP 1701 from the address that reaches the server, to 1701; with IPsec,
+        IKE (UDP 500, then 4500 behind a NAT) first and L2TP only inside ESP."""
         loop = asyncio.get_running_loop()
         self.started = loop.time()
-        server = self.config.server
-        self.emit("connecting", server=server, port=1701, protocol="l2tp")
+        server, ipsec = self.config.server, self.config.protocol == "l2tp-ipsec"
+        self.emit("connecting", server=server, port=500 if ipsec else 1701,
+                  protocol=self.config.protocol)
         try:
             local = local_address_toward(server)
-            self.gre = sock = UDPSocket(local)  # type: ignore[assignment]
+            sock = MultiSocket(local) if ipsec else UDPSocket(local)
         except OSError as exc:
-            self.state.update(state="down", reason=f"cannot open UDP 1701 toward {server}: "
+            what = "the IPsec sockets (raw ESP, UDP 500, 4500)" if ipsec else "UDP 1701"
+            self.state.update(state="down", reason=f"cannot open {what} toward {server}: "
                                                    f"{exc.strerror or exc}")
             self.emit("tunnel-down", reason=self.state["reason"])
             return 1
-        stack = L2TPClient(self._ppp_config(), server, self._tunnel_config())
+        self.gre = sock  # type: ignore[assignment]
+        stack = self._l2tp_stack(local, ipsec)
         self.pump = pump = StackPump(loop, stack, sock, self.on_event, self._internal_error)
-        self.state.update(state="negotiating", local_carrier_address=local,
-                          note="L2TP without IPsec: PPP's encryption (MPPE) is the only "
-                               "protection; the chapter's VPN connection is L2TP/IPsec")
+        self.state.update(state="negotiating", local_carrier_address=local)
+        if not ipsec:
+            self.state["note"] = ("L2TP without IPsec: PPP's encryption (MPPE) is the only "
+                                  "protection; the chapter's VPN connection is L2TP/IPsec")
         pump.feed("start", stack.start, pump.now())
         pump.flush()
         try:
             await self.done.wait()
-            # the StopCCN is acknowledged (or the channel gave up) before we go (§5.7)
+            # the StopCCN is acknowledged and the SAs deleted (or given up) before we go
             for _ in range(int(HANG_UP_GRACE / 0.05)):
                 if stack.done:
                     break
@@ -300,6 +324,17 @@ class VPNClient:
             pump.close()
             sock.close()
         return 0 if self.hung_up else 1
+
+    def _l2tp_stack(self, local: str, ipsec: bool) -> Any:
+        if not ipsec:
+            return L2TPClient(self._ppp_config(), self.config.server, self._tunnel_config())
+        from tunnels.server import ike_config
+        from tunnels.stacks.l2tp_ipsec import L2TPIPsecClient
+
+        c = self.config
+        return L2TPIPsecClient(self._ppp_config(), c.server, self._tunnel_config(),
+                               ike_config(c.encryption.value, c.psk, c.ipsec_ciphers, c.nat_t),
+                               local)
 
     async def _read(self, reader: asyncio.StreamReader, stack: PPTPClient,
                     pump: StackPump) -> None:
@@ -324,6 +359,10 @@ class VPNClient:
         self.pump.flush()
         # If the server never answers the Terminate-Request, give up after a few seconds.
         self._down_later("user hung up")
+
+
+IPSEC_EVENTS = {"IKEEstablished": "ike-established", "IPsecUp": "ipsec-up",
+                "IPsecDown": "ipsec-down", "IPsecFailed": "ipsec-failed"}
 
 
 def _peer_id(session: Any) -> int | None:

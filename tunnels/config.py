@@ -15,7 +15,12 @@ before anything is created (no socket, TUN device or route), so a bad file chang
     mppe = "stateless"             # stateless | stateful
     echo_interval = 10             # LCP echo, seconds (0: off)
     control_echo = 60              # PPTP control-connection Echo-Request interval/timeout
-    protocols = ["pptp", "l2tp"]   # what the server answers: TCP 1723 + GRE, UDP 1701
+    protocols = ["pptp", "l2tp"]   # what the server answers: TCP 1723 + GRE, UDP 1701,
+                                   # "l2tp-ipsec": L2TP only inside ESP (IKE on UDP 500/4500)
+    psk = "ipsec-key"              # L2TP/IPsec: IKE pre-shared key
+    nat_t = true                   # L2TP/IPsec: NAT traversal (RFC 3947/3948)
+    ipsec_ciphers = ["3des-cbc"]   # L2TP/IPsec ESP ciphers; default from `encryption`:
+                                   # basic/strong = des-cbc, strongest = 3des-cbc
     tunnel_secret = "t0psecret"    # L2TP tunnel authentication (RFC 2661 §5.1.1); optional
     hide_avps = false              # L2TP hidden AVPs (§4.3), needs tunnel_secret
     hello_interval = 60            # L2TP Hello keepalive (§6.5), seconds (0: off)
@@ -40,7 +45,8 @@ A client file has one [client] table with the `vpnlab connect` options as fields
     interface = "vpn0"
     reconnect = 0                  # attempts after a failure or a drop (0: off)
     reconnect_delay = 5            # seconds before each
-    protocol = "pptp"              # pptp | l2tp (l2tp-ipsec: not yet)
+    protocol = "pptp"              # pptp | l2tp | l2tp-ipsec
+    psk = "ipsec-key"              # L2TP/IPsec, as for the server; also nat_t, ipsec_ciphers
     tunnel_secret = "t0psecret"    # L2TP only, as for the server
     hide_avps = false
     call_mode = "incoming"         # L2TP: incoming (ICRQ, as Windows and xl2tpd) | outgoing (OCRQ)
@@ -199,6 +205,9 @@ class ServerConfig:
     hide_avps: bool = False
     hello_interval: float = 60.0
     data_sequencing: bool = False
+    psk: str = ""
+    nat_t: bool = True
+    ipsec_ciphers: tuple[str, ...] = ()  # empty: from the encryption level
 
     @property
     def tunnel_address(self) -> str:
@@ -211,7 +220,8 @@ class ServerConfig:
                                             "wins", "auth", "encryption", "mppe",
                                             "echo_interval", "control_echo", "protocols",
                                             "tunnel_secret", "hide_avps", "hello_interval",
-                                            "data_sequencing"})
+                                            "data_sequencing", "psk", "nat_t",
+                                            "ipsec_ciphers"})
         listen = f.address("listen")
         if ipaddress.IPv4Address(listen).is_unspecified:
             f.fail("listen", "the one address clients reach, not 0.0.0.0: GRE must leave from "
@@ -242,7 +252,9 @@ class ServerConfig:
         return cls.from_mapping(_load_toml(path), str(path))
 
 
-PROTOCOLS = ("pptp", "l2tp")
+PROTOCOLS = ("pptp", "l2tp", "l2tp-ipsec")
+ESP_CIPHERS = ("des-cbc", "3des-cbc", "aes-cbc-128", "aes-cbc-256")
+IPSEC_LEVELS = ("basic", "strong", "strongest")
 CALL_MODES = ("incoming", "outgoing")
 
 
@@ -260,6 +272,11 @@ def _l2tp_fields(f: _Fields, server: bool) -> dict[str, Any]:
         if not isinstance(data_sequencing, bool):
             f.fail("data_sequencing", "true or false")
         out["data_sequencing"] = data_sequencing
+        if "l2tp" in protocols and "l2tp-ipsec" in protocols:
+            f.fail("protocols", "l2tp or l2tp-ipsec, not both: both answer on UDP 1701, and "
+                                "l2tp-ipsec drops L2TP that is not inside IPsec")
+    out.update(_ipsec_fields(f, "l2tp-ipsec" in out.get("protocols", ()) or
+                             f.get("protocol") == "l2tp-ipsec"))
     secret = f.get("tunnel_secret", "")
     if not isinstance(secret, str):
         f.fail("tunnel_secret", "a string")
@@ -271,6 +288,27 @@ def _l2tp_fields(f: _Fields, server: bool) -> dict[str, Any]:
     out.update(tunnel_secret=secret, hide_avps=hide,
                hello_interval=float(f.number("hello_interval", 60, 0)))
     return out
+
+
+def _ipsec_fields(f: _Fields, used: bool) -> dict[str, Any]:
+    """psk, nat_t and ipsec_ciphers; with L2TP/IPsec the PSK is required and the encryption
+    level must name an ESP cipher (the chapter: L2TP/IPsec always encrypts)."""
+    psk = f.get("psk", "")
+    if not isinstance(psk, str):
+        f.fail("psk", "a string")
+    if used and not psk:
+        raise ConfigError(f"{f.where}: {f.table}.psk: missing; expected the IKE pre-shared "
+                          "key (L2TP/IPsec)")
+    nat_t = f.get("nat_t", True)
+    if not isinstance(nat_t, bool):
+        f.fail("nat_t", "true or false")
+    ciphers = f.get("ipsec_ciphers", [])
+    if not isinstance(ciphers, list) or any(c not in ESP_CIPHERS for c in ciphers):
+        f.fail("ipsec_ciphers", f"a list among {', '.join(ESP_CIPHERS)}")
+    if used and not ciphers and f.get("encryption", "none") not in IPSEC_LEVELS:
+        f.fail("encryption", "basic, strong or strongest with L2TP/IPsec (DES, DES, 3DES: the "
+                             "chapter's levels), or ipsec_ciphers")
+    return {"psk": psk, "nat_t": nat_t, "ipsec_ciphers": tuple(ciphers)}
 
 
 def _users(users: Any, where: str) -> LocalAccounts:
@@ -311,6 +349,9 @@ class ClientConfig:
     hide_avps: bool = False
     call_mode: str = "incoming"  # L2TP: ICRQ (incoming) or OCRQ (outgoing, Table 9.6)
     hello_interval: float = 60.0
+    psk: str = ""
+    nat_t: bool = True
+    ipsec_ciphers: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         """The same checks for the CLI's flags as for a file's fields (named as flags)."""
@@ -346,9 +387,24 @@ class ClientConfig:
         if self.protocol not in PROTOCOLS:
             raise ConfigError(f"--protocol {self.protocol}: not implemented yet; expected one "
                               f"of {', '.join(PROTOCOLS)}")
-        if self.protocol != "l2tp" and (self.tunnel_secret or self.hide_avps):
+        if self.protocol == "pptp" and (self.tunnel_secret or self.hide_avps):
             raise ConfigError("--tunnel-secret/--hide-avps: L2TP settings; expected "
-                              "--protocol l2tp with them")
+                              "--protocol l2tp or l2tp-ipsec with them")
+        if self.protocol == "l2tp-ipsec":
+            if not self.psk:
+                raise ConfigError("--protocol l2tp-ipsec: expected --psk KEY (IKE pre-shared "
+                                  "key)")
+            if not self.ipsec_ciphers and self.encryption.value not in IPSEC_LEVELS:
+                raise ConfigError(f"--encryption {self.encryption.value}: L2TP/IPsec always "
+                                  "encrypts; expected basic, strong or strongest (DES, DES, "
+                                  "3DES) or --ipsec-cipher")
+        elif self.psk or self.ipsec_ciphers:
+            raise ConfigError("--psk/--ipsec-cipher: IPsec settings; expected --protocol "
+                              "l2tp-ipsec with them")
+        for cipher in self.ipsec_ciphers:
+            if cipher not in ESP_CIPHERS:
+                raise ConfigError(f"--ipsec-cipher {cipher}: expected one of "
+                                  f"{', '.join(ESP_CIPHERS)}")
         if self.hide_avps and not self.tunnel_secret:
             raise ConfigError("--hide-avps: expected --tunnel-secret too (hidden AVPs are "
                               "encrypted with it, RFC 2661 §4.3)")
@@ -368,7 +424,8 @@ class ClientConfig:
                                             "echo_interval", "control_echo", "interface",
                                             "reconnect", "reconnect_delay", "protocol",
                                             "tunnel_secret", "hide_avps", "call_mode",
-                                            "hello_interval"})
+                                            "hello_interval", "psk", "nat_t",
+                                            "ipsec_ciphers"})
         auth = f.auth("auth", tuple(AuthMethod))
         routes = f.choice("routes", "default", ("default", "split"))
         split = f.prefixes("split")

@@ -21,11 +21,12 @@ from typing import Any
 
 from tunnels.config import ServerConfig
 from tunnels.l2tp.control import TunnelConfig
-from tunnels.ppp.config import PPPConfig
+from tunnels.ppp.config import EncryptionLevel, PPPConfig
 from tunnels.runtime.pump import StackPump
 from tunnels.runtime.rawgre import GRESocket
 from tunnels.runtime.routes import RouteError, ServerRouting
 from tunnels.runtime.tun import TunDevice, TunError
+from tunnels.runtime.ipsec_sockets import MultiSocket
 from tunnels.runtime.udp import UDPSocket
 from tunnels.stacks.l2tp import L2TPServer
 from tunnels.stacks.pptp import ControlClosed, PPTPServer, SessionDown, SessionEvent, SessionUp
@@ -73,7 +74,15 @@ class VPNServer:
         if "l2tp" in config.protocols:
             self.stacks["l2tp"] = L2TPServer(lambda sid, peer: self._ppp_config_for(
                 ("l2tp", sid), peer), self.tunnel_config(), max_sessions=config.max_ports)
-        self.stack = self.stacks.get("pptp") or self.stacks["l2tp"]
+        if "l2tp-ipsec" in config.protocols:
+            from tunnels.stacks.l2tp_ipsec import L2TPIPsecServer
+
+            self.stacks["l2tp-ipsec"] = L2TPIPsecServer(
+                lambda sid, peer: self._ppp_config_for(("l2tp-ipsec", sid), peer),
+                self.tunnel_config(), ike_config(config.encryption.value, config.psk,
+                                                 config.ipsec_ciphers, config.nat_t),
+                config.listen, max_sessions=config.max_ports)
+        self.stack = next(iter(self.stacks.values()))
         self.pumps: dict[str, StackPump] = {}
         self.sockets: dict[str, Any] = {}
         self._next_conn = 0
@@ -99,8 +108,10 @@ class VPNServer:
             self.totals["pool_exhausted"] += 1
             return None
         c = self.config
+        # L2TP/IPsec: ESP encrypts (the chapter's levels map to DES/3DES), PPP does not
+        encryption = EncryptionLevel.NONE if call_id[0] == "l2tp-ipsec" else c.encryption
         return PPPConfig(True, c.auth, verifier=c.accounts, name=c.name,
-                         encryption=c.encryption, mppe_stateless=c.mppe_stateless,
+                         encryption=encryption, mppe_stateless=c.mppe_stateless,
                          echo_interval=c.echo_interval, local_address=self.pool.gateway,
                          peer_address=address, dns=c.dns, nbns=c.wins)
 
@@ -189,6 +200,10 @@ class VPNServer:
             if name in ("Authenticated", "AuthenticationFailed", "EncryptionNegotiated"):
                 self.emit(name, protocol=protocol, call_id=event.call_id,
                           **_fields(event.event))
+        elif type(event).__name__ in IPSEC_EVENTS:
+            name = IPSEC_EVENTS[type(event).__name__]
+            self.totals[name] = self.totals.get(name, 0) + 1
+            self.emit(name, protocol=protocol, **_fields(event))
 
     async def run(self) -> int:
         loop = asyncio.get_running_loop()
@@ -224,7 +239,9 @@ class VPNServer:
                 tun.close()
                 return self._fatal(f"cannot set up: {exc}")
             self.emit("listening", address=self.config.listen, protocols=list(self.stacks),
-                      ports=[p for n, p in (("pptp", 1723), ("l2tp", 1701)) if n in self.stacks],
+                      ports=[p for n, ps in (("pptp", [1723]), ("l2tp", [1701]),
+                                             ("l2tp-ipsec", [500, 4500]))
+                             if n in self.stacks for p in ps],
                       port=1723 if "pptp" in self.stacks else 1701,
                       pool=str(self.config.pool), auth=[m.value for m in self.config.auth],
                       encryption=self.config.encryption.value,
@@ -268,6 +285,14 @@ class VPNServer:
         except OSError as exc:
             self._close_sockets()
             return f"cannot open UDP {listen}:1701 for L2TP: {exc.strerror or exc}"
+        try:
+            if "l2tp-ipsec" in self.stacks:
+                # ESP (IP protocol 50), IKE 500, NAT-T 4500, and 1701 only to drop clear L2TP
+                self.sockets["l2tp-ipsec"] = MultiSocket(listen, l2tp_port=True)
+        except OSError as exc:
+            self._close_sockets()
+            return (f"cannot open the L2TP/IPsec sockets on {listen} (raw ESP, UDP 500, 4500, "
+                    f"1701): {exc.strerror or exc}")
         return None
 
     def _close_sockets(self) -> None:
@@ -283,7 +308,7 @@ class VPNServer:
             return
         for pump in self.pumps.values():
             pump.tun = tun
-        owners = [(self.stacks[n]._by_packed, self.pumps[n]) for n in self.stacks]
+        owners = [(_by_address(self.stacks[n]), self.pumps[n]) for n in self.stacks]
         counters = {"tun_no_session": 0}
         self.totals["tun_no_session"] = 0
 
@@ -315,10 +340,12 @@ class VPNServer:
             for conn_id in list(self.stacks["pptp"].connections):
                 pump.feed("stop", self._stop_connection, conn_id, pump.now())
             pump.flush()
-        if "l2tp" in self.stacks:
-            pump = self.pumps["l2tp"]
-            pump.feed("stop", self.stacks["l2tp"].stop_all, "server shutting down", pump.now())
-            pump.flush()
+        for name in ("l2tp", "l2tp-ipsec"):
+            if name in self.stacks:
+                pump = self.pumps[name]
+                pump.feed("stop", self.stacks[name].stop_all, "server shutting down",
+                          pump.now())
+                pump.flush()
 
     def _stop_connection(self, conn_id: int, now: float) -> None:
         """Shutdown: Stop-Control-Connection-Request (reason 3, local shutdown) on each."""
@@ -366,6 +393,28 @@ class VPNServer:
             pump.writers.pop(conn_id, None)
             pump.flush()
             writer.close()
+
+
+IPSEC_EVENTS = {"IKEEstablished": "ike-established", "IPsecUp": "ipsec-up",
+                "IPsecDown": "ipsec-down", "IPsecFailed": "ipsec-failed"}
+
+
+def ike_config(level: str, psk: str, ciphers: tuple[str, ...], nat_t: bool) -> Any:
+    """IKE for L2TP/IPsec: the chapter's level names the ESP cipher (Basic/Strong DES,
+    Strongest 3DES) unless ipsec_ciphers lists them."""
+    from tunnels.stacks.l2tp_ipsec import ike_config_for
+
+    extra: dict[str, Any] = {"nat_t": nat_t}
+    if ciphers:
+        extra["esp_ciphers"] = ciphers
+    return ike_config_for(level if level in ("basic", "strong", "strongest") else "strongest",
+                          psk, **extra)
+
+
+def _by_address(stack: Any) -> dict[bytes, Any]:
+    """The stack's sessions by the client's tunnel address (4 octets)."""
+    inner = getattr(stack, "l2tp", stack)
+    return inner._by_packed
 
 
 def _fields(event: Any) -> dict[str, Any]:
