@@ -93,7 +93,7 @@ def clients(lab: Lab) -> list[str]:
     return [n for n in ("client", "client2") if n in lab.nodes]
 
 
-def server_config(params: Mapping[str, str], listen: str) -> str:
+def server_config(params: Mapping[str, str], listen: str, keylog: str = "") -> str:
     auth = params["auth"]
     return "\n".join([
         "[server]",
@@ -113,6 +113,7 @@ def server_config(params: Mapping[str, str], listen: str) -> str:
         f'hide_avps = {"true" if params["hide_avps"] == "yes" else "false"}',
         f"hello_interval = {params['hello']}",
         *_ipsec_lines(params),
+        *([f'keylog = "{keylog}"'] if keylog and params["protocol"] == "l2tp-ipsec" else []),
         "",
         "[users.alice]",
         f'password = "{PASSWORD}"',
@@ -133,7 +134,8 @@ def start(lab: Lab, params: Mapping[str, str]) -> None:
     assert lab.run_dir is not None
     listen = lab.address("vpnsrv", "isp")
     config = lab.run_dir / "vpnsrv.toml"
-    config.write_text(server_config(params, listen))
+    # the server's ESP keys, so checks and conformance cases decrypt captures independently
+    config.write_text(server_config(params, listen, str(lab.run_dir / "esp-keys.jsonl")))
     lab.node("vpnsrv").start_daemon(
         "vpnserver", _cli("server", "--config", str(config), "--json", "--status",
                           str(lab.run_dir / "vpnsrv-status.json")),

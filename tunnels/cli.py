@@ -45,7 +45,8 @@ def cmd_connect(args: argparse.Namespace) -> int:
                 tunnel_secret=args.tunnel_secret or "", hide_avps=args.hide_avps,
                 call_mode=args.call_mode, hello_interval=args.hello_interval,
                 psk=args.psk or "", nat_t=not args.no_nat_t,
-                ipsec_ciphers=tuple(args.ipsec_cipher))
+                ipsec_ciphers=tuple(args.ipsec_cipher),
+                keylog=Path(args.keylog) if args.keylog else None)
     except ConfigError as exc:
         print(f"vpnlab connect: configuration error: {exc}", file=sys.stderr)
         return 2
@@ -93,6 +94,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    choices=["des-cbc", "3des-cbc", "aes-cbc-128", "aes-cbc-256"],
                    help="L2TP/IPsec: ESP cipher to offer (repeat; default: from --encryption: "
                         "basic/strong DES, strongest 3DES)")
+    p.add_argument("--keylog", metavar="FILE",
+                   help="L2TP/IPsec: append each ESP SA's keys here (JSON lines, for scapy or "
+                        "tshark to decrypt a capture)")
     p.add_argument("--interface", default="vpn0")
     p.add_argument("--reconnect", type=int, default=0, metavar="N",
                    help="after a failure or a drop, try again N times (default 0: off)")

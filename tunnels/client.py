@@ -27,6 +27,7 @@ from tunnels.runtime.rawgre import GRESocket
 from tunnels.runtime.routes import ClientRoutes, RouteError
 from tunnels.runtime.tun import TunDevice, TunError
 from tunnels.runtime.ipsec_sockets import MultiSocket
+from tunnels.runtime.keylog import log_child_keys
 from tunnels.runtime.udp import UDPSocket, local_address_toward
 from tunnels.stacks.l2tp import L2TPClient
 from tunnels.stacks.pptp import ControlClosed, PPTPClient, SessionDown, SessionEvent, SessionUp
@@ -108,6 +109,8 @@ class VPNClient:
         fields = {k: getattr(event, k) for k in event.__slots__}
         if name == "ipsec-up":
             self.state["ipsec"] = fields
+            if self.pump is not None:
+                log_child_keys(self.config.keylog, self.pump.stack, event)
         elif name == "ike-established":
             self.state["ike"] = fields
         self.emit(name, **fields)

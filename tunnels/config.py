@@ -21,6 +21,7 @@ before anything is created (no socket, TUN device or route), so a bad file chang
     nat_t = true                   # L2TP/IPsec: NAT traversal (RFC 3947/3948)
     ipsec_ciphers = ["3des-cbc"]   # L2TP/IPsec ESP ciphers; default from `encryption`:
                                    # basic/strong = des-cbc, strongest = 3des-cbc
+    keylog = "/var/tmp/esp-keys"   # append each ESP SA's keys (JSON lines) for decoders
     tunnel_secret = "t0psecret"    # L2TP tunnel authentication (RFC 2661 §5.1.1); optional
     hide_avps = false              # L2TP hidden AVPs (§4.3), needs tunnel_secret
     hello_interval = 60            # L2TP Hello keepalive (§6.5), seconds (0: off)
@@ -208,6 +209,7 @@ class ServerConfig:
     psk: str = ""
     nat_t: bool = True
     ipsec_ciphers: tuple[str, ...] = ()  # empty: from the encryption level
+    keylog: Path | None = None  # ESP keys for independent decoders (tunnels/runtime/keylog.py)
 
     @property
     def tunnel_address(self) -> str:
@@ -221,7 +223,7 @@ class ServerConfig:
                                             "echo_interval", "control_echo", "protocols",
                                             "tunnel_secret", "hide_avps", "hello_interval",
                                             "data_sequencing", "psk", "nat_t",
-                                            "ipsec_ciphers"})
+                                            "ipsec_ciphers", "keylog"})
         listen = f.address("listen")
         if ipaddress.IPv4Address(listen).is_unspecified:
             f.fail("listen", "the one address clients reach, not 0.0.0.0: GRE must leave from "
@@ -308,7 +310,11 @@ def _ipsec_fields(f: _Fields, used: bool) -> dict[str, Any]:
     if used and not ciphers and f.get("encryption", "none") not in IPSEC_LEVELS:
         f.fail("encryption", "basic, strong or strongest with L2TP/IPsec (DES, DES, 3DES: the "
                              "chapter's levels), or ipsec_ciphers")
-    return {"psk": psk, "nat_t": nat_t, "ipsec_ciphers": tuple(ciphers)}
+    keylog = f.get("keylog")
+    if keylog is not None and (not isinstance(keylog, str) or not keylog):
+        f.fail("keylog", "a file path")
+    return {"psk": psk, "nat_t": nat_t, "ipsec_ciphers": tuple(ciphers),
+            "keylog": Path(keylog) if keylog else None}
 
 
 def _users(users: Any, where: str) -> LocalAccounts:
@@ -352,6 +358,7 @@ class ClientConfig:
     psk: str = ""
     nat_t: bool = True
     ipsec_ciphers: tuple[str, ...] = ()
+    keylog: Path | None = None
 
     def __post_init__(self) -> None:
         """The same checks for the CLI's flags as for a file's fields (named as flags)."""
@@ -425,7 +432,7 @@ class ClientConfig:
                                             "reconnect", "reconnect_delay", "protocol",
                                             "tunnel_secret", "hide_avps", "call_mode",
                                             "hello_interval", "psk", "nat_t",
-                                            "ipsec_ciphers"})
+                                            "ipsec_ciphers", "keylog"})
         auth = f.auth("auth", tuple(AuthMethod))
         routes = f.choice("routes", "default", ("default", "split"))
         split = f.prefixes("split")

@@ -27,6 +27,7 @@ from tunnels.runtime.rawgre import GRESocket
 from tunnels.runtime.routes import RouteError, ServerRouting
 from tunnels.runtime.tun import TunDevice, TunError
 from tunnels.runtime.ipsec_sockets import MultiSocket
+from tunnels.runtime.keylog import log_child_keys
 from tunnels.runtime.udp import UDPSocket
 from tunnels.stacks.l2tp import L2TPServer
 from tunnels.stacks.pptp import ControlClosed, PPTPServer, SessionDown, SessionEvent, SessionUp
@@ -202,6 +203,8 @@ class VPNServer:
                           **_fields(event.event))
         elif type(event).__name__ in IPSEC_EVENTS:
             name = IPSEC_EVENTS[type(event).__name__]
+            if name == "ipsec-up":
+                log_child_keys(self.config.keylog, self.stacks[protocol], event)
             self.totals[name] = self.totals.get(name, 0) + 1
             self.emit(name, protocol=protocol, **_fields(event))
 
