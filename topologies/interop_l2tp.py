@@ -125,10 +125,11 @@ XL2TPD_HIDDEN = (
 NO_OCRQ = ("xl2tpd 1.3.18 never accepts an Outgoing-Call-Request: message_type_avp answers "
            "'i don't know how to handle Outgoing-Call-Request messages' and closes the tunnel; "
            "its LNS answers incoming calls (ICRQ) only")
-XL2TPD_OCRQ = ("xl2tpd 1.3.18 sends OCRQ only from its LAC (RFC 2661 section 5.2.2 has the LNS "
-               "send it) and then starts pppd with `file /var/l2tp/<dialled number>.options`, a "
-               "hard-coded path the peer cannot have (its root is the host's, read-only): the "
-               "call cannot carry PPP")
+XL2TPD_OCRQ = ("xl2tpd 1.3.18 sends OCRQ from its LAC (`o vpnlab NUMBER` on its control pipe; "
+               "RFC 2661 section 5.2.2 has the LNS send it); our LNS answers OCRP and OCCN, then "
+               "xl2tpd starts pppd with `file /var/l2tp/NUMBER.options`, a hard-coded path the "
+               "peer's root (the host's, read-only) lacks: pppd exits 2 ('Can't open options "
+               "file'), xl2tpd sends CDN and our LNS ends the session cleanly; no PPP is carried")
 NOT_APPLICABLE: dict[tuple[str, str], str] = {
     ("xl2tpd-lns", "hidden"): XL2TPD_HIDDEN.format(msg="SCCRQ"),
     ("xl2tpd-lac", "hidden"): XL2TPD_HIDDEN.format(msg="SCCRP"),
