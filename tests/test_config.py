@@ -84,7 +84,7 @@ BAD_SERVER = [
     ("no-server-table", "[users.a]\npassword='x'\n", "missing [server] table"),
     ("unknown-table", GOOD_SERVER + "\n[clients]\nx=1\n", "[clients]: unknown table"),
     ("unknown-field", GOOD_SERVER.replace("name =", "nmae ="),
-     "server.nmae: unknown field; expected one of auth, control_echo, data_sequencing, dns"),
+     "server.nmae: unknown field; expected one of auth, ca, certificate, control_echo, data_sequencing, dns"),
     ("listen-missing", GOOD_SERVER.replace('listen = "203.0.113.2"\n', ""),
      "server.listen: missing; expected an IPv4 address"),
     ("listen-bad", GOOD_SERVER.replace('"203.0.113.2"', '"vpn.example"'),
@@ -222,3 +222,50 @@ def test_cli_connect_errors(tmp_path):
     path = write(tmp_path, GOOD_CLIENT.replace('"strong"', '"medium"'))
     done = _vpnlab("connect", "--config", str(path))
     assert done.returncode == 2 and f"{path}: client.encryption: got 'medium'" in done.stderr
+
+
+IPSEC_SERVER = GOOD_SERVER.replace("[server]", '[server]\nprotocols = ["l2tp-ipsec"]')
+
+
+@pytest.mark.parametrize("extra, message", [
+    ("", "server.psk: missing; expected the IKE pre-shared key, or certificate"),
+    ('psk = "k"\nencryption = "none"', "server.encryption: got 'none'; expected basic, strong"),
+    ('psk = "k"\nipsec_ciphers = ["rc4"]', "server.ipsec_ciphers: got ['rc4']; expected a list"),
+    ('certificate = "x.pem"', "server.private_key: expected a file path: certificate, "
+                              "private_key and ca go together"),
+    ('psk = "k"\nnat_t = "yes"', "server.nat_t: got 'yes'; expected true or false"),
+], ids=["no-psk", "no-encryption", "bad-cipher", "partial-certs", "nat-t-string"])
+def test_ipsec_server_fields_are_checked(tmp_path, extra, message):
+    text = IPSEC_SERVER.replace('encryption = "strongest"\n', "").replace(
+        "[server]\n", f"[server]\n{extra}\n", 1)
+    with pytest.raises(ConfigError) as err:
+        ServerConfig.load(write(tmp_path, text))
+    assert message in str(err.value)
+
+
+def test_ipsec_server_with_certificates_loads_pem_as_der(tmp_path):
+    from topologies.pki import make_pki
+
+    pki = make_pki(tmp_path / "pki", ["srv"])
+    text = IPSEC_SERVER.replace("[server]\n", f'[server]\ncertificate = "{pki["srv"]["cert"]}"'
+                                f'\nprivate_key = "{pki["srv"]["key"]}"\nca = '
+                                f'["{pki["ca"]["cert"]}"]\n', 1)
+    config = ServerConfig.load(write(tmp_path, text))
+    assert config.certificate[:1] == b"\x30" and len(config.ca) == 1 and not config.psk
+
+
+def test_l2tp_and_l2tp_ipsec_cannot_share_udp_1701(tmp_path):
+    text = GOOD_SERVER.replace("[server]", '[server]\nprotocols = ["l2tp", "l2tp-ipsec"]\n'
+                               'psk = "k"')
+    with pytest.raises(ConfigError, match="l2tp or l2tp-ipsec, not both"):
+        ServerConfig.load(write(tmp_path, text))
+
+
+def test_client_ipsec_flags_are_checked():
+    base = {"server": "203.0.113.2", "username": "alice", "password": "p"}
+    with pytest.raises(ConfigError, match="expected --psk KEY"):
+        ClientConfig(**base, protocol="l2tp-ipsec", encryption=EncryptionLevel.STRONGEST)
+    with pytest.raises(ConfigError, match="L2TP/IPsec always encrypts"):
+        ClientConfig(**base, protocol="l2tp-ipsec", psk="k")
+    with pytest.raises(ConfigError, match="expected --protocol l2tp-ipsec"):
+        ClientConfig(**base, protocol="l2tp", psk="k")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import sys
 import time
+from pathlib import Path
 from collections.abc import Mapping
 
 from testbed import pcap
@@ -41,8 +42,9 @@ def build(params: Mapping[str, str]) -> LabSpec:
         raise SpecError(f"remote-access: encryption={params['encryption']} with l2tp-ipsec: "
                         "L2TP/IPsec always encrypts; expected basic, strong or strongest (DES, "
                         "DES, 3DES) or cipher=aes-cbc-128/aes-cbc-256")
-    if params["protocol"] != "l2tp-ipsec" and (params["cipher"] or params["nat_t"] != "yes"):
-        raise SpecError("remote-access: cipher and nat_t are IPsec settings; expected "
+    if params["protocol"] != "l2tp-ipsec" and (params["cipher"] or params["nat_t"] != "yes"
+                                               or params["ipsec_auth"] != "psk"):
+        raise SpecError("remote-access: cipher, nat_t and ipsec_auth are IPsec settings; expected "
                         "protocol=l2tp-ipsec with them")
     if params["hide_avps"] == "yes" and not params["tunnel_secret"]:
         raise SpecError("remote-access: hide_avps=yes needs tunnel_secret=SECRET (hidden AVPs "
@@ -112,7 +114,7 @@ def server_config(params: Mapping[str, str], listen: str, keylog: str = "") -> s
         f'tunnel_secret = "{params["tunnel_secret"]}"',
         f'hide_avps = {"true" if params["hide_avps"] == "yes" else "false"}',
         f"hello_interval = {params['hello']}",
-        *_ipsec_lines(params),
+        *_ipsec_lines(params, str(Path(keylog).parent / "pki") if keylog else ""),
         *([f'keylog = "{keylog}"'] if keylog and params["protocol"] == "l2tp-ipsec" else []),
         "",
         "[users.alice]",
@@ -134,6 +136,10 @@ def start(lab: Lab, params: Mapping[str, str]) -> None:
     assert lab.run_dir is not None
     listen = lab.address("vpnsrv", "isp")
     config = lab.run_dir / "vpnsrv.toml"
+    if params["protocol"] == "l2tp-ipsec" and params["ipsec_auth"] == "cert":
+        from topologies.pki import make_pki
+
+        make_pki(lab.run_dir / "pki", ["vpnsrv", "client", "client2"])
     # the server's ESP keys, so checks and conformance cases decrypt captures independently
     config.write_text(server_config(params, listen, str(lab.run_dir / "esp-keys.jsonl")))
     lab.node("vpnsrv").start_daemon(
@@ -156,26 +162,34 @@ def connect(lab: Lab, node: str, params: Mapping[str, str], user: str = "alice",
                 "--mppe", params["mppe"], "--routes", "split", "--split", "10.10.0.0/24",
                 "--echo-interval", params["echo"], "--control-echo", params["control_echo"],
                 "--json", "--status", str(lab.run_dir / f"{node}-status.json"),
-                *_l2tp_args(params), *extra)
+                *_l2tp_args(params, node, str(lab.run_dir / "pki")), *extra)
     lab.node(node).start_daemon("vpnclient", argv,
                                 ready=r'"event": "tunnel-(up|down)"' if wait else None,
                                 timeout=40)
 
 
-def _ipsec_lines(params: Mapping[str, str]) -> list[str]:
+def _ipsec_lines(params: Mapping[str, str], pki_dir: str = "") -> list[str]:
     if params["protocol"] != "l2tp-ipsec":
         return []
-    lines = [f'psk = "{PSK}"', f'nat_t = {"true" if params["nat_t"] == "yes" else "false"}']
+    lines = [f'nat_t = {"true" if params["nat_t"] == "yes" else "false"}']
+    if params["ipsec_auth"] == "cert":
+        lines += [f'certificate = "{pki_dir}/vpnsrv.pem"', f'private_key = "{pki_dir}/vpnsrv.key"',
+                  f'ca = ["{pki_dir}/ca.pem"]']
+    else:
+        lines.append(f'psk = "{PSK}"')
     if params["cipher"]:
         lines.append(f'ipsec_ciphers = ["{params["cipher"]}"]')
     return lines
 
 
-def _l2tp_args(params: Mapping[str, str]) -> list[str]:
+def _l2tp_args(params: Mapping[str, str], node: str = "client", pki: str = "") -> list[str]:
     if params["protocol"] not in ("l2tp", "l2tp-ipsec"):
         return []
     args = ["--call-mode", params["call_mode"], "--hello-interval", params["hello"]]
-    if params["protocol"] == "l2tp-ipsec":
+    if params["protocol"] == "l2tp-ipsec" and params["ipsec_auth"] == "cert":
+        args += ["--cert", f"{pki}/{node}.pem", "--key", f"{pki}/{node}.key", "--ca",
+                 f"{pki}/ca.pem"]
+    elif params["protocol"] == "l2tp-ipsec":
         args += ["--psk", PSK]
         if params["nat_t"] != "yes":
             args.append("--no-nat-t")
@@ -245,13 +259,16 @@ ESP_CIPHER_OF_LEVEL = {"basic": "des-cbc", "strong": "des-cbc", "strongest": "3d
 def _ipsec_check(st: Mapping, params: Mapping[str, str]) -> CheckResult:
     """L2TP/IPsec: the ESP SA carries the chapter's cipher for the level (or the one asked
     for), UDP-encapsulated exactly when a NAT sits in the path."""
-    ipsec = st.get("ipsec") or {}
+    ipsec, ike = st.get("ipsec") or {}, st.get("ike") or {}
     cipher = params["cipher"] or ESP_CIPHER_OF_LEVEL[params["encryption"]]
     encap = "udp-transport" if params["nat"] != "none" else "transport"
+    auth = "rsa-sig" if params["ipsec_auth"] == "cert" else "psk"
     ok = ipsec.get("cipher") == cipher and ipsec.get("encapsulation") == encap and \
-        st.get("encrypted_transport") is True
-    return CheckResult(f"IPsec ESP SA: {cipher}, {encap}", ok,
-                       f"cipher {ipsec.get('cipher')}, integrity {ipsec.get('integrity')}, "
+        st.get("encrypted_transport") is True and ike.get("auth") == auth
+    return CheckResult(f"IPsec ESP SA: {cipher}, {encap}, IKE authenticated by {auth}", ok,
+                       f"IKE {ike.get('auth')} {ike.get('cipher')}/{ike.get('hash')} group "
+                       f"{ike.get('group')}; ESP {ipsec.get('cipher')}, integrity "
+                       f"{ipsec.get('integrity')}, "
                        f"{ipsec.get('encapsulation')}, SPIs {ipsec.get('spi_in')}/"
                        f"{ipsec.get('spi_out')}")
 
@@ -480,6 +497,8 @@ SCENARIO = Scenario(
                         "L2TP/IPsec ESP cipher (empty: from encryption, basic/strong DES, "
                         "strongest 3DES)"),
         "nat_t": Param("yes", ("yes", "no"), "L2TP/IPsec NAT traversal, both ends"),
+        "ipsec_auth": Param("psk", ("psk", "cert"), "L2TP/IPsec IKE authentication: "
+                            "pre-shared key, or certificates from the lab's own CA"),
         "isp_loss": Param("0", (), "percent lost per direction on the client's ISP link"),
         "isp_reorder": Param("0", (), "percent reordered on it (netem's reorder, 20 ms delay)"),
         "isp_seed": Param("", (), "seed of that link's loss and reordering (empty: fresh)"),

@@ -46,11 +46,32 @@ def cmd_connect(args: argparse.Namespace) -> int:
                 call_mode=args.call_mode, hello_interval=args.hello_interval,
                 psk=args.psk or "", nat_t=not args.no_nat_t,
                 ipsec_ciphers=tuple(args.ipsec_cipher),
-                keylog=Path(args.keylog) if args.keylog else None)
+                keylog=Path(args.keylog) if args.keylog else None,
+                **_credentials(args))
     except ConfigError as exc:
         print(f"vpnlab connect: configuration error: {exc}", file=sys.stderr)
         return 2
     return client.main(config, args.json, args.status)
+
+
+def _credentials(args: argparse.Namespace) -> dict:
+    """--cert, --key, --ca (PEM or DER files), all or none, loaded as DER."""
+    from pathlib import Path
+
+    from tunnels.config import ConfigError, load_der
+
+    given = [n for n in ("cert", "key", "ca") if getattr(args, n)]
+    if not given:
+        return {}
+    if len(given) != 3:
+        raise ConfigError("--cert, --key and --ca: expected all three (L2TP/IPsec with "
+                          "certificates)")
+    try:
+        return {"certificate": load_der(Path(args.cert), "certificate"),
+                "private_key": load_der(Path(args.key), "key"),
+                "ca": tuple(load_der(Path(c), "certificate") for c in args.ca)}
+    except (OSError, ValueError, TypeError) as exc:
+        raise ConfigError(f"--cert/--key/--ca: cannot load: {exc}") from None
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -94,6 +115,11 @@ def register(sub: argparse._SubParsersAction) -> None:
                    choices=["des-cbc", "3des-cbc", "aes-cbc-128", "aes-cbc-256"],
                    help="L2TP/IPsec: ESP cipher to offer (repeat; default: from --encryption: "
                         "basic/strong DES, strongest 3DES)")
+    p.add_argument("--cert", metavar="FILE", help="L2TP/IPsec: our certificate (PEM or DER): "
+                   "IKE with RSA signatures instead of --psk")
+    p.add_argument("--key", metavar="FILE", help="L2TP/IPsec: its private key")
+    p.add_argument("--ca", metavar="FILE", action="append", default=[],
+                   help="L2TP/IPsec: a CA certificate trusted for the server's (repeat)")
     p.add_argument("--keylog", metavar="FILE",
                    help="L2TP/IPsec: append each ESP SA's keys here (JSON lines, for scapy or "
                         "tshark to decrypt a capture)")

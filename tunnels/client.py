@@ -331,13 +331,13 @@ class VPNClient:
     def _l2tp_stack(self, local: str, ipsec: bool) -> Any:
         if not ipsec:
             return L2TPClient(self._ppp_config(), self.config.server, self._tunnel_config())
-        from tunnels.server import ike_config
+        from tunnels.server import credentials, ike_config
         from tunnels.stacks.l2tp_ipsec import L2TPIPsecClient
 
         c = self.config
         return L2TPIPsecClient(self._ppp_config(), c.server, self._tunnel_config(),
-                               ike_config(c.encryption.value, c.psk, c.ipsec_ciphers, c.nat_t),
-                               local)
+                               ike_config(c.encryption.value, c.psk, c.ipsec_ciphers, c.nat_t,
+                                          credentials(c)), local)
 
     async def _read(self, reader: asyncio.StreamReader, stack: PPTPClient,
                     pump: StackPump) -> None:

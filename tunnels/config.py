@@ -22,6 +22,9 @@ before anything is created (no socket, TUN device or route), so a bad file chang
     ipsec_ciphers = ["3des-cbc"]   # L2TP/IPsec ESP ciphers; default from `encryption`:
                                    # basic/strong = des-cbc, strongest = 3des-cbc
     keylog = "/var/tmp/esp-keys"   # append each ESP SA's keys (JSON lines) for decoders
+    certificate = "srv.pem"        # L2TP/IPsec with certificates (RSA signatures) instead
+    private_key = "srv.key"        #   of psk: our certificate and key (PEM or DER), and the
+    ca = ["ca.pem"]                #   CA certificates that issue the peers' certificates
     tunnel_secret = "t0psecret"    # L2TP tunnel authentication (RFC 2661 §5.1.1); optional
     hide_avps = false              # L2TP hidden AVPs (§4.3), needs tunnel_secret
     hello_interval = 60            # L2TP Hello keepalive (§6.5), seconds (0: off)
@@ -210,6 +213,9 @@ class ServerConfig:
     nat_t: bool = True
     ipsec_ciphers: tuple[str, ...] = ()  # empty: from the encryption level
     keylog: Path | None = None  # ESP keys for independent decoders (tunnels/runtime/keylog.py)
+    certificate: bytes | None = None  # DER; with private_key and ca: IKE with RSA signatures
+    private_key: bytes | None = None  # DER PKCS#8
+    ca: tuple[bytes, ...] = ()  # DER
 
     @property
     def tunnel_address(self) -> str:
@@ -223,7 +229,8 @@ class ServerConfig:
                                             "echo_interval", "control_echo", "protocols",
                                             "tunnel_secret", "hide_avps", "hello_interval",
                                             "data_sequencing", "psk", "nat_t",
-                                            "ipsec_ciphers", "keylog"})
+                                            "ipsec_ciphers", "keylog", "certificate",
+                                            "private_key", "ca"})
         listen = f.address("listen")
         if ipaddress.IPv4Address(listen).is_unspecified:
             f.fail("listen", "the one address clients reach, not 0.0.0.0: GRE must leave from "
@@ -298,9 +305,10 @@ def _ipsec_fields(f: _Fields, used: bool) -> dict[str, Any]:
     psk = f.get("psk", "")
     if not isinstance(psk, str):
         f.fail("psk", "a string")
-    if used and not psk:
+    creds = _credentials(f)
+    if used and not psk and not creds:
         raise ConfigError(f"{f.where}: {f.table}.psk: missing; expected the IKE pre-shared "
-                          "key (L2TP/IPsec)")
+                          "key, or certificate + private_key + ca (L2TP/IPsec)")
     nat_t = f.get("nat_t", True)
     if not isinstance(nat_t, bool):
         f.fail("nat_t", "true or false")
@@ -314,7 +322,59 @@ def _ipsec_fields(f: _Fields, used: bool) -> dict[str, Any]:
     if keylog is not None and (not isinstance(keylog, str) or not keylog):
         f.fail("keylog", "a file path")
     return {"psk": psk, "nat_t": nat_t, "ipsec_ciphers": tuple(ciphers),
-            "keylog": Path(keylog) if keylog else None}
+            "keylog": Path(keylog) if keylog else None, **creds}
+
+
+def load_der(path: Path, kind: str) -> bytes:
+    """A certificate or private key file, PEM or DER, as DER; ValueError says what is wrong."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
+
+    data = path.read_bytes()
+    pem = data.lstrip().startswith(b"-----BEGIN")
+    if kind == "certificate":
+        cert = x509.load_pem_x509_certificate(data) if pem else \
+            x509.load_der_x509_certificate(data)
+        return cert.public_bytes(serialization.Encoding.DER)
+    key = serialization.load_pem_private_key(data, None) if pem else \
+        serialization.load_der_private_key(data, None)
+    return key.private_bytes(serialization.Encoding.DER, serialization.PrivateFormat.PKCS8,
+                             serialization.NoEncryption())
+
+
+def _credentials(f: _Fields) -> dict[str, Any]:
+    """certificate, private_key and ca (a path or a list of paths), all or none."""
+    names = ("certificate", "private_key", "ca")
+    given = [n for n in names if f.get(n)]
+    if not given:
+        return {}
+    if len(given) != 3:
+        missing = [n for n in names if n not in given][0]
+        f.fail(missing, "a file path: certificate, private_key and ca go together")
+    out: dict[str, Any] = {}
+    for name, kind in (("certificate", "certificate"), ("private_key", "key")):
+        value = f.get(name)
+        if not isinstance(value, str):
+            f.fail(name, "a file path")
+        out[name] = _load(f, name, Path(value), kind)
+    cas = f.get("ca")
+    cas = [cas] if isinstance(cas, str) else cas
+    if not isinstance(cas, list) or not all(isinstance(c, str) for c in cas):
+        f.fail("ca", "a file path or a list of them")
+    out["ca"] = tuple(_load(f, "ca", Path(c), "certificate") for c in cas)
+    return out
+
+
+def _load(f: _Fields, name: str, path: Path, kind: str) -> bytes:
+    try:
+        return load_der(path, kind)
+    except OSError as exc:
+        raise ConfigError(f"{f.where}: {f.table}.{name}: cannot read {path}: "
+                          f"{exc.strerror or exc}") from None
+    except (ValueError, TypeError) as exc:
+        raise ConfigError(f"{f.where}: {f.table}.{name}: {path} is not a PEM or DER "
+                          f"{'certificate' if kind == 'certificate' else 'private key'}: "
+                          f"{exc}") from None
 
 
 def _users(users: Any, where: str) -> LocalAccounts:
@@ -359,6 +419,9 @@ class ClientConfig:
     nat_t: bool = True
     ipsec_ciphers: tuple[str, ...] = ()
     keylog: Path | None = None
+    certificate: bytes | None = None
+    private_key: bytes | None = None
+    ca: tuple[bytes, ...] = ()
 
     def __post_init__(self) -> None:
         """The same checks for the CLI's flags as for a file's fields (named as flags)."""
@@ -398,9 +461,9 @@ class ClientConfig:
             raise ConfigError("--tunnel-secret/--hide-avps: L2TP settings; expected "
                               "--protocol l2tp or l2tp-ipsec with them")
         if self.protocol == "l2tp-ipsec":
-            if not self.psk:
+            if not self.psk and not self.certificate:
                 raise ConfigError("--protocol l2tp-ipsec: expected --psk KEY (IKE pre-shared "
-                                  "key)")
+                                  "key) or --cert/--key/--ca")
             if not self.ipsec_ciphers and self.encryption.value not in IPSEC_LEVELS:
                 raise ConfigError(f"--encryption {self.encryption.value}: L2TP/IPsec always "
                                   "encrypts; expected basic, strong or strongest (DES, DES, "
@@ -432,7 +495,8 @@ class ClientConfig:
                                             "reconnect", "reconnect_delay", "protocol",
                                             "tunnel_secret", "hide_avps", "call_mode",
                                             "hello_interval", "psk", "nat_t",
-                                            "ipsec_ciphers", "keylog"})
+                                            "ipsec_ciphers", "keylog", "certificate",
+                                            "private_key", "ca"})
         auth = f.auth("auth", tuple(AuthMethod))
         routes = f.choice("routes", "default", ("default", "split"))
         split = f.prefixes("split")

@@ -81,7 +81,8 @@ class VPNServer:
             self.stacks["l2tp-ipsec"] = L2TPIPsecServer(
                 lambda sid, peer: self._ppp_config_for(("l2tp-ipsec", sid), peer),
                 self.tunnel_config(), ike_config(config.encryption.value, config.psk,
-                                                 config.ipsec_ciphers, config.nat_t),
+                                                 config.ipsec_ciphers, config.nat_t,
+                                                 credentials(config)),
                 config.listen, max_sessions=config.max_ports)
         self.stack = next(iter(self.stacks.values()))
         self.pumps: dict[str, StackPump] = {}
@@ -402,12 +403,22 @@ IPSEC_EVENTS = {"IKEEstablished": "ike-established", "IPsecUp": "ipsec-up",
                 "IPsecDown": "ipsec-down", "IPsecFailed": "ipsec-failed"}
 
 
-def ike_config(level: str, psk: str, ciphers: tuple[str, ...], nat_t: bool) -> Any:
+def credentials(config: Any) -> dict[str, Any]:
+    """IKEConfig's RSA-signature fields from a server or client configuration, or none."""
+    if not config.certificate:
+        return {}
+    return {"auth": "rsa-sig", "certificate": config.certificate,
+            "private_key": config.private_key, "trusted_certificates": config.ca}
+
+
+def ike_config(level: str, psk: str, ciphers: tuple[str, ...], nat_t: bool,
+               creds: dict[str, Any] | None = None) -> Any:
     """IKE for L2TP/IPsec: the chapter's level names the ESP cipher (Basic/Strong DES,
-    Strongest 3DES) unless ipsec_ciphers lists them."""
+    Strongest 3DES) unless ipsec_ciphers lists them; RSA signatures when certificates are
+    configured (the chapter's default for Windows), else the pre-shared key."""
     from tunnels.stacks.l2tp_ipsec import ike_config_for
 
-    extra: dict[str, Any] = {"nat_t": nat_t}
+    extra: dict[str, Any] = {"nat_t": nat_t, **(creds or {})}
     if ciphers:
         extra["esp_ciphers"] = ciphers
     return ike_config_for(level if level in ("basic", "strong", "strongest") else "strongest",
