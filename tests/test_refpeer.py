@@ -41,12 +41,26 @@ def test_stateful_is_accepted_only_when_asked_for():
     assert "require-mppe-40" in options and "mppe-stateful" in options
 
 
+def test_xl2tpd_files_authenticate_the_tunnel_only_with_a_secret():
+    lns = render_files(PeerSpec("xl2tpd-lns", auth="chap", mppe="none", tunnel_secret="s3"))
+    conf = lns["xl2tpd/xl2tpd.conf"][0].splitlines()
+    assert "challenge = yes" in conf and "ip range = 172.30.0.10-172.30.0.19" in conf
+    assert lns["xl2tpd/l2tp-secrets"][0].splitlines()[-1] == "* * s3"  # no quotes: xl2tpd
+    assert "require-chap" in lns["ppp/options.xl2tpd"][0].splitlines()  # keeps them
+    lac = render_files(PeerSpec("xl2tpd-lac", server="198.51.100.2"))
+    conf = lac["xl2tpd/xl2tpd.conf"][0].splitlines()
+    assert "challenge = no" in conf and "lns = 198.51.100.2" in conf and "autodial = no" in conf
+    assert "require-mppe-128" in lac["ppp/options.xl2tpd"][0].splitlines()
+    assert "1701" in role_script(PeerSpec("xl2tpd-lns"))
+
+
 @pytest.mark.parametrize("kwargs, word", [
     ({"software": "openvpn"}, "software"),
     ({"software": "pptpd", "auth": "eap-md5"}, "auth"),
     ({"software": "pptpd", "mppe": "56"}, "56-bit"),
     ({"software": "pptpd", "auth": "chap", "mppe": "128"}, "MS-CHAP"),
     ({"software": "pptp-linux"}, "server"),
+    ({"software": "xl2tpd-lac"}, "server"),
     ({"software": "pptpd", "users": ()}, "users"),
 ])
 def test_invalid_peer_specs_say_which_field(kwargs, word):
