@@ -60,6 +60,10 @@ def test_tunnel_up_every_message_conforms_and_hangs_up_cleanly(auth, tunnels):
         assert not w.rfc_problems(msgs), w.rfc_problems(msgs)
         assert not w.malformed_frames(lab)
         server_addr = lab.address("vpnsrv", "isp")
+        ports = {m.sport for m in msgs if m.src != server_addr}
+        assert {m.dport for m in msgs if m.src == server_addr} == ports
+        if tunnels == 2:  # the NAT kept 1701 for one client and gave the other another port
+            assert len(ports) == 2 and 1701 in ports, ports
         for s in sessions:  # per tunnel, identified by the server's Tunnel ID
             mine = [m for m in msgs if m.tunnel == s["tunnel_id"] or
                     (m.src == server_addr and m.tunnel == s["peer_tunnel_id"])]
