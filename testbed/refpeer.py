@@ -34,6 +34,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from testbed import refpeer_ipsec
 from testbed.errors import MissingTool, SpecError, TestbedError
 from testbed.process import Result, in_namespace
 
@@ -56,6 +57,9 @@ SOFTWARE: dict[str, tuple[str, ...]] = {
     # xl2tpd in kernel mode (pppol2tp) with pppd; MPPE's modules too (PPP over L2TP)
     "xl2tpd-lns": L2TP_MODULES + PPTP_MODULES[2:],  # an LNS: xl2tpd started at boot
     "xl2tpd-lac": L2TP_MODULES + PPTP_MODULES[2:],  # a LAC: xl2tpd at boot, dials on request
+    # strongSwan (IKEv1 transport mode, PSK) + xl2tpd: L2TP/IPsec (testbed/refpeer_ipsec.py)
+    "strongswan-lns": L2TP_MODULES + PPTP_MODULES[2:] + IPSEC_MODULES,
+    "strongswan-lac": L2TP_MODULES + PPTP_MODULES[2:] + IPSEC_MODULES,
 }
 AUTH_OPTION = {"pap": "pap", "chap": "chap", "mschap": "mschap", "mschapv2": "mschap-v2"}
 MPPE_OPTIONS = {"none": ("nomppe",), "40": ("require-mppe-40",), "128": ("require-mppe-128",)}
@@ -73,7 +77,8 @@ class PeerSpec:
     the first. server: the address a client dials. local_ip/remote_ips: pptpd's tunnel
     addresses. echo: LCP echo interval in seconds (0: off), 3 misses end the link.
     tunnel_secret: xl2tpd's `challenge = yes` with this secret in l2tp-secrets (L2TP tunnel
-    authentication, RFC 2661 §5.1.1); empty: none.
+    authentication, RFC 2661 §5.1.1); empty: none. psk, ike, esp: strongSwan's pre-shared
+    key and its IKE and ESP proposals (ipsec.conf syntax, taken strictly).
     """
 
     software: str
@@ -87,6 +92,9 @@ class PeerSpec:
     echo: int = 10
     mem_mb: int = 96
     tunnel_secret: str = ""
+    psk: str = ""
+    ike: str = "aes256-sha1-modp2048"
+    esp: str = "aes256-sha1"
 
     def __post_init__(self) -> None:
         if self.software not in SOFTWARE:
@@ -101,7 +109,7 @@ class PeerSpec:
         if self.mppe != "none" and self.auth not in ("mschap", "mschapv2"):
             raise SpecError(f"reference peer {self.software}: mppe {self.mppe}: MPPE keys come "
                             "from MS-CHAP: expected auth mschap or mschapv2")
-        if self.software in ("pptp-linux", "xl2tpd-lac") and not self.server:
+        if self.software in ("pptp-linux", "xl2tpd-lac", "strongswan-lac") and not self.server:
             raise SpecError(f"reference peer {self.software}: server: the address to dial is "
                             "needed")
         if not self.users:
@@ -196,7 +204,11 @@ def _xl2tpd_lac_files(spec: PeerSpec) -> dict[str, tuple[str, int]]:
 
 
 _RENDERERS = {"pptpd": _pptpd_files, "pptp-linux": _pptp_linux_files,
-              "xl2tpd-lns": _xl2tpd_lns_files, "xl2tpd-lac": _xl2tpd_lac_files}
+              "xl2tpd-lns": _xl2tpd_lns_files, "xl2tpd-lac": _xl2tpd_lac_files,
+              "strongswan-lns": lambda s: {**_xl2tpd_lns_files(s),
+                                           **refpeer_ipsec.strongswan_files(s)},
+              "strongswan-lac": lambda s: {**_xl2tpd_lac_files(s),
+                                           **refpeer_ipsec.strongswan_files(s)}}
 
 
 def _hook(name: str) -> str:
@@ -221,6 +233,8 @@ _ROLES = {
         "  ss -Hlun 'sport = :1701' | grep -q . && [ -p /run/xl2tpd/l2tp-control ] && exit 0\n"
         "  sleep 0.025\ndone\necho 'xl2tpd not listening on 1701'; exit 1\n")),
 }
+_ROLES.update({s: refpeer_ipsec.role(s, _ROLES["xl2tpd-lns"])
+               for s in ("strongswan-lns", "strongswan-lac")})
 # a client peer dials (RefPeer.dial): exit 0 once ppp0 is up (pppd's ip-up), else non-zero
 _DIALS = {
     "pptp-linux": ["pppd", "call", "vpnlab", "updetach"],
@@ -234,6 +248,7 @@ _DIALS = {
                    "  [ \"$(grep -c ppp-up /run/vpnlab/ppp-events 2>/dev/null)\" -gt \"${n:-0}\" ] "
                    "&& exit 0\n  sleep 0.05\ndone\nexit 1\n"],
 }
+_DIALS["strongswan-lac"] = ["sh", "-c", refpeer_ipsec.IPSEC_UP + _DIALS["xl2tpd-lac"][2]]
 
 
 def role_script(spec: PeerSpec) -> str:
