@@ -72,6 +72,7 @@ from tunnels.ipsec.policy import (
     L2tpDatagram,
     NoSecurityAssociation,
     Peer,
+    RekeyDue,
     Transmit,
     TransportPolicy,
 )
@@ -293,11 +294,30 @@ class _IPsecStack:
         self._drain(now)
         self.l2tp.handle_timer(now)
         if self._sa_deadline is not None and now >= self._sa_deadline:
-            for event in self.policy.handle_timer(now):  # IKE rekeys and deletes by itself;
-                name = f"sa_{type(event).__name__}"     # these are counted for the status
+            for event in self.policy.handle_timer(now):  # IKE rekeys by time itself; a byte
+                name = f"sa_{type(event).__name__}"     # lifetime is only seen here
                 self.counters[name] = self.counters.get(name, 0) + 1
-            self._sa_deadline = self.policy.get_timer(now)
+                if isinstance(event, RekeyDue):
+                    self._rekey(event, now)
+            self._sa_deadline = self._sa_timer(now)
+            self._ike_dirty = True
         self._drain(now)
+
+    BYTE_LIFETIME_CHECK = 1.0  # seconds between looks at SAs with a byte lifetime
+
+    def _sa_timer(self, now: float) -> float | None:
+        """The policy's next time lifetime; with a byte lifetime, a look every second too
+        (the data path never checks lifetimes: it stays O(1) per packet)."""
+        deadline = self.policy.get_timer(now)
+        if any(c.outbound.lifetime_bytes or c.inbound.lifetime_bytes
+               for c in self.children.values()):
+            check = now + self.BYTE_LIFETIME_CHECK
+            deadline = check if deadline is None else min(deadline, check)
+        return deadline
+
+    def _rekey(self, event: RekeyDue, now: float) -> None:
+        """An SA reached its soft lifetime (RFC 4301 §4.4.2.1): negotiate its successor.
+        The client (the Quick Mode initiator) does; the server waits for it."""
 
     @property
     def sessions(self) -> dict:
@@ -357,7 +377,7 @@ class _IPsecStack:
                 moved = self._drain_ike(now)
                 self._ike_dirty = moved  # an event handled may have made IKE act again
                 self._ike_deadline = self._ike_timer()
-                self._sa_deadline = self.policy.get_timer(self._now)
+                self._sa_deadline = self._sa_timer(self._now)
             for dst, data in self.l2tp.datagrams_to_send():
                 self._l2tp_out(dst, data, now)
             if self._l2tp_events(now):
@@ -580,6 +600,16 @@ class L2TPIPsecClient(_IPsecStack):
             return True
         l2tp_over = not self._l2tp_started or self.l2tp.done
         return l2tp_over and self.ike.closed and (self._hung_up or self._l2tp_started)
+
+    def _rekey(self, event: RekeyDue, now: float) -> None:
+        for spi_in, child in list(self.children.items()):
+            if event.spi in (child.inbound.spi, child.outbound.spi):
+                try:
+                    self.ike.rekey_child(spi_in, now)
+                    self.counters["rekeys_by_lifetime"] = \
+                        self.counters.get("rekeys_by_lifetime", 0) + 1
+                except LocalProtocolError:
+                    pass  # IKE replaced or deleted it meanwhile
 
     @property
     def session_id(self) -> int:
