@@ -22,6 +22,8 @@ before anything is created (no socket, TUN device or route), so a bad file chang
     ipsec_ciphers = ["3des-cbc"]   # L2TP/IPsec ESP ciphers; default from `encryption`:
                                    # basic/strong = des-cbc, strongest = 3des-cbc
     keylog = "/var/tmp/esp-keys"   # append each ESP SA's keys (JSON lines) for decoders
+    ipsec_lifetime = 3600          # ESP SA lifetime, seconds (rekeyed before it ends)
+    ipsec_lifetime_kb = 0          # and in KiB (0: none)
     certificate = "srv.pem"        # L2TP/IPsec with certificates (RSA signatures) instead
     private_key = "srv.key"        #   of psk: our certificate and key (PEM or DER), and the
     ca = ["ca.pem"]                #   CA certificates that issue the peers' certificates
@@ -213,6 +215,8 @@ class ServerConfig:
     nat_t: bool = True
     ipsec_ciphers: tuple[str, ...] = ()  # empty: from the encryption level
     keylog: Path | None = None  # ESP keys for independent decoders (tunnels/runtime/keylog.py)
+    ipsec_lifetime: float = 3600.0
+    ipsec_lifetime_kb: int = 0
     certificate: bytes | None = None  # DER; with private_key and ca: IKE with RSA signatures
     private_key: bytes | None = None  # DER PKCS#8
     ca: tuple[bytes, ...] = ()  # DER
@@ -230,7 +234,8 @@ class ServerConfig:
                                             "tunnel_secret", "hide_avps", "hello_interval",
                                             "data_sequencing", "psk", "nat_t",
                                             "ipsec_ciphers", "keylog", "certificate",
-                                            "private_key", "ca"})
+                                            "private_key", "ca", "ipsec_lifetime",
+                                            "ipsec_lifetime_kb"})
         listen = f.address("listen")
         if ipaddress.IPv4Address(listen).is_unspecified:
             f.fail("listen", "the one address clients reach, not 0.0.0.0: GRE must leave from "
@@ -322,7 +327,9 @@ def _ipsec_fields(f: _Fields, used: bool) -> dict[str, Any]:
     if keylog is not None and (not isinstance(keylog, str) or not keylog):
         f.fail("keylog", "a file path")
     return {"psk": psk, "nat_t": nat_t, "ipsec_ciphers": tuple(ciphers),
-            "keylog": Path(keylog) if keylog else None, **creds}
+            "keylog": Path(keylog) if keylog else None, **creds,
+            "ipsec_lifetime": float(f.number("ipsec_lifetime", 3600, 60)),
+            "ipsec_lifetime_kb": f.number("ipsec_lifetime_kb", 0, 0, integer=True)}
 
 
 def load_der(path: Path, kind: str) -> bytes:
@@ -422,6 +429,8 @@ class ClientConfig:
     certificate: bytes | None = None
     private_key: bytes | None = None
     ca: tuple[bytes, ...] = ()
+    ipsec_lifetime: float = 3600.0
+    ipsec_lifetime_kb: int = 0
 
     def __post_init__(self) -> None:
         """The same checks for the CLI's flags as for a file's fields (named as flags)."""
@@ -496,7 +505,8 @@ class ClientConfig:
                                             "tunnel_secret", "hide_avps", "call_mode",
                                             "hello_interval", "psk", "nat_t",
                                             "ipsec_ciphers", "keylog", "certificate",
-                                            "private_key", "ca"})
+                                            "private_key", "ca", "ipsec_lifetime",
+                                            "ipsec_lifetime_kb"})
         auth = f.auth("auth", tuple(AuthMethod))
         routes = f.choice("routes", "default", ("default", "split"))
         split = f.prefixes("split")

@@ -404,11 +404,14 @@ IPSEC_EVENTS = {"IKEEstablished": "ike-established", "IPsecUp": "ipsec-up",
 
 
 def credentials(config: Any) -> dict[str, Any]:
-    """IKEConfig's RSA-signature fields from a server or client configuration, or none."""
+    """IKEConfig's RSA-signature and lifetime fields from a server or client configuration."""
+    out: dict[str, Any] = {"lifetime_phase2": int(config.ipsec_lifetime)}
+    if config.ipsec_lifetime_kb:
+        out["lifetime_phase2_kb"] = config.ipsec_lifetime_kb
     if not config.certificate:
-        return {}
-    return {"auth": "rsa-sig", "certificate": config.certificate,
-            "private_key": config.private_key, "trusted_certificates": config.ca}
+        return out
+    return out | {"auth": "rsa-sig", "certificate": config.certificate,
+                  "private_key": config.private_key, "trusted_certificates": config.ca}
 
 
 def ike_config(level: str, psk: str, ciphers: tuple[str, ...], nat_t: bool,
