@@ -178,15 +178,17 @@ class Lab:
         tag = _b36(os.getpid(), 3) + _b36(next(_counter), 1)
         self.lab_id = f"{self.spec.name}-{tag}"
         self._tag = tag
+        # lab ids repeat across sandboxes (PIDs start at 1 in each): the supervisor's root-
+        # namespace PID makes the state file and the run directory unique on the machine (two
+        # runs at once shared a run directory, status files included, within the same second)
+        supervisor = os.environ.get("VPNLAB_SUPERVISOR_PID", str(os.getpid()))
         if self.run_dir is None:
-            self.run_dir = RUNS_DIR / f"{self.lab_id}-{time.strftime('%Y%m%d-%H%M%S')}"
+            self.run_dir = RUNS_DIR / (f"{self.lab_id}-{time.strftime('%Y%m%d-%H%M%S')}"
+                                       f"-{supervisor}")
         self._net: MininetNetwork | None = None
         self._captures: list[_Capture] = []
         self._undo: list[tuple[str, Callable[[], None]]] = []
         self._wires: dict[str, Daemon] = {}
-        # lab ids repeat across sandboxes (PIDs start at 1 in each): the supervisor's root-
-        # namespace PID makes the state file unique on the machine
-        supervisor = os.environ.get("VPNLAB_SUPERVISOR_PID", str(os.getpid()))
         self.state_file = STATE_DIR / f"{self.lab_id}-{supervisor}.json"
 
     # -- lifecycle ---------------------------------------------------------------------------

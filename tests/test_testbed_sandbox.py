@@ -40,3 +40,21 @@ def test_outside_the_sandbox_a_lab_refuses_to_start(monkeypatch):
     lab = Lab(scenario.build(scenario.resolve({})))
     with pytest.raises(NotInSandbox, match="sandbox"):
         lab.start()
+
+
+def test_labs_of_two_sandboxes_never_share_a_run_directory(monkeypatch):
+    """Lab ids repeat across sandboxes (same PIDs inside each): two runs at once must not
+    write each other's status files and captures."""
+    from testbed.lab import Lab
+    from topologies import SCENARIOS
+
+    scenario = SCENARIOS["internet"]
+    spec = scenario.build(scenario.resolve({}))
+    dirs, states = set(), set()
+    for supervisor in ("4242", "4343"):
+        monkeypatch.setenv("VPNLAB_SUPERVISOR_PID", supervisor)
+        lab = Lab(spec)
+        assert lab.run_dir is not None and lab.run_dir.name.endswith(f"-{supervisor}")
+        dirs.add(lab.run_dir)
+        states.add(lab.state_file)
+    assert len(dirs) == 2 and len(states) == 2
