@@ -120,6 +120,15 @@ class VPNClient:
 
     def _tunnel_up(self, event: SessionUp) -> None:
         assert self.pump is not None
+        if self.pump.tun is not None:
+            # IPCP renegotiated (e.g. its Configure-Ack was lost, RFC 1661 §4.1: RCR in
+            # Opened): the same addresses keep the interface; new ones rebuild it.
+            if (event.local_address, event.peer_address) == (
+                    self.state.get("local_address"), self.state.get("peer_address")):
+                self.emit("renegotiated", local_address=event.local_address,
+                          peer_address=event.peer_address)
+                return
+            self._teardown_local()
         try:
             self._make_interface(event)
         except (TunError, RouteError) as exc:
