@@ -122,7 +122,7 @@ class Direction:
                 return None
             self.busy_until = start + size * 8 / self.rate_bps
             start = self.busy_until
-        if self._pick_for_reorder(rng):
+        if self.reorder and self._pick_for_reorder(rng):
             self.reordered += 1
             return start, True
         due = start + self.delay_s
@@ -134,8 +134,6 @@ class Direction:
 
     def _pick_for_reorder(self, rng: random.Random) -> bool:
         """netem_enqueue's test: inside the gap, or the draw says no, the frame is delayed."""
-        if not self.reorder:
-            return False
         if self.since_reorder < self.reorder_gap - 1 or rng.random() >= self.reorder:
             self.since_reorder += 1
             return False
