@@ -164,3 +164,27 @@ def test_initiator_refuses_other_ids_in_the_answer(monkeypatch):
     fails = [e for e in net.client_events[0] if isinstance(e, ChildSAFailed)]
     assert fails and fails[0].notify == "INVALID_ID_INFORMATION"
     assert not net.children()[0]
+
+
+def test_initiator_behind_a_nat_accepts_its_translated_address_in_the_answer(monkeypatch):
+    """strongSwan, a transport-mode responder, answers a client behind a NAT with the NAT's
+    outside address in IDci (its 'changing received traffic selectors ... due to NAT'):
+    the same type, protocol and port, so the SA is set up; another port still is not."""
+    from tunnels.ipsec.ike.phase1 import packed
+
+    def translated(port):
+        def answer(self, ids):
+            if ids:
+                ids[0] = pl.ID(IDType.ID_IPV4_ADDR, packed(self.sa.remote[0]), 17, port)
+        return answer
+
+    monkeypatch.setattr(QuickMode, "_check_ids", translated(1701))
+    net = Net(cfg(), nat=True)
+    net.run(until=10)
+    assert net.children()[0]
+    assert not [e for e in net.client_events[0] if isinstance(e, ChildSAFailed)]
+    monkeypatch.setattr(QuickMode, "_check_ids", translated(0))
+    net = Net(cfg(), nat=True)
+    net.run(until=10)
+    fails = [e for e in net.client_events[0] if isinstance(e, ChildSAFailed)]
+    assert fails and fails[0].notify == "INVALID_ID_INFORMATION" and not net.children()[0]

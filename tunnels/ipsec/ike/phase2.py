@@ -111,6 +111,18 @@ def _spi_bytes(spi: int) -> bytes:
     return spi.to_bytes(4, "big")
 
 
+def _answers_our_ids(returned: list[p.ID], ours: list[object], nat: bool) -> bool:
+    """The responder's IDci/IDcr name what we asked for. Through a NAT in transport mode the
+    responder may name the translated address instead of ours (strongSwan answers with the
+    NAT's outside address in IDci; RFC 3947 §5.2: NAT-OA carries the originals), so there
+    only the ID types, protocol and ports must be ours."""
+    if not nat:
+        return returned == ours
+    return len(returned) == len(ours) and all(
+        (a.id_type, a.protocol, a.port) == (b.id_type, b.protocol, b.port)  # type: ignore[attr-defined]
+        for a, b in zip(returned, ours, strict=True))
+
+
 class QuickMode:
     """One Quick Mode exchange, initiator or responder; `result` once keys exist."""
 
@@ -219,7 +231,7 @@ class QuickMode:
             raise NegotiationFailed("the responder chose an ESP transform we did not offer",
                                     NotifyType.NO_PROPOSAL_CHOSEN)
         returned = msg.find(p.ID)
-        if returned and returned != self._ids():
+        if returned and not _answers_our_ids(returned, self._ids(), self.sa.nat.detected):
             # RFC 2409 §5.5: the responder answers for the identities asked; other selectors
             # would protect something other than L2TP between these two addresses.
             raise NegotiationFailed("the responder returned other Quick Mode IDs than ours",
