@@ -27,6 +27,7 @@ from testbed.model import LabSpec, LinkSpec, NodeKind, NodeSpec, Route
 from testbed.process import Result
 from testbed.refpeer import PeerSpec
 from testbed.scenario import CheckResult, Param, Scenario
+from topologies import interop_ipsec as ipsec
 from topologies import interop_l2tp as l2tp
 
 USER, PASSWORD = "alice", "Pa55w0rd!"
@@ -38,7 +39,8 @@ XFER_BYTES = 300_000
 XFER_PORT = 5001
 MPPE_BITS = {"none": "none", "basic": "40", "strongest": "128"}
 PEERS = ("pptpd", "pptp-linux")
-OUR_CLIENT = ("pptpd", "xl2tpd-lns")  # the peers our client dials; the others dial our server
+# the peers our client dials; the others dial our server
+OUR_CLIENT = ("pptpd", "xl2tpd-lns", *ipsec.OUR_CLIENT)
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,10 +53,15 @@ class Cell:
     mppe: str = "stateless"
     tunnel: str = "plain"  # L2TP: plain, auth (tunnel authentication), hidden (+ hidden AVPs)
     call: str = "incoming"  # L2TP: incoming (ICRQ) or outgoing (OCRQ) call
+    cipher: str = ""  # L2TP/IPsec: IKE and ESP proposals (interop_ipsec.CIPHERS), PSK
+    nat: str = "none"  # L2TP/IPsec: nat-t = a NAT in front of the initiator
     not_applicable: str = ""  # the reason, when the two implementations cannot do this
 
     @property
     def id(self) -> str:
+        if self.cipher:
+            return f"{self.peer}-psk-{self.cipher}-{self.auth}" + (
+                "-nat-t" if self.nat == "nat-t" else "")
         enc = {"none": "clear", "basic": "mppe40", "strong": "mppe56",
                "strongest": "mppe128"}.get(self.encryption, self.encryption)
         extra = {"auth": "-tunnelauth", "hidden": "-hiddenavps"}.get(self.tunnel, "")
@@ -64,11 +71,11 @@ class Cell:
     @property
     def params(self) -> dict[str, str]:
         return {"peer": self.peer, "auth": self.auth, "encryption": self.encryption,
-                "mppe": self.mppe, "tunnel": self.tunnel, "call": self.call}
+                "mppe": self.mppe, "tunnel": self.tunnel, "call": self.call,
+                "cipher": self.cipher, "nat": self.nat}
 
 
 NO_56 = "pppd and Linux's ppp_mppe implement 40- and 128-bit MPPE only, not 56-bit"
-NO_L2TP = "our L2TP/IPsec endpoint is not built yet"
 NO_V1_40 = ("pppd disables 40-bit MPPE after MS-CHAP v1 (\"MS-CHAP LM not supported\": RFC 3079 "
             "§2.1 derives those keys from the LAN Manager hash)")
 
@@ -104,8 +111,9 @@ def _l2tp_cells(peer: str) -> list[Cell]:
 MATRIX: list[Cell] = [
     *_pptp_cells("pptpd"), *_pptp_cells("pptp-linux"),
     *_l2tp_cells("xl2tpd-lns"), *_l2tp_cells("xl2tpd-lac"),
-    *[Cell(p, "mschapv2", "strongest", not_applicable=NO_L2TP)
-      for p in ("strongswan-lns", "strongswan-lac")],
+    *[Cell(p, "mschapv2", cipher=c, nat=n,
+           not_applicable=ipsec.NOT_APPLICABLE.get((p, c, n), ""))
+      for p in ipsec.IPSEC_PEERS for c, n in ipsec.CELLS],
 ]
 
 
@@ -115,6 +123,9 @@ def build(params: Mapping[str, str]) -> LabSpec:
     if params["encryption"] != "none" and params["auth"] not in ("mschap", "mschapv2"):
         raise SpecError(f"interop: encryption={params['encryption']} needs MPPE keys, which "
                         "come from MS-CHAP: expected auth=mschap or mschapv2")
+    if ipsec.applies(params):
+        return ipsec.build(params, OURS_NET, PEER_NET, ((USER, PASSWORD),),
+                           (PPTPD_LOCAL, PPTPD_REMOTE))
     bits = MPPE_BITS[params["encryption"]]
     stateful = params["mppe"] == "stateful"
     if params["peer"] in l2tp.L2TP_PEERS:
@@ -145,12 +156,12 @@ def _cli(*args: str) -> list[str]:
     return [sys.executable, "-m", "testbed.cli", *args]
 
 
-def server_config(params: Mapping[str, str]) -> str:
+def server_config(params: Mapping[str, str], extra: tuple[str, ...] = ()) -> str:
     return "\n".join([
         "[server]", f'listen = "{OURS_NET}.2"', 'name = "vpnlab"', f'pool = "{POOL}"',
         f'auth = ["{params["auth"]}"]', f'encryption = "{params["encryption"]}"',
         f'mppe = "{params["mppe"]}"', "echo_interval = 10",
-        *(l2tp.server_lines(params) if params["peer"] in l2tp.L2TP_PEERS else []), "",
+        *(l2tp.server_lines(params) if params["peer"] in l2tp.L2TP_PEERS else []), *extra, "",
         f"[users.{USER}]", f'password = "{PASSWORD}"', ""])
 
 
@@ -160,6 +171,7 @@ def start_ours(lab: Lab, params: Mapping[str, str]) -> None:
     ours = lab.node("ours")
     if params["peer"] in OUR_CLIENT:
         protocol = (l2tp.client_args(params) if params["peer"] in l2tp.L2TP_PEERS else
+                    ipsec.client_args(params, lab) if ipsec.applies(params) else
                     ["--protocol", "pptp"])
         argv = _cli("connect", *protocol, "--server", f"{PEER_NET}.2", "--user",
                     USER, "--password", PASSWORD, "--auth", params["auth"], "--encryption",
@@ -171,7 +183,8 @@ def start_ours(lab: Lab, params: Mapping[str, str]) -> None:
         lab.figures.setdefault("tunnel_up_s", round(time.monotonic() - t0, 2))  # type: ignore[attr-defined]
     else:
         config = lab.run_dir / "ours-server.toml"
-        config.write_text(server_config(params))
+        config.write_text(server_config(params, tuple(ipsec.server_lines(params, lab))
+                                        if ipsec.applies(params) else ()))
         ours.start_daemon("vpnserver", _cli("server", "--config", str(config), "--json",
                                             "--status", str(lab.run_dir / "ours-status.json")),
                           ready=r'"event": "listening"', timeout=15)
@@ -420,13 +433,19 @@ def checks(lab: Lab, params: Mapping[str, str]) -> list[CheckResult]:
     results, mine, theirs = tunnel(lab, params)
     if not all(r.passed for r in results):
         return results
+    if ipsec.applies(params):
+        results += ipsec.ipsec_checks(lab, params, status(lab))
     results += ping_both_ways(lab, mine, theirs)
     results.append(transfer(lab, mine))
-    if params["peer"] in l2tp.L2TP_PEERS:
+    if ipsec.applies(params):
+        results += ipsec.wire(lab, params, theirs)
+    elif params["peer"] in l2tp.L2TP_PEERS:
         results += l2tp.wire(lab, params, theirs, expected_encryption(params))
     else:
         results += wire(lab, params, theirs)
     results += hang_ups(lab, params)
+    if ipsec.applies(params):
+        results.append(ipsec.sas_gone(lab, params))
     figures = lab.figures  # type: ignore[attr-defined]
     results.append(CheckResult("figures", True, ", ".join(f"{k} {v}" for k, v in
                                                           figures.items())))
@@ -435,14 +454,15 @@ def checks(lab: Lab, params: Mapping[str, str]) -> list[CheckResult]:
 
 SCENARIO = Scenario(
     name="interop",
-    description="Our PPTP or L2TP client or server against a real peer (pptpd, pptp-linux, "
-                "xl2tpd as LNS or LAC) in UML",
+    description="Our PPTP, L2TP or L2TP/IPsec client or server against a real peer (pptpd, "
+                "pptp-linux, xl2tpd or strongSwan + xl2tpd as LNS or LAC) in UML",
     build=build,
     start=start,
     checks=checks,
     params={
-        "peer": Param("pptpd", PEERS + l2tp.L2TP_PEERS, "pptpd, xl2tpd-lns: our client dials "
-                      "it; pptp-linux, xl2tpd-lac: it dials our server"),
+        "peer": Param("pptpd", PEERS + l2tp.L2TP_PEERS + ipsec.IPSEC_PEERS,
+                      "pptpd, xl2tpd-lns, strongswan-lns: our client dials it; pptp-linux, "
+                      "xl2tpd-lac, strongswan-lac: it dials our server"),
         "auth": Param("mschapv2", ("pap", "chap", "mschap", "mschapv2"), "authentication"),
         "encryption": Param("strongest", ("none", "basic", "strong", "strongest"),
                             "none, or MPPE: basic 40-bit, strongest 128 (56: no pppd)"),
@@ -451,5 +471,9 @@ SCENARIO = Scenario(
         "tunnel": Param("plain", l2tp.TUNNELS, "L2TP: auth = tunnel authentication both ways "
                         "(xl2tpd challenge = yes), hidden = also our AVPs hidden"),
         "call": Param("incoming", l2tp.CALLS, "L2TP call: incoming (ICRQ) or outgoing (OCRQ)"),
+        "cipher": Param("", ("", *ipsec.CIPHERS), "L2TP/IPsec (strongswan-*): PSK with 3DES or "
+                        "AES proposals at both ends"),
+        "nat": Param("none", ipsec.NATS, "L2TP/IPsec: nat-t = a NAT router in front of the "
+                     "initiator (NAT-T, UDP 4500)"),
     },
 )
