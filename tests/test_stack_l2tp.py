@@ -437,3 +437,21 @@ def test_sequenced_data_drops_older_packets():
     assert s.control.sequencing  # the LNS sends Ns; the LAC mirrors it (§5.4)
     data = [d for d, raw in net.wire if isinstance(decode_packet(raw), DataPacket)]
     assert data
+
+
+def test_no_second_hello_while_one_is_unacknowledged():
+    server = make_server(TunnelConfig(host_name="lns", hello_interval=2))
+    client = make_client(TunnelConfig(host_name="lac", hello_interval=2))
+    net = Net(server, [client])
+    client.start(0.0)
+    net.run(10, stop=lambda: net.ups(0))
+    net.cut = True
+    net.run(40)
+    for stack in (server, client):
+        for entry in stack.tunnels.values():
+            assert entry.tunnel.counters["hello_sent"] <= 1
+    hellos = {(d, p.ns) for d, p, m in control_messages(net)
+              if m and m.message_type == MessageType.HELLO}
+    for direction in ("c2s", "s2c"):  # at most one Hello per end, retransmitted with its Ns
+        assert len([d for d, _ in hellos if d == direction]) <= 1
+    assert hellos  # and the silence was noticed by a Hello

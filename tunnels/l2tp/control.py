@@ -241,9 +241,12 @@ class Tunnel:
         if hello is not None and now >= hello and not self.channel.failed:
             # §6.5: a keepalive; if it is never acknowledged the channel fails and the
             # tunnel is torn down (§5.8)
-            self.counters["hello_sent"] += 1
             self._hello_due = now + self.config.hello_interval
-            self._send(MessageType.HELLO, [], now)
+            if self.channel.idle():
+                # §6.5: a Hello only when nothing is in flight; an unacknowledged message
+                # already proves or disproves the peer (the channel fails after §5.8's cycle)
+                self.counters["hello_sent"] += 1
+                self._send(MessageType.HELLO, [], now)
         self._check_channel(now)
 
     @property
