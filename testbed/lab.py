@@ -353,9 +353,7 @@ class Lab:
         if hidden in self._wires and self._wires[hidden].running():
             from testbed.wire import send_wire_control
 
-            send_wire_control(control, delay_ms=shape.delay_ms, jitter_ms=shape.jitter_ms,
-                              loss_pct=shape.loss_pct, rate_ab=shape.rate_bps or 0,
-                              rate_ba=shape.rate_b_to_a or 0)
+            send_wire_control(control, **shaping.wire_control(shape))  # every field
             return
         wire = shaping.wire_argv(shape, "la", "lb", control, netem)
         if wire is None:

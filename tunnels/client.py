@@ -68,8 +68,12 @@ class VPNClient:
             return
         status = dict(self.state)
         if self.pump is not None:
+            stack = self.pump.stack.status()
             status["counters"] = {"pump": dict(self.pump.counters),
-                                  "stack": self.pump.stack.status().get("counters", {})}
+                                  "stack": stack.get("counters", {})}
+            for part in ("tunnels", "ipsec"):  # L2TP channels, SAs: retransmissions, drops
+                if part in stack:
+                    status[part] = stack[part]
         if self.gre is not None:
             status.setdefault("counters", {})["gre_socket"] = dict(self.gre.counters)
         tmp = self.status_path.with_suffix(".tmp")
