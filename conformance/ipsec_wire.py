@@ -160,10 +160,12 @@ def inner_l2tp(packet: Any) -> Inner | None:
                  struct.unpack("!H", raw[8:10])[0] if control else None)
 
 
-def tshark_esp(path: Path, key: dict, fields: list[str]) -> list[list[str]]:
-    """tshark's decode of one SA's packets, decrypted with the key log's `tshark_uat`."""
-    rows = pcap.tshark_fields(path, fields, f"esp.spi == {key['spi']}",
-                              options=(*ESP_OPTIONS, "-o", f"uat:esp_sa:{key['tshark_uat']}"))
+def tshark_esp(path: Path, keys: list[dict], fields: list[str]) -> list[list[str]]:
+    """tshark's decode of the capture's ESP, each SA decrypted with its key log line's
+    `tshark_uat` (one esp_sa record per SA)."""
+    table = [arg for key in keys for arg in ("-o", f"uat:esp_sa:{key['tshark_uat']}")]
+    rows = pcap.tshark_fields(path, fields, "esp",
+                              options=(*ESP_OPTIONS, *table, *decode_as(path)))
     return [r + [""] * (len(fields) - len(r)) for r in rows]
 
 
@@ -181,11 +183,23 @@ class IsakmpMessage:
     payloads: tuple[int, ...]  # payload types tshark dissected in clear
 
 
+def decode_as(path: Path) -> tuple[str, ...]:
+    """tshark options to read IKE and UDP-encapsulated ESP from a NAT's ports: tshark picks
+    the dissector of the lower port first, and Linux MASQUERADE maps a source port that
+    another client holds to a random one (into 1-511 for 500: NTP's 123, say)."""
+    out: list[str] = []
+    for kinds, port, dissector in ((("ike",), IKE_PORT, "isakmp"),
+                                   (("ike-natt", "esp-udp"), NAT_T_PORT, "udpencap")):
+        ports = {p for d in of_kind(wire(path), *kinds) for p in (d.sport, d.dport)} - {port}
+        out += [arg for p in sorted(ports) for arg in ("-d", f"udp.port=={p},{dissector}")]
+    return tuple(out)
+
+
 def isakmp(path: Path) -> list[IsakmpMessage]:
     """Every ISAKMP message of the link, as tshark dissects it (on 500 and, after the
     marker, on 4500)."""
     out = []
-    for r in pcap.tshark_fields(path, ISAKMP_FIELDS, "isakmp"):
+    for r in pcap.tshark_fields(path, ISAKMP_FIELDS, "isakmp", options=decode_as(path)):
         r += [""] * (len(ISAKMP_FIELDS) - len(r))
         out.append(IsakmpMessage(int(r[0]), int(r[1].split(",")[-1]), int(r[2].split(",")[-1]),
                                  r[3], int(r[4]), tuple(int(t) for t in r[6].split(",") if t)))
@@ -194,9 +208,9 @@ def isakmp(path: Path) -> list[IsakmpMessage]:
 
 def isakmp_problems(path: Path) -> list[list[str]]:
     """ISAKMP frames tshark calls malformed or flags at warning or above."""
-    return pcap.tshark_fields(path,
-                              ["frame.number", "_ws.expert.message"],
-                              "isakmp && (_ws.malformed || _ws.expert.severity >= warning)")
+    return pcap.tshark_fields(path, ["frame.number", "_ws.expert.message"],
+                              "isakmp && (_ws.malformed || _ws.expert.severity >= warning)",
+                              options=decode_as(path))
 
 
 def wait_esp(lab, count: int, timeout: float = 3.0) -> list[Datagram]:

@@ -71,27 +71,27 @@ def test_scapy_decrypts_every_esp_packet_to_l2tp(lab):
 
 
 def test_tshark_decrypts_each_sa_the_same_with_no_error(lab):
-    """tshark, given each SA of the key log in its esp_sa table: every packet's ICV is good,
+    """tshark, given every SA of the key log in its esp_sa table: every packet's ICV is good,
     the sequence analysis finds no gap, and L2TP inside is what scapy found, with no
     malformed frame or expert warning."""
     by_frame = {d.frame: w.inner_l2tp(packet) for d, _, packet in _decrypted(lab)}
-    fields = ["frame.number", "esp.icv_good", "l2tp.type", "l2tp.avp.message_type",
+    fields = ["frame.number", "esp.spi", "esp.icv_good", "l2tp.type", "l2tp.avp.message_type",
               "udp.dstport", "_ws.malformed", "esp.sequence-analysis.wrong-sequence-number",
               "_ws.expert.severity", "_ws.expert.message"]
+    keys = w.keylog(lab)
+    rows = w.tshark_esp(lab.pcap, keys, fields)
+    assert {int(r[1], 16) for r in rows} == {k["spi"] for k in keys}, "an SA with no packet"
     seen = 0
-    for key in w.keylog(lab):
-        rows = w.tshark_esp(lab.pcap, key, fields)
-        assert rows, f"SPI {key['spi']:#x}: no packet"
-        for frame, good, l2tp_type, mtype, dport, bad, wrong_seq, severity, text in rows:
-            inner = by_frame[int(frame)]
-            assert good == "1" and not bad and not wrong_seq, (key["spi"], frame, text)
-            assert str(w.L2TP_PORT) in dport.split(","), (frame, dport)
-            assert l2tp_type == ("1" if inner.control else "0"), (frame, l2tp_type, inner)
-            if inner.message not in (None, "ZLB"):
-                assert w.NAMES[int(mtype.split(",")[0])] == inner.message, (frame, mtype)
-            # tshark's severities: 2097152 note, 4194304 warning, 8388608 error
-            assert all(int(s) < 4194304 for s in severity.split(",") if s), (frame, text)
-            seen += 1
+    for frame, spi, good, l2tp_type, mtype, dport, bad, wrong_seq, severity, text in rows:
+        inner = by_frame[int(frame)]
+        assert good == "1" and not bad and not wrong_seq, (spi, frame, text)
+        assert str(w.L2TP_PORT) in dport.split(","), (frame, dport)
+        assert l2tp_type == ("1" if inner.control else "0"), (frame, l2tp_type, inner)
+        if inner.message not in (None, "ZLB"):
+            assert w.NAMES[int(mtype.split(",")[0])] == inner.message, (frame, mtype)
+        # tshark's severities: 2097152 note, 4194304 warning, 8388608 error
+        assert all(int(s) < 4194304 for s in severity.split(",") if s), (frame, text)
+        seen += 1
     assert seen == len(by_frame), (seen, len(by_frame))
 
 
@@ -99,8 +99,11 @@ def test_tshark_decodes_main_mode_and_quick_mode_of_every_client(lab):
     """RFC 2409 §5 / §5.5: per ISAKMP SA (initiator cookie), six Main Mode messages then the
     three of Quick Mode, each decoded by tshark with no malformed frame or warning."""
     assert not w.isakmp_problems(lab.pcap)
+    messages = w.isakmp(lab.pcap)
+    ike = w.of_kind(w.wire(lab.pcap), "ike", "ike-natt")
+    assert {m.frame for m in messages} == {d.frame for d in ike}, "IKE tshark did not decode"
     exchanges: dict[str, list[int]] = defaultdict(list)
-    for m in w.isakmp(lab.pcap):
+    for m in messages:
         exchanges[m.icookie].append(m.exchange)
     assert len(exchanges) == len(ra.clients(lab)), exchanges
     for cookie, kinds in exchanges.items():
