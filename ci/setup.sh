@@ -19,7 +19,10 @@ apt_packages=(mininet iproute2 iptables tcpdump tshark dnsmasq-base iperf3 bridg
               # extra: cmac, curve25519; swanctl: vici)
               user-mode-linux kmod ppp pptpd pptp-linux xl2tpd strongswan
               libcharon-extra-plugins libstrongswan-standard-plugins
-              libstrongswan-extra-plugins strongswan-swanctl)
+              libstrongswan-extra-plugins strongswan-swanctl
+              # SoftEther VPN Server (userspace L2TP/IPsec, run in a lab namespace by
+              # topologies/interop_softether.py; the policy-rc.d below keeps it from starting)
+              softether-vpnserver)
 missing=()
 for p in "${apt_packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -29,8 +32,9 @@ if [ ${#missing[@]} -gt 0 ]; then
   export DEBIAN_FRONTEND=noninteractive
   echo "wireshark-common wireshark-common/install-setuid boolean false" | debconf-set-selections
   apt-get update -q >/dev/null
-  # pptpd, xl2tpd and strongSwan must never run in the root namespace: a policy-rc.d that
-  # forbids every service start while installing (kept if the machine already has one)
+  # pptpd, xl2tpd, strongSwan and vpnserver must never run in the root namespace: a
+  # policy-rc.d that forbids every service start while installing (kept if the machine
+  # already has one)
   policy=/usr/sbin/policy-rc.d
   if [ ! -e $policy ]; then
     printf '#!/bin/sh\n# vpnlab set-up: no service starts during install\nexit 101\n' > $policy
@@ -38,6 +42,10 @@ if [ ${#missing[@]} -gt 0 ]; then
     trap 'rm -f /usr/sbin/policy-rc.d' EXIT
   fi
   apt-get install -y -q --no-install-recommends "${missing[@]}" >/dev/null
+fi
+# ...nor at boot: softether-vpnserver's package enables its unit; labs run their own instance
+if command -v systemctl >/dev/null && systemctl is-enabled softether-vpnserver >/dev/null 2>&1; then
+  systemctl disable softether-vpnserver >/dev/null 2>&1 || true
 fi
 
 # Debian's python3 carries Debian's mininet module; the venv sees it through system site-packages.
