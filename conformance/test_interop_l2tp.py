@@ -38,41 +38,54 @@ def _unhide(attr: int, secret: bytes, vector: bytes, hidden: bytes) -> int:
     return int.from_bytes(bytes(a ^ b for a, b in zip(hidden[:2], key, strict=False)), "big")
 
 
-def _sccrp_hidden_tunnel_id(lab) -> tuple[bytes, bytes]:  # type: ignore[no-untyped-def]
-    """(Random Vector, hidden Assigned Tunnel ID) of our first SCCRP, from the capture."""
+def _hidden_tunnel_id(lab, message_type: int) -> tuple[bytes, bytes]:  # type: ignore[no-untyped-def]
+    """(Random Vector, hidden Assigned Tunnel ID) of the first such message in our capture."""
     from scapy.layers.inet import UDP
 
     for p in pcap.read(lab.capture_path("ours", "isp")):
-        if UDP not in p or p[UDP].sport != 1701:
+        if UDP not in p or 1701 not in (p[UDP].sport, p[UDP].dport):
             continue
         raw, off, avps = bytes(p[UDP].payload), 12, {}
         while off + 6 <= len(raw) and raw[0] & 0x80:
             length = int.from_bytes(raw[off:off + 2], "big") & 0x3FF
             avps[int.from_bytes(raw[off + 4:off + 6], "big")] = raw[off + 6:off + length]
             off += max(length, 6)
-        if avps.get(0) == b"\x00\x02":
+        if avps.get(0) == message_type.to_bytes(2, "big") and 36 in avps:
             return avps[36], avps[9]
-    raise AssertionError("no SCCRP captured")
+    raise AssertionError(f"no message type {message_type} with a Random Vector captured")
 
 
-def test_xl2tpd_decrypts_the_hidden_avps_of_sccrp_with_an_empty_secret():
+def _start_hiding_side(lab, params) -> None:  # type: ignore[no-untyped-def]
+    """Our LNS listens and xl2tpd's LAC dials (SCCRP hidden), or our LAC dials without
+    waiting for an answer that cannot come (SCCRQ hidden)."""
+    if params["peer"] == "xl2tpd-lac":
+        interop.start_ours(lab, params)
+        lab.node("peer").peer.sh("echo 'c vpnlab' > /run/xl2tpd/l2tp-control", check=True)
+        return
+    lab.node("ours").start_daemon("vpnclient", interop._cli(
+        "connect", *interop_l2tp.client_args(params), "--server", lab.address("peer", "isp"),
+        "--user", interop.USER, "--password", interop.PASSWORD, "--json"))
+
+
+@pytest.mark.parametrize("peer, message_type", [("xl2tpd-lac", 2), ("xl2tpd-lns", 1)],
+                         ids=["our-sccrp", "our-sccrq"])
+def test_xl2tpd_decrypts_hidden_avps_of_sccrq_sccrp_with_an_empty_secret(peer, message_type):
     """The peer bug behind the hidden-AVP cells' "not applicable", held to the wire each run
     (it fails once an xl2tpd decrypts with the shared secret, so the cells can be turned on):
     xl2tpd's 'Decrypted length is too long (N > 20)' is our hidden Assigned Tunnel ID
     decrypted with an empty secret (N = that length + 6), while the shared secret gives the
     2-octet value RFC 2661 §4.4.3 defines."""
-    params = interop.SCENARIO.resolve({"peer": "xl2tpd-lac", "tunnel": "hidden"})
+    params = interop.SCENARIO.resolve({"peer": peer, "tunnel": "hidden"})
     with Lab(interop.build(params)) as lab:
-        interop.start_ours(lab, params)
-        peer = lab.node("peer").peer
-        peer.sh("echo 'c vpnlab' > /run/xl2tpd/l2tp-control", check=True)
+        _start_hiding_side(lab, params)
+        peer_node = lab.node("peer").peer
         pattern = re.compile(r"Decrypted length is too long \((\d+) > 20\)")
         deadline = time.monotonic() + 15
-        while not pattern.search(peer.log("xl2tpd.log")) and time.monotonic() < deadline:
+        while not pattern.search(peer_node.log("xl2tpd.log")) and time.monotonic() < deadline:
             time.sleep(0.1)
-        log = peer.log("xl2tpd.log")
+        log = peer_node.log("xl2tpd.log")
         found = pattern.search(log)
         assert found and "Invalid Hidden AVP" in log, log[-1500:]
-        vector, hidden = _sccrp_hidden_tunnel_id(lab)
+        vector, hidden = _hidden_tunnel_id(lab, message_type)
         assert int(found.group(1)) == _unhide(9, b"", vector, hidden) + 6
         assert _unhide(9, interop_l2tp.TUNNEL_SECRET.encode(), vector, hidden) == 2
