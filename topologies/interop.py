@@ -29,6 +29,7 @@ from testbed.refpeer import PeerSpec
 from testbed.scenario import CheckResult, Param, Scenario
 from topologies import interop_ipsec as ipsec
 from topologies import interop_l2tp as l2tp
+from topologies import interop_softether as softether
 
 USER, PASSWORD = "alice", "Pa55w0rd!"
 OURS_NET, PEER_NET = "198.51.100", "203.0.113"
@@ -113,7 +114,7 @@ MATRIX: list[Cell] = [
     *_l2tp_cells("xl2tpd-lns"), *_l2tp_cells("xl2tpd-lac"),
     *[Cell(p, "mschapv2", cipher=c, nat=n,
            not_applicable=ipsec.NOT_APPLICABLE.get((p, c, n), ""))
-      for p in ipsec.IPSEC_PEERS for c, n in ipsec.CELLS],
+      for p in ipsec.IPSEC_PEERS for c, n in ipsec.CELLS[p]],
 ]
 
 
@@ -176,7 +177,8 @@ def start_ours(lab: Lab, params: Mapping[str, str]) -> None:
         argv = _cli("connect", *protocol, "--server", f"{PEER_NET}.2", "--user",
                     USER, "--password", PASSWORD, "--auth", params["auth"], "--encryption",
                     params["encryption"], "--mppe", params["mppe"], "--routes", "split",
-                    "--split", f"{PPTPD_LOCAL}/32", "--json", "--status",
+                    "--split", softether.HUB_NET if params["peer"] == softether.PEER else
+                    f"{PPTPD_LOCAL}/32", "--json", "--status",
                     str(lab.run_dir / "ours-status.json"))
         t0 = time.monotonic()
         ours.start_daemon("vpnclient", argv, ready=r'"event": "tunnel-(up|down)"', timeout=40)
@@ -191,6 +193,8 @@ def start_ours(lab: Lab, params: Mapping[str, str]) -> None:
 
 
 def start(lab: Lab, params: Mapping[str, str]) -> None:
+    if params["peer"] == softether.PEER:
+        return softether.start(lab, params, start_ours, ipsec.PSK, USER, PASSWORD)
     lab.figures = {"boot_s": round(lab.node("peer").peer.boot_seconds or 0, 2)}  # type: ignore[attr-defined]
     start_ours(lab, params)
     if params["peer"] not in OUR_CLIENT:
@@ -311,8 +315,9 @@ print(json.dumps({"sent": len(data), "sent_sha256": hashlib.sha256(data).hexdige
 """
 
 
-def transfer(lab: Lab, mine: str) -> CheckResult:
-    """XFER_BYTES from the peer to our side and echoed back, SHA-256 compared both ways."""
+def transfer(lab: Lab, mine: str, run=None) -> CheckResult:  # type: ignore[no-untyped-def]
+    """XFER_BYTES from the peer to our side and echoed back, SHA-256 compared both ways
+    (run: how to run the sender on the peer's side; default the reference peer's agent)."""
     name = f"TCP transfer of {XFER_BYTES} bytes each way, SHA-256 equal"
     listener = lab.node("ours").popen([sys.executable, "-c", ECHO_SERVER, mine, str(XFER_PORT)],
                                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -322,8 +327,8 @@ def transfer(lab: Lab, mine: str) -> CheckResult:
         if first != "listening":
             return CheckResult(name, False, f"our listener: {first}")
         t0 = time.monotonic()
-        sent = lab.node("peer").peer.run(["python3", "-c", ECHO_CLIENT, mine, str(XFER_PORT),
-                                          str(XFER_BYTES)], timeout=60)
+        sent = (run or lab.node("peer").peer.run)(["python3", "-c", ECHO_CLIENT, mine,
+                                                   str(XFER_PORT), str(XFER_BYTES)], timeout=60)
         elapsed = time.monotonic() - t0
         got = listener.stdout.readline().strip()
     finally:
@@ -430,6 +435,8 @@ def hang_ups(lab: Lab, params: Mapping[str, str]) -> list[CheckResult]:
 
 
 def checks(lab: Lab, params: Mapping[str, str]) -> list[CheckResult]:
+    if params["peer"] == softether.PEER:
+        return softether.checks(lab, params)
     results, mine, theirs = tunnel(lab, params)
     if not all(r.passed for r in results):
         return results

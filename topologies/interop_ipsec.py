@@ -31,8 +31,8 @@ from testbed.model import LabSpec, LinkSpec, NodeKind, NodeSpec, Route
 from testbed.refpeer import PeerSpec
 from testbed.scenario import CheckResult
 
-IPSEC_PEERS = ("strongswan-lns", "strongswan-lac")
-OUR_CLIENT = ("strongswan-lns",)
+IPSEC_PEERS = ("strongswan-lns", "strongswan-lac", "softether")
+OUR_CLIENT = ("strongswan-lns", "softether")
 PSK = "vpnlab-interop-psk"
 # (strongSwan's ike=, esp= as the recipe proposes them; our ESP cipher; the IKE cipher we
 # expect chosen): strongSwan takes them strictly (`!`)
@@ -57,6 +57,10 @@ def build(params: Mapping[str, str], ours_net: str, peer_net: str, users: tuple,
     if params["encryption"] != "none":
         raise SpecError(f"interop: peer={params['peer']}: encryption={params['encryption']}: "
                         "IPsec encrypts, PPP inside runs without MPPE: expected encryption=none")
+    if params["peer"] == "softether":
+        from topologies import interop_softether
+
+        return interop_softether.build(params, ours_net, peer_net)
     ike, esp, _, _ = CIPHERS[params["cipher"] or "aes"]
     client = "ours" if params["peer"] in OUR_CLIENT else "peer"
     behind = params["nat"] == "nat-t"
@@ -123,7 +127,7 @@ def ipsec_checks(lab: Lab, params: Mapping[str, str], st: Mapping) -> list[Check
     """Our side's ESP SA (cipher, encapsulation as the path needs) and strongSwan's CHILD_SA."""
     cipher = CIPHERS[params["cipher"] or "aes"][2]
     encap = "udp-transport" if params["nat"] == "nat-t" else "transport"
-    ipsec, ike = _our_sa(st)
+    ipsec, ike = our_sa(st)
     peer = lab.node("peer").peer
     status = peer.run(["ipsec", "statusall", "vpnlab"]).stdout
     line = next((ln.strip() for ln in status.splitlines() if "INSTALLED" in ln), "")
@@ -143,16 +147,22 @@ def ipsec_checks(lab: Lab, params: Mapping[str, str], st: Mapping) -> list[Check
 
 
 # the cells per peer: (cipher, nat)
-CELLS = (("3des", "none"), ("aes", "none"), ("aes", "nat-t"))
+CELLS = {"strongswan-lns": (("3des", "none"), ("aes", "none"), ("aes", "nat-t")),
+         "strongswan-lac": (("3des", "none"), ("aes", "none"), ("aes", "nat-t")),
+         "softether": (("3des", "none"), ("aes", "none"))}
 NOT_APPLICABLE: dict[tuple[str, str, str], str] = {}
 
 
-def _our_sa(st: Mapping) -> tuple[dict, dict]:
-    """(ESP SA, IKE SA) from our client's status, or the first of our server's SAs."""
-    if "ipsec" in st:
-        return st.get("ipsec") or {}, st.get("ike") or {}
-    stack = (st.get("stacks") or {}).get("l2tp-ipsec") or {}
-    return ((stack.get("ipsec") or {}).get("sas") or [{}])[0], {}
+def our_sa(st: Mapping) -> tuple[dict, dict]:
+    """(ESP SA, IKE SA) from our status: the client's last IPsecUp, or the first SA of the
+    stack's block (which the periodic status rewrite puts under `ipsec`, and which is the
+    server's `stacks.l2tp-ipsec.ipsec`)."""
+    block = st.get("ipsec") or (((st.get("stacks") or {}).get("l2tp-ipsec") or {})
+                                .get("ipsec") or {})
+    if "sas" in block:
+        block = (block["sas"] or [{}])[0]
+    ike = st.get("ike") if isinstance(st.get("ike"), dict) else {}
+    return block, ike if "cipher" in ike else {}
 
 
 def _esp(path) -> list[tuple[int, object, bytes]]:  # type: ignore[no-untyped-def]
@@ -203,7 +213,7 @@ def wire(lab: Lab, params: Mapping[str, str], theirs: str) -> list[CheckResult]:
     rows = pcap.tshark_fields(path, ["isakmp.exchangetype"], "isakmp")
     exchanges = sorted({int(x) for r in rows for x in r[0].split(",") if x})
     udp = sum(1 for _, ip, raw in esp if ip.proto == 17)
-    natt = params["nat"] == "nat-t"
+    natt = params["nat"] == "nat-t" or params["peer"] == "softether"  # it always uses 4500
     out = [CheckResult("tshark: IKEv1 Main Mode (2) and Quick Mode (32)", {2, 32} <=
                        set(exchanges), f"exchange types {exchanges}"),
            CheckResult("ESP carries the tunnel " + ("in UDP 4500 (NAT-T)" if natt else
