@@ -623,3 +623,21 @@ def test_a_vanished_client_is_declared_dead_and_its_session_ends():
     assert net.of(None, SessionDown)
     net.run(120)
     assert not net.server.tunnels and not net.server.ike.sessions
+
+
+# The kernel's IPv6 Router Solicitation on the client's vpn0 (fe80::... -> ff02::2), as seen
+# decrypted on the wire by conformance/test_ipsec_wire.py inside a PPP frame of protocol 0x0021
+ROUTER_SOLICITATION = bytes.fromhex("6000000000083afffe80000000000000f3f4c813ab4e8f53ff02000000"
+                                    "000000000000000000000002" "8500868c00000000")
+
+
+def test_ipv6_from_the_tun_device_is_not_sent_as_ppp_ipv4():
+    """Without IPV6CP (RFC 5072) only IPv4 goes into PPP, as protocol 0x0021 (RFC 1332): an
+    IPv6 packet from the TUN device is dropped and counted, not sent labelled IPv4."""
+    net = connect(Net(make_server(), [make_client(CLIENT_PUBLIC)]))
+    net.clients[0].send_datagram(ROUTER_SOLICITATION, net.now)
+    net.run(0.5)
+    assert net.server.datagrams_to_tun() == []
+    ppp = next(iter(net.clients[0].sessions.values())).ppp
+    assert ppp.counters["not_ipv4_dropped"] == 1
+    ping_both_ways(net)

@@ -80,7 +80,8 @@ class PPPEngine:
         self._echo_id = 0
         self.counters = {"frames_in": 0, "frames_out": 0, "ip_in": 0, "ip_out": 0,
                          "discarded": 0, "protocol_rejects_sent": 0, "echo_requests": 0,
-                         "unencrypted_dropped": 0, "mppe_errors": 0, "ccp_resets_sent": 0}
+                         "unencrypted_dropped": 0, "mppe_errors": 0, "ccp_resets_sent": 0,
+                         "not_ipv4_dropped": 0}
 
     def _ipcp_policy(self) -> IPCPPolicy:
         c = self.config
@@ -138,6 +139,9 @@ class PPPEngine:
 
     def send_datagram(self, packet: bytes, now: float) -> bool:
         """Queue an IPv4 packet; False (and counted) when the network phase is not open."""
+        if not packet or packet[0] >> 4 != 4:  # 0x0021 is IPv4 (RFC 1332); no IPV6CP here
+            self.counters["not_ipv4_dropped"] += 1  # e.g. the kernel's IPv6 RS on the TUN
+            return False
         if self.ipcp.state is not State.OPENED:
             self.counters["discarded"] += 1
             return False
