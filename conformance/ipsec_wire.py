@@ -141,6 +141,7 @@ class Inner:
     session: int
     src: str = ""
     ns: int | None = None  # control packets: their Ns (a retransmission repeats it, §5.8)
+    ppp: tuple[int, bytes] | None = None  # data packets: (PPP protocol, the PPP payload)
 
 
 def inner_l2tp(packet: Any) -> Inner | None:
@@ -157,7 +158,24 @@ def inner_l2tp(packet: Any) -> Inner | None:
         message = "ZLB" if mtype is None else NAMES.get(mtype, str(mtype))
     return Inner(packet[UDP].sport, packet[UDP].dport, control, message,
                  int(head.tunnel_id), int(head.session_id), packet[IP].src,
-                 struct.unpack("!H", raw[8:10])[0] if control else None)
+                 struct.unpack("!H", raw[8:10])[0] if control else None,
+                 None if control else ppp_frame(raw))
+
+
+def ppp_frame(l2tp: bytes) -> tuple[int, bytes]:
+    """(protocol, payload) of the PPP frame in an L2TP data message: the RFC 2661 §3.1 header
+    (L, S and O bits), then RFC 1662's optional FF 03 and RFC 1661's (compressible) protocol."""
+    flags, pos = struct.unpack("!H", l2tp[:2])[0], 2
+    pos += 2 if flags & 0x4000 else 0  # Length
+    pos += 4  # Tunnel ID, Session ID
+    pos += 4 if flags & 0x0800 else 0  # Ns, Nr
+    if flags & 0x0200:  # Offset Size, then that many octets
+        pos += 2 + struct.unpack("!H", l2tp[pos:pos + 2])[0]
+    frame = l2tp[pos:]
+    frame = frame[2:] if frame[:2] == b"\xff\x03" else frame
+    if frame[:1] and frame[0] & 1:  # protocol field compressed to one octet
+        return frame[0], frame[1:]
+    return struct.unpack("!H", frame[:2])[0], frame[2:]
 
 
 def tshark_esp(path: Path, keys: list[dict], fields: list[str]) -> list[list[str]]:

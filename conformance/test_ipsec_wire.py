@@ -23,6 +23,7 @@ CIPHERS = {"des": ("des-cbc", {"encryption": "basic"}),
            "aes128": ("aes-cbc-128", {"cipher": "aes-cbc-128"}),
            "aes256": ("aes-cbc-256", {"cipher": "aes-cbc-256"})}
 PATHS = {"direct": {}, "nat-t": {"nat": "pptp-helper", "clients": "2"}}
+PPP_IP = 0x0021
 SETUP = ["SCCRQ", "SCCRP", "SCCCN", "ICRQ", "ICRP", "ICCN"]  # RFC 2661 §5.1, §5.2.1
 
 
@@ -50,7 +51,8 @@ def _decrypted(lab) -> list[tuple[w.Datagram, dict, object]]:
 def test_scapy_decrypts_every_esp_packet_to_l2tp(lab):
     """Every captured ESP packet authenticates and decrypts with the exported keys (scapy),
     and carries UDP 1701 -> 1701 L2TP: per client, SCCRQ first and the incoming-call setup in
-    RFC 2661 order (retransmissions aside, §5.8), then PPP in data messages."""
+    RFC 2661 order (retransmissions aside, §5.8), then PPP in data messages, whose IP
+    protocol carries IPv4 only (the pings)."""
     keys = w.keylog(lab)
     assert {k["cipher"] for k in keys} == {lab.cipher}, keys
     assert all(bool(k["encap"]) == lab.nat for k in keys), keys
@@ -68,6 +70,9 @@ def test_scapy_decrypts_every_esp_packet_to_l2tp(lab):
         assert messages[:len(SETUP)] == SETUP, f"{peer}: {messages}"
         data = [i for i in inners if not i.control]
         assert len(data) >= 10 and all(i.session for i in data), f"{peer}: {len(data)} data"
+        ip = [payload for protocol, payload in (i.ppp for i in data) if protocol == PPP_IP]
+        assert len(ip) >= 6, f"{peer}: {len(ip)} IP datagrams (3 pings, both ways)"
+        assert all(p[0] >> 4 == 4 for p in ip), f"{peer}: not IPv4 in PPP 0x0021 (RFC 1332)"
 
 
 def test_tshark_decrypts_each_sa_the_same_with_no_error(lab):
