@@ -283,3 +283,25 @@ def wait_counter(lab, name: str, at_least: int, timeout: float = 4.0) -> int:
         if value >= at_least or time.monotonic() > deadline:
             return value
         time.sleep(0.2)
+
+
+def isakmp_payloads(message: bytes) -> list[tuple[int, bytes]]:
+    """(payload type, body) of an unencrypted ISAKMP message, by RFC 2408 §3.1's 28-octet
+    header and §3.2's generic payload header (next payload, reserved, length)."""
+    out, kind, pos = [], message[16], 28
+    while kind and pos + 4 <= len(message):
+        following, length = message[pos], struct.unpack("!H", message[pos + 2:pos + 4])[0]
+        if length < 4:
+            break
+        out.append((kind, message[pos + 4:pos + length]))
+        kind, pos = following, pos + length
+    return out
+
+
+def nat_d(message: bytes, address: str, port: int, hash_name: str) -> bytes:
+    """RFC 3947 §3.2: HASH(CKY-I | CKY-R | IP | Port) with the phase 1 hash."""
+    import hashlib
+    import ipaddress
+
+    data = message[:16] + ipaddress.IPv4Address(address).packed + struct.pack("!H", port)
+    return hashlib.new(hash_name, data).digest()

@@ -168,6 +168,35 @@ def test_ike_ports_and_esp_encapsulation(lab):
         assert {d.sport for d in sent} == {w.IKE_PORT, w.NAT_T_PORT}, (name, sent[:3])
 
 
+def test_nat_d_payloads_hash_the_addresses_as_rfc_3947_says(lab):
+    """RFC 3947 §3.2, recomputed from the wire: in Main Mode messages 3 and 4 the first NAT-D
+    is HASH(CKY-I | CKY-R | IP | Port) of the packet's destination, the others of the
+    sender's own address. The server's always match what it sent from; the client's own one
+    matches its source on the server's side exactly when no NAT rewrote it."""
+    hash_name = {"1": "md5", "2": "sha1"}[_phase1_hash(lab)]
+    by_cookie: dict[bytes, list[w.Datagram]] = defaultdict(list)
+    for d in w.of_kind(w.wire(lab.pcap), "ike"):
+        by_cookie[d.payload[:8]].append(d)
+    assert len(by_cookie) == len(ra.clients(lab))
+    server = lab.address("vpnsrv", "isp")
+    for cookie, msgs in by_cookie.items():
+        for d in msgs[2:4]:  # MM3 from the client, MM4 from the server
+            hashes = [body for kind, body in w.isakmp_payloads(d.payload) if kind == w.NAT_D]
+            assert len(hashes) >= 2, (cookie.hex(), d.frame)
+            assert hashes[0] == w.nat_d(d.payload, d.dst, d.dport, hash_name), d.frame
+            own = w.nat_d(d.payload, d.src, d.sport, hash_name)
+            assert (own in hashes[1:]) == (d.src == server or not lab.nat), (d.frame, d.src)
+
+
+def _phase1_hash(lab) -> str:
+    """The hash algorithm of the transform the server chose in Main Mode message 2
+    (RFC 2409 Appendix A: 1 MD5, 2 SHA), as tshark reads it."""
+    rows = w.pcap.tshark_fields(lab.pcap, ["isakmp.ike.attr.hash_algorithm"],
+                                f"isakmp && ip.src == {lab.address('vpnsrv', 'isp')}",
+                                options=w.decode_as(lab.pcap))
+    return next(r[0] for r in rows if r and r[0])
+
+
 def test_every_client_reaches_the_intranet_in_its_own_session(lab):
     """Each client pinged the intranet through its tunnel; the server holds one session per
     client, each with its own peer (address:NAT port) and SA pair."""
