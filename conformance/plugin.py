@@ -219,8 +219,25 @@ def _keep_results(item: pytest.Item, lab) -> Path:  # type: ignore[no-untyped-de
     for sub in ("captures", "logs"):
         src = Path(lab.run_dir) / sub
         if src.is_dir():
-            shutil.copytree(src, dest / sub, dirs_exist_ok=True)
+            # regular files only: a UML's mconsole socket or a FIFO cannot be copied, and a
+            # failing copy must never hide the case's own failure
+            shutil.copytree(src, dest / sub, dirs_exist_ok=True, ignore=_special_files)
     return dest
+
+
+def _special_files(directory: str, names: list[str]) -> set[str]:
+    import stat
+
+    skipped = set()
+    for name in names:
+        try:
+            mode = os.lstat(os.path.join(directory, name)).st_mode
+        except OSError:
+            skipped.add(name)
+            continue
+        if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+            skipped.add(name)
+    return skipped
 
 
 def _leftover_processes() -> list[str]:
