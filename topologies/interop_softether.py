@@ -24,14 +24,18 @@ HUB_NET = "192.168.30.0/24"
 VPNCMD = ["vpncmd", "localhost:5555", "/SERVER"]
 
 _START = r"""
-set -e
-S=$1; PSK=$2; USER=$3; PASS=$4
+S=$1
 mount -t tmpfs none /var/lib; mount -t tmpfs none /var/log; mount -t tmpfs none /run
 mkdir -p /var/lib/softether /var/log/softether /run/softether
 mount --bind $S/lib /var/lib/softether; mount --bind $S/log /var/log/softether
-/usr/libexec/softether/vpnserver/vpnserver execsvc &
-pid=$!
-trap 'kill -TERM $pid 2>/dev/null; wait $pid; exit 0' TERM INT
+echo starting
+exec /usr/libexec/softether/vpnserver/vpnserver execsvc
+"""
+# then vpncmd (a TCP client of port 5555; its own log under a private /var/log)
+_CONFIGURE = r"""
+set -e
+PSK=$1; USER=$2; PASS=$3
+mount -t tmpfs none /var/log; mkdir -p /var/log/softether
 for i in $(seq 200); do ss -Hltn 'sport = :5555' | grep -q LISTEN && break; sleep 0.05; done
 v() { vpncmd localhost:5555 /SERVER "$@" > /dev/null; }
 v /CMD IPsecEnable /L2TP:yes /L2TPRAW:no /ETHERIP:no /PSK:$PSK /DEFAULTHUB:DEFAULT
@@ -41,8 +45,6 @@ v /HUB:DEFAULT /CMD SecureNatEnable
 v /CMD BridgeCreate DEFAULT /DEVICE:lab /TAP:yes
 for i in $(seq 100); do ip link show tap_lab > /dev/null 2>&1 && break; sleep 0.05; done
 ip addr add 192.168.30.2/24 dev tap_lab; ip link set tap_lab up
-echo configured
-wait $pid
 """
 
 
@@ -64,9 +66,14 @@ def start_server(lab: Lab, psk: str, user: str, password: str) -> None:
     state = lab.run_dir / "softether"
     for sub in ("lib", "log"):
         (state / sub).mkdir(parents=True, exist_ok=True)
-    lab.node("peer").start_daemon(
-        "vpnserver", ["unshare", "-m", "--propagation", "private", "sh", "-c", _START, "sh",
-                      str(state), psk, user, password], ready=r"^configured", timeout=40)
+    peer = lab.node("peer")
+    # `vpnserver execsvc` forks a worker that outlives a signalled parent: both run in a
+    # PID namespace of their own, which ends with unshare (the daemon's process)
+    peer.start_daemon("vpnserver", ["unshare", "-m", "-p", "--fork", "--kill-child",
+                                    "--propagation", "private", "sh", "-c", _START, "sh",
+                                    str(state)], ready=r"starting", timeout=20)
+    peer.run(["unshare", "-m", "--propagation", "private", "sh", "-c", _CONFIGURE, "sh", psk,
+              user, password], timeout=60, check=True)
 
 
 def sessions(lab: Lab) -> list[str]:
