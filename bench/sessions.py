@@ -1,11 +1,14 @@
-"""Sessions: many PPTP sessions against one server process, with `vpnlab load`.
+"""Sessions: many PPTP or L2TP sessions against one server process, with `vpnlab load`.
 
-    python -m bench sessions [--counts 100,1000,max] [--rate 500] [--json FILE]
+    python -m bench sessions [--counts 100,1000,max] [--rate 500] [--sessions-per-tunnel 50]
+                             [--only ROW] [--json FILE]
 
 The `remote-access` lab (direct client) comes up without captures; our server runs on vpnsrv
-with a /16 pool, no port limit beyond the count, LCP echo every 30 s, and `--status` as in
-the scenarios; `vpnlab load` on the client node opens N sessions (MS-CHAP v2, MPPE-128
-stateless, an address, one echo through each tunnel) at `--rate` per second. Measured from
+with a /16 pool, no port limit beyond the count, LCP echo every 30 s, the row's protocol and
+encryption, and `--status` as in the scenarios; `vpnlab load` on the client node opens N
+sessions (MS-CHAP v2, an address, one echo through each tunnel; PPTP with MPPE-128
+stateless, each its own TCP control connection; L2TP without MPPE, `--sessions-per-tunnel`
+calls in each tunnel, all tunnels from one UDP socket) at `--rate` per second. Measured from
 outside the server: its RSS before the first session and at its peak (VmHWM) with all N up,
 so memory per session = (peak - idle) / N (an upper bound: transient buffers count), and its
 CPU seconds over the run per session. From the generator: setups per second, setup latency,
@@ -45,14 +48,32 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="sample the server with py-spy during each count (development tool)")
     p.add_argument("--budget", type=float, default=150.0,
                    help="seconds one count may take before 'max' stops stepping up")
+    p.add_argument("--sessions-per-tunnel", type=int, default=50,
+                   help="L2TP rows: calls per tunnel")
+    p.add_argument("--only", action="append", default=[], metavar="ROW",
+                   help="measure only rows whose name contains this (repeat)")
 
 
-def _server_config(listen: str, count: int) -> str:
+def _server_config(listen: str, count: int, variant: Variant) -> str:
+    params = variant.params
     return "\n".join([
         "[server]", f'listen = "{listen}"', 'name = "vpnsrv"', 'pool = "10.64.0.0/16"',
-        'auth = ["mschapv2"]', 'encryption = "strongest"', 'mppe = "stateless"',
+        'auth = ["mschapv2"]', f'encryption = "{params.get("encryption", "strongest")}"',
+        f'mppe = "{params.get("mppe", "stateless")}"',
+        f'protocols = ["{params.get("protocol", "pptp")}"]',
         "echo_interval = 30", f"max_ports = {count + 16}", "control_echo = 60", "",
         f"[users.{USER}]", f'password = "{PASSWORD}"', ""])
+
+
+def _load_args(variant: Variant, per_tunnel: int) -> list[str]:
+    """`vpnlab load` options of a row: its protocol, MPPE or not, L2TP calls per tunnel."""
+    params = variant.params
+    args = ["--protocol", params.get("protocol", "pptp"),
+            "--encryption", params.get("encryption", "strongest"),
+            "--mppe", params.get("mppe", "stateless")]
+    if params.get("protocol") == "l2tp":
+        args += ["--sessions-per-tunnel", str(per_tunnel)]
+    return args
 
 
 def _vm(pid: int, field: str) -> int:
@@ -63,12 +84,12 @@ def _vm(pid: int, field: str) -> int:
     return 0
 
 
-def measure(lab: Any, count: int, rate: float, profile: bool = False,
-            window: int = 256) -> dict[str, Any]:
+def measure(lab: Any, count: int, rate: float, profile: bool = False, window: int = 256,
+            variant: Variant = PROTOCOLS[0], per_tunnel: int = 50) -> dict[str, Any]:
     assert lab.run_dir is not None
     listen = lab.address("vpnsrv", "isp")
     config = lab.run_dir / f"vpnsrv-load-{count}.toml"
-    config.write_text(_server_config(listen, count))
+    config.write_text(_server_config(listen, count, variant))
     server = lab.node("vpnsrv").start_daemon(
         f"vpnserver-{count}",
         [sys.executable, "-m", "testbed.cli", "server", "--config", str(config), "--json",
@@ -80,7 +101,8 @@ def measure(lab: Any, count: int, rate: float, profile: bool = False,
         t0 = time.monotonic()
         argv = [sys.executable, "-m", "testbed.cli", "load", "--server", listen, "--sessions",
                 str(count), "--rate", str(rate), "--user", USER, "--password", PASSWORD,
-                "--hold", "2", "--timeout", "400", "--window", str(window), "--json"]
+                "--hold", "2", "--timeout", "400", "--window", str(window), "--json",
+                *_load_args(variant, per_tunnel)]
         prof: dict[str, Any] = {}
         if profile:
             from bench.profiling import spy
@@ -131,6 +153,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
     rows: list[dict[str, Any]] = []
     for variant in PROTOCOLS:
+        if args.only and not any(o in variant.name for o in args.only):
+            continue
         why = skip_reason(variant)
         if why:
             rows.append({"name": variant.name, "skipped": why})
@@ -140,18 +164,21 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             for count in _counts(args.counts):
                 steps = list(MAX_STEPS) if count == "max" else [count]
                 for n in steps:
-                    row = {"name": variant.name, **measure(lab, int(n), args.rate,
-                                                           args.profile, args.window)}
+                    row = {"name": variant.name, **measure(
+                        lab, int(n), args.rate, args.profile, args.window, variant,
+                        args.sessions_per_tunnel)}
                     rows.append(row)
                     print(f"  {variant.name} x{n}: {row}", file=sys.stderr, flush=True)
                     if count == "max" and (row.get("failed", 1) or
                                            row["wall_seconds"] > args.budget):
                         break
-    return {"rate": args.rate, "window": args.window, "goals": GOALS, "rows": rows}
+    return {"rate": args.rate, "window": args.window,
+            "sessions_per_tunnel": args.sessions_per_tunnel, "goals": GOALS, "rows": rows}
 
 
 def table(result: dict[str, Any]) -> str:
-    headers = ["server", "sessions", "up", "pinged", "failed", "setups/s", "setup s (med/p95)",
+    headers = ["server", "sessions", "tunnels", "up", "pinged", "failed", "setups/s",
+               "setup s (med/p95)",
                "KiB/session", "server CPU ms/session", "server peak RSS MiB", "wall s"]
     rows: list[list[Any]] = []
     for r in result["rows"]:
@@ -161,7 +188,8 @@ def table(result: dict[str, Any]) -> str:
         if "error" in r:
             rows.append([r["name"], r["sessions"], f"error: {r['error'][-120:]}"])
             continue
-        rows.append([r["name"], r["sessions"], r["up"], r["pinged"], r["failed"],
+        rows.append([r["name"], r["sessions"], r.get("tunnels", r["sessions"]), r["up"],
+                     r["pinged"], r["failed"],
                      r["setups_per_second"],
                      f"{r['setup_seconds_median']}/{r['setup_seconds_p95']}",
                      r["server_kib_per_session"], r["server_cpu_ms_per_session"],

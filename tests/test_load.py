@@ -74,8 +74,8 @@ def test_many_sessions_come_up_and_each_gets_its_own_echo_reply():
             i, event = item
             if isinstance(event, SessionUp):
                 up[i] = event.local_address
-                stack.send_datagram(i, echo_request(event.local_address, event.peer_address,
-                                                    i), 0.0)
+                stack.send_datagram(i, event.call_id, echo_request(
+                    event.local_address, event.peer_address, i), 0.0)
                 moved = True
         for i, packet in stack.replies():
             replies[i] = is_echo_reply(packet, i)
