@@ -32,7 +32,10 @@ PROTOCOLS = [
     Variant("pptp mppe-128 stateless", {"protocol": "pptp", "auth": "mschapv2",
                                         "encryption": "strongest", "mppe": "stateless"}),
     Variant("l2tp mppe-128", {"protocol": "l2tp", "auth": "mschapv2", "encryption": "strongest"}),
-    Variant("l2tp/ipsec", {"protocol": "l2tp-ipsec", "auth": "mschapv2", "encryption": "none"}),
+    Variant("l2tp/ipsec 3des", {"protocol": "l2tp-ipsec", "auth": "mschapv2",
+                                "encryption": "none", "cipher": "3des-cbc"}),
+    Variant("l2tp/ipsec aes-128", {"protocol": "l2tp-ipsec", "auth": "mschapv2",
+                                   "encryption": "none", "cipher": "aes-cbc-128"}),
     Variant("pptp vs reference peer (UML)", {"protocol": "pptp", "peer": "reference"}),
 ]
 PHASES = ("lab", "server_ready", "client_start", "tunnel_up", "first_ping", "pair", "total")

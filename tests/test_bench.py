@@ -30,7 +30,7 @@ def test_rows_are_named_once(table):
 
 def test_datapath_carries_every_packet_in_each_mode():
     result = datapath.measure(packets=50, size=200, repeat=1)
-    assert set(result["rows"]) == set(datapath.MODES)
+    assert set(result["rows"]) == set(datapath.rows())
     assert "us/packet" in datapath.table(result)
 
 
@@ -48,3 +48,22 @@ def test_sessions_rows_need_a_protocol_the_load_generator_speaks():
         why = sessions.skip_reason(variant)
         if variant.params["protocol"] not in load.PROTOCOLS:
             assert why is not None and why.startswith(common.NOT_BUILT)
+
+
+def test_sessions_l2tp_row_configures_server_and_generator_alike():
+    import argparse
+    import tomllib
+
+    from tunnels import load
+    from tunnels.config import ServerConfig
+
+    variant = next(v for v in sessions.PROTOCOLS if v.params["protocol"] == "l2tp")
+    server = ServerConfig.from_mapping(tomllib.loads(sessions._server_config(
+        "10.0.0.1", 100, variant)))
+    assert server.protocols == ("l2tp",) and server.encryption.value == "none"
+    sub = argparse.ArgumentParser().add_subparsers()
+    load.register(sub)
+    args = sub.choices["load"].parse_args(["--server", "10.0.0.1", "--user", "u",
+                                           "--password", "p",
+                                           *sessions._load_args(variant, 50)])
+    assert (args.protocol, args.encryption, args.sessions_per_tunnel) == ("l2tp", "none", 50)
