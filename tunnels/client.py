@@ -72,8 +72,9 @@ class VPNClient:
             status["counters"] = {"pump": dict(self.pump.counters),
                                   "stack": stack.get("counters", {})}
             for part in ("tunnels", "ipsec"):  # L2TP channels, SAs: retransmissions, drops
-                if part in stack:
-                    status[part] = stack[part]
+                if part in stack:  # the ipsec-up fields (cipher, SPIs) stay beside the counters
+                    status[part] = {**stack[part], **self.state.get(part, {})} \
+                        if isinstance(stack[part], dict) else stack[part]
         if self.gre is not None:
             status.setdefault("counters", {})["gre_socket"] = dict(self.gre.counters)
         tmp = self.status_path.with_suffix(".tmp")
