@@ -18,6 +18,7 @@ apt_packages=(mininet iproute2 iptables tcpdump tshark dnsmasq-base iperf3 bridg
               # strongSwan with the plugins its IKEv1 PSK set needs (openssl: modp, 3DES;
               # extra: cmac, curve25519; swanctl: vici)
               user-mode-linux kmod ppp pptpd pptp-linux xl2tpd strongswan
+              freeradius  # tests/test_radius_freeradius.py, in a namespace only
               libcharon-extra-plugins libstrongswan-standard-plugins
               libstrongswan-extra-plugins strongswan-swanctl
               # SoftEther VPN Server (userspace L2TP/IPsec, run in a lab namespace by
@@ -47,6 +48,7 @@ fi
 if command -v systemctl >/dev/null && systemctl is-enabled softether-vpnserver >/dev/null 2>&1; then
   systemctl disable softether-vpnserver >/dev/null 2>&1 || true
 fi
+update-rc.d freeradius disable >/dev/null 2>&1 || true  # its package enables it for boot too
 
 # Debian's python3 carries Debian's mininet module; the venv sees it through system site-packages.
 if [ ! -x .venv/bin/python ] || ! .venv/bin/python -c 'import mininet.net' 2>/dev/null; then
