@@ -199,7 +199,7 @@ def _phase1_hash(lab) -> str:
 
 def test_every_client_reaches_the_intranet_in_its_own_session(lab):
     """Each client pinged the intranet through its tunnel; the server holds one session per
-    client, each with its own peer (address:NAT port) and SA pair."""
+    client, each with its own peer (address:NAT port) and SA pair, which the client reports."""
     assert all(r.passed for r in lab.reach), [r for r in lab.reach if not r.passed]
     sessions = ra.status(lab, "vpnsrv")["sessions"]
     assert len(sessions) == len(ra.clients(lab)), sessions
@@ -208,3 +208,7 @@ def test_every_client_reaches_the_intranet_in_its_own_session(lab):
     if not lab.nat:  # the L2TP peer is address:1701 there, the IKE peer address:500
         peers = {p.replace(f":{w.IKE_PORT}", f":{w.L2TP_PORT}") for p in peers}
     assert {s["peer"] for s in sessions} == peers, (sessions, peers)
+    spis = {k["spi"] for k in w.keylog(lab)}
+    for name in ra.clients(lab):  # each client reports the SA the wire shows
+        sa = ra.status(lab, name)["ipsec"]
+        assert sa["cipher"] == lab.cipher and {sa["spi_in"], sa["spi_out"]} <= spis, (name, sa)
