@@ -223,3 +223,37 @@ def test_any_datagram_is_counted_never_raised(data: bytes, keep_header: bool) ->
         data = bytes([2, datagram[1]]) + data[2:]
     c.receive_datagram(dest, data, 0.1)
     assert events(c) == [] and sum(c.counters.values()) == 1
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(["auth", "acct", "timer", "good", "bad", "dup"]),
+                          st.floats(0, 5)), max_size=40))
+def test_any_interleaving_ends_each_request_exactly_once(steps) -> None:
+    """Hypothesis over (state, input): requests, timers, good, bad and duplicate replies in any
+    order; nothing raises, each request ends in exactly one event, and then no timer is left."""
+    c = client(timeout=1.0, retries=2)
+    now, started, wire = 0.0, set(), []
+    answered: list[tuple] = []
+    for action, dt in steps:
+        now += dt
+        if action == "auth":
+            started.add(c.authenticate(PAP, now))
+        elif action == "acct":
+            started.add(c.account([(Attr.ACCT_STATUS_TYPE, 1), (Attr.ACCT_SESSION_ID, "s")], now))
+        elif action == "timer" and (t := c.get_timer()) is not None and t <= now:
+            c.handle_timer(now)
+        wire += c.datagrams_to_send()
+        if action in ("good", "bad") and wire:
+            dest, datagram = wire.pop(0)
+            code = Code.ACCOUNTING_RESPONSE if datagram[0] == 4 else Code.ACCESS_ACCEPT
+            reply = answer(dest, datagram, code)
+            if action == "bad":
+                reply = reply[:-1] + bytes([reply[-1] ^ 1])
+            c.receive_datagram(dest, reply, now)
+            answered.append((dest, reply))
+        elif action == "dup" and answered:
+            c.receive_datagram(*answered[0], now)
+    while (t := c.get_timer()) is not None:
+        c.handle_timer(t)
+    ended = [e.request_id for e in events(c)]
+    assert sorted(ended) == sorted(started)

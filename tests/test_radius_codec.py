@@ -121,11 +121,7 @@ def test_rfc2865_section_7_3_erratum_state_length_is_rejected_and_the_fix_round_
     packet = Packet.decode(fixed, SECRET)
     assert packet.attributes.get(Attr.USER_PASSWORD) == b"99101462"
     assert packet.attributes.get(Attr.STATE) == b"32769430"
-    again = Packet(packet.code, packet.identifier, packet.attributes.without(Attr.USER_PASSWORD)
-                   .plus((Attr.USER_PASSWORD, b"99101462")), packet.authenticator)
-    reordered = Attributes([(k, v) for k, v in packet.attributes])
-    assert Packet(1, 3, reordered, packet.authenticator).encode(SECRET) == fixed
-    assert len(again.encode(SECRET)) == len(fixed)
+    assert Packet(1, 3, packet.attributes, packet.authenticator).encode(SECRET) == fixed
 
 
 def test_tampered_reply_fails_its_response_authenticator() -> None:
