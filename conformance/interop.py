@@ -14,6 +14,7 @@ import pytest
 from conformance import pptp_wire as w
 from testbed import pcap
 from topologies.interop import MATRIX, Cell
+from topologies.interop_l2tp import RANDOM_PAYLOAD
 
 
 def cells(protocol_peers: tuple[str, ...]) -> list:
@@ -106,7 +107,7 @@ def assert_l2tp_wire(lab, cell: Cell) -> None:  # type: ignore[no-untyped-def]
         assert steps <= {0, 1}, f"{src} on tunnel {tunnel}: Ns {ns}"
     assert data_tunnels and data_tunnels <= tunnels, (data_tunnels, tunnels)
     rows = pcap.tshark_fields(lab.capture_path("ours", "isp"), ["frame.number"],
-                              "l2tp && _ws.malformed")
+                              "l2tp && _ws.malformed", options=RANDOM_PAYLOAD)
     assert not rows, f"tshark flags malformed L2TP frames: {rows[:3]}"
 
 

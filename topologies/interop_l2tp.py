@@ -26,6 +26,9 @@ TUNNELS = ("plain", "auth", "hidden")  # no tunnel auth; Challenge both ways; + 
 CALLS = ("incoming", "outgoing")
 SETUP = {"incoming": {1, 2, 3, 10, 11, 12}, "outgoing": {1, 2, 3, 7, 8, 9}}
 CHALLENGE, CHALLENGE_RESPONSE, RANDOM_VECTOR = 11, 13, 36  # RFC 2661 §4.4.3, §4.4.4
+# the echoed transfer (interop.XFER_PORT) is random bytes: decoded as data, or tshark's
+# heuristics (Thrift) read it as a protocol and report errors that are not about L2TP
+RANDOM_PAYLOAD = ("-d", "tcp.port==5001,data")
 
 
 def peer_spec(params: Mapping[str, str], bits: str, users: tuple[tuple[str, str], ...],
@@ -64,6 +67,7 @@ def wire(lab: Lab, params: Mapping[str, str], theirs: str,
     path = lab.capture_path("ours", "isp")
     pcap.wait_for(path, lambda pkts: sum(1 for p in pkts if len(p) > 120) >= 3, 3.0)
     secret = ["-o", f"l2tp.shared_secret:{TUNNEL_SECRET}"] if params["tunnel"] != "plain" else []
+    secret += list(RANDOM_PAYLOAD)
     rows = pcap.tshark_fields(path, ["udp.srcport", "udp.dstport", "l2tp.version", "l2tp.type",
                                      "l2tp.avp.message_type", "l2tp.avp.type",
                                      "l2tp.avp.hidden", "ppp.protocol", "ip.src"],
