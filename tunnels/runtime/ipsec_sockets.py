@@ -91,7 +91,12 @@ class MultiSocket:
         while True:
             if not self._ready:
                 try:
-                    self._ready = [fd for fd, _ in self._epoll.poll(0)]
+                    # taken from the end: UDP (IKE) before raw ESP, so a Quick Mode's last
+                    # message is handled before the first ESP that follows it on another
+                    # socket (else that ESP meets no SA yet and is lost for a second)
+                    self._ready = sorted((fd for fd, _ in self._epoll.poll(0)),
+                                         key=lambda fd: self._members[fd].port != 0
+                                         if fd in self._members else False)
                 except InterruptedError:
                     continue
                 if not self._ready:
