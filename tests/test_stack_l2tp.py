@@ -455,3 +455,29 @@ def test_no_second_hello_while_one_is_unacknowledged():
     for direction in ("c2s", "s2c"):  # at most one Hello per end, retransmitted with its Ns
         assert len([d for d, _ in hellos if d == direction]) <= 1
     assert hellos  # and the silence was noticed by a Hello
+
+
+def test_data_that_overtakes_iccn_is_held_and_replayed():
+    """The LAC's PPP starts when it sends ICCN; if the ICCN waits (window) or is lost, its
+    first LCP frames reach the LNS before the session is up: held, then replayed."""
+    server, client = make_server(), make_client()
+    net = Net(server, [client])
+    deliver = net._deliver
+    dropped = []
+
+    def drop_first_iccn(batch):
+        kept = []
+        for item in batch:
+            p = decode_packet(item[2])
+            if isinstance(p, ControlPacket) and p.payload and not dropped and \
+                    ControlMessage.decode(p.payload).message_type == MessageType.ICCN:
+                dropped.append(p)
+                continue
+            kept.append(item)
+        deliver(kept)
+    net._deliver = drop_first_iccn
+    client.start(0.0)
+    net.run(10, stop=lambda: net.ups(0))
+    assert dropped and net.ups(0)
+    assert server.counters["data_held_early"] >= 1
+    assert net.now < 3.0  # no LCP restart timer (3 s) was needed

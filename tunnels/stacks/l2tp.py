@@ -96,6 +96,7 @@ class _Stack:
         self._by_packed: dict[bytes, L2TPSession] = {}
         self._by_peer: dict[tuple[str, int, int], int] = {}  # SCCRQ retransmissions
         self._session_ids: set[int] = set()  # allocated, up or not
+        self._early: dict[int, list[tuple[Address, DataPacket]]] = {}  # see _hold_early
         self._out: list[tuple[Address, bytes]] = []
         self._tun_out: list[bytes] = []
         self._events: deque = deque()
@@ -104,7 +105,7 @@ class _Stack:
         self.counters = {"datagrams_in": 0, "malformed": 0, "unknown_tunnel": 0,
                          "unknown_session": 0, "wrong_source": 0, "data_in": 0,
                          "data_out": 0, "tun_no_session": 0, "data_out_of_order": 0,
-                         "control_in": 0, "zlb_in": 0}
+                         "control_in": 0, "zlb_in": 0, "data_held_early": 0}
 
     # -- outputs -------------------------------------------------------------------------------
     def datagrams_to_send(self) -> list[tuple[Address, bytes]]:
@@ -276,6 +277,7 @@ class _Stack:
             self._start_session(entry, event.session_id, now)
         elif event.kind == "session-down" and event.session_id is not None:
             self._session_ids.discard(event.session_id)
+            self._early.pop(event.session_id, None)
             session = self.sessions.get(event.session_id)
             if session is not None:
                 self._end_session(session, event.reason, now, notify_peer=False)
@@ -307,12 +309,30 @@ class _Stack:
         self.sessions[session_id] = session
         session.ppp.open(now)
         self._pump(session, now)
+        for src, packet in self._early.pop(session_id, []):
+            self._receive_data(src, packet, now)
+
+    def _hold_early(self, src: Address, packet: DataPacket) -> bool:
+        """Data for a session whose ICCN (or OCCN) has not been delivered yet: the peer's PPP
+        starts when it sends ICCN, and the ICCN may wait behind the control channel's window
+        or be lost. A few frames are kept and replayed when the session comes up (as PPTP
+        holds GRE that overtakes its Outgoing-Call-Reply), not lost to a 3 s LCP restart."""
+        entry = self.tunnels.get(packet.tunnel_id)
+        control = entry.tunnel.sessions.get(packet.session_id) if entry else None
+        if control is None or src[0] != entry.peer[0]:  # type: ignore[union-attr]
+            return False
+        held = self._early.setdefault(packet.session_id, [])
+        if len(held) < 8:
+            held.append((src, packet))
+            self.counters["data_held_early"] += 1
+        return True
 
     def _receive_data(self, src: Address, packet: DataPacket, now: float) -> None:
         self.counters["data_in"] += 1
         session = self.sessions.get(packet.session_id)
         if session is None or session.tunnel.tunnel_id != packet.tunnel_id:
-            self.counters["unknown_session"] += 1
+            if not self._hold_early(src, packet):
+                self.counters["unknown_session"] += 1
             return
         if src[0] != session.peer[0]:
             self.counters["wrong_source"] += 1
