@@ -261,7 +261,9 @@ def boot_env(name: str, address: str | None, routes: list[tuple[str, str]],
     values = {
         "VPNLAB_NAME": name, "VPNLAB_IF": "eth0", "VPNLAB_ADDRESS": address or "",
         "VPNLAB_ROUTES": " ".join(f"{dest}@{via}" for dest, via in routes),
-        "VPNLAB_MODULES": " ".join(modules), "VPNLAB_AGENT": str(DATA / "agent.py"),
+        # the agent runs from the state dir (/run/vpnlab inside): init mounts tmpfs over /tmp,
+        # /var/lib, /root..., which would hide a project checked out below one of them
+        "VPNLAB_MODULES": " ".join(modules), "VPNLAB_AGENT": "/run/vpnlab/agent.py",
     }
     return "".join(f"{k}={shlex.quote(v)}\n" for k, v in values.items())
 
@@ -341,6 +343,7 @@ class RefPeer:
                          0o644),
             "modprobe.sh": (f'#!/bin/sh\nexec /sbin/modprobe -d {modroot} "$@"\n', 0o755),
             "role.sh": (role_script(self.spec), 0o644),
+            "agent.py": ((DATA / "agent.py").read_text(), 0o644),
             **{f"etc/{k}": v for k, v in render_files(self.spec).items()},
         }
         for rel, (text, mode) in files.items():
