@@ -335,8 +335,14 @@ def check_l2tp_wire(lab: Lab, params: Mapping[str, str]) -> list[CheckResult]:
     path = lab.capture_path("vpnsrv", "isp")
     pcap.wait_for(path, lambda pkts: sum(1 for p in pkts if b"vpnlab-probe" in bytes(p)) >= 3
                   or len(pkts) > 40, timeout=3.0)
+    # a NAT may map a client's 1701 to a port tshark gives another dissector (1194 is
+    # OpenVPN's): decode every port that talks to 1701 as L2TP
+    pairs = pcap.tshark_fields(path, ["udp.srcport", "udp.dstport"], "udp.port == 1701")
+    ports = {p.split(",")[0] for r in pairs for p in r[:2]} - {"1701", ""}
+    decode = [a for port in sorted(ports) for a in ("-d", f"udp.port=={port},l2tp")]
     rows = pcap.tshark_fields(path, ["udp.srcport", "udp.dstport", "l2tp.version",
-                                     "l2tp.type", "l2tp.avp.message_type"], "udp.port == 1701")
+                                     "l2tp.type", "l2tp.avp.message_type"], "udp.port == 1701",
+                              decode)
     rows = [[field.split(",")[0] for field in r[:4]] + r[4:] for r in rows]  # outer UDP only
     ports_ok = bool(rows) and all(r[0] == "1701" or r[1] == "1701" for r in rows)
     types = {int(t) for r in rows for t in r[4].split(",") if t}
@@ -352,7 +358,7 @@ def check_l2tp_wire(lab: Lab, params: Mapping[str, str]) -> list[CheckResult]:
     # method chosen, not the encoding; everything else at warning or above counts
     bad = pcap.tshark_fields(path, ["frame.number"],
                              "l2tp && (_ws.malformed || (_ws.expert.severity >= warning && "
-                             "!(_ws.expert.group == 0x0a000000)))")
+                             "!(_ws.expert.group == 0x0a000000)))", decode)
     results.append(CheckResult("no malformed or warned L2TP frame in tshark", not bad,
                                f"{len(bad)} frames"))
     raw = path.read_bytes()
