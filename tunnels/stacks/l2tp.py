@@ -30,7 +30,6 @@ with StopCCN result 2 / error 1 ("no control connection exists yet", §4.4.2) an
 
 from __future__ import annotations
 
-import heapq
 import ipaddress
 import os
 from collections import deque
@@ -45,7 +44,8 @@ from tunnels.l2tp.messages import decode_packet
 from tunnels.ppp import events as pev
 from tunnels.ppp.config import PPPConfig
 from tunnels.ppp.engine import PPPEngine
-from tunnels.stacks.pptp import ControlClosed, SessionDown, SessionEvent, SessionUp
+from tunnels.stacks.deadlines import DeadlineHeap
+from tunnels.stacks.pptp import _DATA_PROTOCOLS, ControlClosed, SessionDown, SessionEvent, SessionUp
 
 Address = tuple[str, int]
 L2TP_PORT = 1701
@@ -100,8 +100,7 @@ class _Stack:
         self._out: list[tuple[Address, bytes]] = []
         self._tun_out: list[bytes] = []
         self._events: deque = deque()
-        self._deadline: dict[tuple[str, int], float] = {}
-        self._heap: list[tuple[float, tuple[str, int]]] = []
+        self._deadlines = DeadlineHeap()
         self.counters = {"datagrams_in": 0, "malformed": 0, "unknown_tunnel": 0,
                          "unknown_session": 0, "wrong_source": 0, "data_in": 0,
                          "data_out": 0, "tun_no_session": 0, "data_out_of_order": 0,
@@ -165,19 +164,10 @@ class _Stack:
         self._pump(session, now)
 
     def get_timer(self) -> float | None:
-        heap = self._heap
-        while heap and self._deadline.get(heap[0][1]) != heap[0][0]:
-            heapq.heappop(heap)
-        return heap[0][0] if heap else None
+        return self._deadlines.next()
 
     def handle_timer(self, now: float) -> None:
-        due = []
-        while self._heap and self._heap[0][0] <= now:
-            deadline, key = heapq.heappop(self._heap)
-            if self._deadline.get(key) == deadline:
-                del self._deadline[key]
-                due.append(key)
-        for kind, ident in due:
+        for kind, ident in self._deadlines.due(now):
             if kind == "t":
                 entry = self.tunnels.get(ident)
                 if entry is not None:
@@ -240,14 +230,7 @@ class _Stack:
                 return sid
 
     def _schedule(self, key: tuple[str, int], deadline: float | None) -> None:
-        if deadline is None:
-            self._deadline.pop(key, None)
-        elif self._deadline.get(key) != deadline:
-            self._deadline[key] = deadline
-            heapq.heappush(self._heap, (deadline, key))
-            if len(self._heap) > 4 * len(self._deadline) + 64:
-                self._heap = [(d, k) for k, d in self._deadline.items()]
-                heapq.heapify(self._heap)
+        self._deadlines.schedule(key, deadline)
 
     def _after_tunnel(self, entry: _TunnelEntry, now: float) -> None:
         tunnel = entry.tunnel
@@ -354,7 +337,10 @@ class _Stack:
 
     def _pump(self, s: L2TPSession, now: float) -> None:
         control = s.control
+        moved = False  # did PPP do anything but carry datagrams? (then its timer may move)
         for frame in s.ppp.frames_to_send():
+            if frame[2:4] not in _DATA_PROTOCOLS:
+                moved = True
             if control.sequencing:
                 packet = DataPacket(s.tunnel.peer_tunnel_id, control.peer_session_id, frame,
                                     control.data_ns, 0)
@@ -364,9 +350,10 @@ class _Stack:
             control.counters["data_out"] += 1
             self._out.append((s.peer, packet.encode()))
         while (event := s.ppp.next_event()) is not None:
-            if isinstance(event, pev.DatagramReceived):
+            if type(event) is pev.DatagramReceived:
                 self._tun_out.append(event.packet)
                 continue
+            moved = True
             self._events.append(SessionEvent(s.tunnel.tunnel_id, s.session_id, event))
             if isinstance(event, pev.NetworkOpened):
                 s.up, s.address = True, event.peer_address
@@ -380,7 +367,12 @@ class _Stack:
                 self._end_session(s, event.reason, now, notify_peer=True)
                 return
         if self.sessions.get(s.session_id) is s:
-            self._schedule(("s", s.session_id), s.ppp.get_timer())
+            # As the PPTP stack's _reschedule: carrying datagrams arms no PPP timer, so a
+            # data packet keeps the deadline (per packet O(1), PPP's timers not scanned); a
+            # deadline that moved later costs one early no-op handle_timer.
+            key = ("s", s.session_id)
+            if moved or self._deadlines.get(key) is None:
+                self._schedule(key, s.ppp.get_timer())
 
     def _end_session(self, s: L2TPSession, reason: str, now: float, notify_peer: bool) -> None:
         if self.sessions.pop(s.session_id, None) is None:

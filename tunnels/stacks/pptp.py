@@ -37,7 +37,6 @@ API (all times are the caller's clock in seconds; nothing here reads a clock or 
 
 from __future__ import annotations
 
-import heapq
 import ipaddress
 import os
 import struct
@@ -51,6 +50,7 @@ from tunnels.gre.session import GRESession
 from tunnels.ppp import events as pev
 from tunnels.ppp.config import PPPConfig
 from tunnels.ppp.engine import PPPEngine
+from tunnels.stacks.deadlines import DeadlineHeap
 from tunnels.pptp.control import ControlConnection, ControlEvent
 from tunnels.pptp.messages import ControlStream, StopReason
 
@@ -139,8 +139,7 @@ class _Stack:
         # One deadline per control connection ("c", conn_id) and per session ("s", call_id),
         # kept in a heap with lazy deletion: get_timer() and handle_timer() touch only what
         # is due, never every session (the per-packet path stays O(1) in the session count).
-        self._deadline: dict[tuple[str, int], float] = {}
-        self._heap: list[tuple[float, tuple[str, int]]] = []
+        self._deadlines = DeadlineHeap()
         self.counters = {"gre_in": 0, "gre_unknown_call": 0, "gre_wrong_source": 0,
                          "gre_malformed": 0, "tun_no_session": 0}
 
@@ -221,20 +220,10 @@ class _Stack:
         return False
 
     def get_timer(self) -> float | None:
-        heap = self._heap
-        while heap and self._deadline.get(heap[0][1]) != heap[0][0]:
-            heapq.heappop(heap)  # stale: rescheduled or gone since it was pushed
-        return heap[0][0] if heap else None
+        return self._deadlines.next()
 
     def _schedule(self, key: tuple[str, int], deadline: float | None) -> None:
-        if deadline is None:
-            self._deadline.pop(key, None)
-        elif self._deadline.get(key) != deadline:
-            self._deadline[key] = deadline
-            heapq.heappush(self._heap, (deadline, key))
-            if len(self._heap) > 4 * len(self._deadline) + 64:  # stale entries: compact
-                self._heap = [(d, k) for k, d in self._deadline.items()]
-                heapq.heapify(self._heap)
+        self._deadlines.schedule(key, deadline)
 
     def _session_deadline(self, s: Session) -> float | None:
         valid = [d for d in (s.ppp.get_timer(), s.gre.get_timer(), self._gre_deadline(s))
@@ -245,13 +234,7 @@ class _Stack:
         return s.started + self.gre_timeout if s.last_gre is None and self.gre_timeout else None
 
     def handle_timer(self, now: float) -> None:
-        due = []
-        while self._heap and self._heap[0][0] <= now:
-            deadline, key = heapq.heappop(self._heap)
-            if self._deadline.get(key) == deadline:
-                del self._deadline[key]
-                due.append(key)
-        for kind, ident in due:
+        for kind, ident in self._deadlines.due(now):
             if kind == "c":
                 conn = self.connections.get(ident)
                 if conn is not None:
@@ -371,7 +354,7 @@ class _Stack:
         no-op followed by a full recomputation. Per packet this is O(1) and skips PPP's six
         timers."""
         key = ("s", s.call_id)
-        current = self._deadline.get(key)
+        current = self._deadlines.get(key)
         if control or current is None:
             self._schedule(key, self._session_deadline(s))
             return
