@@ -49,7 +49,7 @@ class TunnelState(Enum):
 
 
 class SessionState(Enum):
-    WAIT_TUNNEL = "wait-tunnel"  # §7.4.1: the call waits for the tunnel to come up
+    WAIT_TUNNEL = "wait-tunnel"  # §7.4/§7.5 wait-tunnel: the call waits for the tunnel
     WAIT_REPLY = "wait-reply"  # originator after ICRQ / OCRQ
     WAIT_CONNECT = "wait-connect"  # ICRQ answerer after ICRP; OCRQ originator after OCRP
     ESTABLISHED = "established"
@@ -109,6 +109,7 @@ class Session:
     reason: str = ""
     data_ns: int = 0  # next data Ns we send
     data_nr: int = 0  # next data Ns we expect
+    called_number: str = ""  # OCRQ's Called Number
     counters: dict[str, int] = field(default_factory=lambda: {
         "data_in": 0, "data_out": 0, "data_out_of_order": 0})
 
@@ -164,8 +165,7 @@ class Tunnel:
             raise LocalProtocolError("no free session ID")
         self._serial = (self._serial + 1) & 0xFFFFFFFF
         session = Session(session_id, True, mode or self.config.call_mode,
-                          SessionState.WAIT_TUNNEL, self._serial)
-        session.called_number = called_number  # type: ignore[attr-defined]
+                          SessionState.WAIT_TUNNEL, self._serial, called_number=called_number)
         self.sessions[session_id] = session
         if self.state is TunnelState.ESTABLISHED:
             self._send_call_request(session, now)
@@ -295,13 +295,12 @@ class Tunnel:
             self._send(MessageType.ICRQ, [sid, serial,
                                           AVP.u32(AVPType.BEARER_TYPE, BEARER_DIGITAL)], now)
         else:
-            called = getattr(session, "called_number", "")
             self._send(MessageType.OCRQ, [
                 sid, serial, AVP.u32(AVPType.MINIMUM_BPS, 0),
                 AVP.u32(AVPType.MAXIMUM_BPS, 100_000_000),
                 AVP.u32(AVPType.BEARER_TYPE, BEARER_DIGITAL),
                 AVP.u32(AVPType.FRAMING_TYPE, FRAMING_SYNC),
-                AVP.string(AVPType.CALLED_NUMBER, called)], now)
+                AVP.string(AVPType.CALLED_NUMBER, session.called_number)], now)
         session.state = SessionState.WAIT_REPLY
 
     def _connected_avps(self) -> list[AVP]:
@@ -371,7 +370,7 @@ class Tunnel:
                 MessageType._value2member_map_:
             self.stop(text, now, StopCCNResult.GENERAL_ERROR, error)
             return
-        session = self._session_for(message, header_session_id)
+        session = self._session_by_header(header_session_id)
         if session is not None:
             self.close_session(session.session_id, text, now, CDNResult.GENERAL_ERROR, error)
             return
@@ -489,9 +488,6 @@ class Tunnel:
     def _session_by_header(self, session_id: int) -> Session | None:
         return self.sessions.get(session_id) if session_id else None
 
-    def _session_for(self, msg: ControlMessage, header_session_id: int) -> Session | None:
-        return self._session_by_header(header_session_id)
-
     def _on_session_message(self, msg: ControlMessage, header_session_id: int,
                             now: float) -> None:
         if self.state is not TunnelState.ESTABLISHED:
@@ -523,8 +519,8 @@ class Tunnel:
         handler(self, session, msg, now)
 
     def _on_call_request(self, msg: ControlMessage, now: float) -> None:
-        """§7.4.2 / §7.5.2: a new session the peer originates: ICRQ -> ICRP, OCRQ -> OCRP
-        then OCCN (our "dial" succeeds at once: the call is virtual)."""
+        """§7.4 LNS side / §7.5 LAC side: a session the peer originates: ICRQ -> ICRP,
+        OCRQ -> OCRP then OCCN (our "dial" succeeds at once: the call is virtual)."""
         peer_sid = msg.get(AVPType.ASSIGNED_SESSION_ID).as_u16()
         mode = CallMode.INCOMING if msg.message_type == MessageType.ICRQ else \
             CallMode.OUTGOING
@@ -550,7 +546,7 @@ class Tunnel:
         self._session_up(session, msg, now)
 
     def _on_reply(self, session: Session, msg: ControlMessage, now: float) -> None:
-        """ICRP (§7.4.1: send ICCN, up) or OCRP (§7.5.1: wait for OCCN)."""
+        """ICRP (§7.4, LAC side: send ICCN, up) or OCRP (§7.5, LNS side: wait for OCCN)."""
         session.peer_session_id = msg.get(AVPType.ASSIGNED_SESSION_ID).as_u16()
         if session.mode is CallMode.INCOMING:
             self._send(MessageType.ICCN, self._connected_avps(), now, session.peer_session_id)
@@ -559,7 +555,8 @@ class Tunnel:
             session.state = SessionState.WAIT_CONNECT
 
     def _on_connected(self, session: Session, msg: ControlMessage, now: float) -> None:
-        """ICCN at the ICRQ answerer (§7.4.2), OCCN at the OCRQ originator (§7.5.1)."""
+        """ICCN at the ICRQ answerer (§7.4, LNS side), OCCN at the OCRQ originator (§7.5,
+        LNS side)."""
         self._session_up(session, msg, now)
 
     def _session_up(self, session: Session, msg: ControlMessage, now: float) -> None:
@@ -692,8 +689,9 @@ _TUNNEL: dict[tuple[TunnelState, int], _TunnelHandler] = {
     (S.CLOSING, M.HELLO): Tunnel._on_hello,
 }
 SS, CM = SessionState, CallMode
-# (state, we originated, call mode, message) -> handler: §7.4.1 LAC incoming, §7.4.2 LNS
-# incoming, §7.5.1 LNS outgoing, §7.5.2 LAC outgoing, whoever plays each part.
+# (state, we originated, call mode, message) -> handler: §7.4's incoming-call states (LAC
+# originates, LNS answers) and §7.5's outgoing-call states (LNS originates, LAC answers), for
+# whichever of our ends plays each part.
 _SESSION: dict[tuple[SessionState, bool, CallMode, int], _SessionHandler] = {
     (SS.WAIT_REPLY, True, CM.INCOMING, M.ICRP): Tunnel._on_reply,
     (SS.WAIT_CONNECT, False, CM.INCOMING, M.ICCN): Tunnel._on_connected,
