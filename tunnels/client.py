@@ -99,7 +99,7 @@ class VPNClient:
             self._tunnel_up(event)
         elif isinstance(event, (SessionDown, ControlClosed)):
             self._tunnel_down(event.reason)
-        elif type(event).__name__ in IPSEC_EVENTS:
+        elif getattr(event, "LOG_NAME", None) is not None:  # IKE/IPsec events
             self._ipsec_event(event)
         elif isinstance(event, SessionEvent):
             name = type(event.event).__name__
@@ -110,7 +110,7 @@ class VPNClient:
                 self.emit(name, **fields)
 
     def _ipsec_event(self, event: Any) -> None:
-        name = IPSEC_EVENTS[type(event).__name__]
+        name = event.LOG_NAME
         fields = {k: getattr(event, k) for k in event.__slots__}
         if name == "ipsec-up":
             self.state["ipsec"] = fields
@@ -345,13 +345,11 @@ class VPNClient:
     def _l2tp_stack(self, local: str, ipsec: bool) -> Any:
         if not ipsec:
             return L2TPClient(self._ppp_config(), self.config.server, self._tunnel_config())
-        from tunnels.server import credentials, ike_config
-        from tunnels.stacks.l2tp_ipsec import L2TPIPsecClient
+        from tunnels.stacks.l2tp_ipsec import L2TPIPsecClient, ike_config_from
 
         c = self.config
         return L2TPIPsecClient(self._ppp_config(), c.server, self._tunnel_config(),
-                               ike_config(c.encryption.value, c.psk, c.ipsec_ciphers, c.nat_t,
-                                          credentials(c)), local)
+                               ike_config_from(c), local)
 
     async def _read(self, reader: asyncio.StreamReader, stack: PPTPClient,
                     pump: StackPump) -> None:
@@ -376,10 +374,6 @@ class VPNClient:
         self.pump.flush()
         # If the server never answers the Terminate-Request, give up after a few seconds.
         self._down_later("user hung up")
-
-
-IPSEC_EVENTS = {"IKEEstablished": "ike-established", "IPsecUp": "ipsec-up",
-                "IPsecDown": "ipsec-down", "IPsecFailed": "ipsec-failed"}
 
 
 def _peer_id(session: Any) -> int | None:

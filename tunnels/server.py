@@ -76,13 +76,11 @@ class VPNServer:
             self.stacks["l2tp"] = L2TPServer(lambda sid, peer: self._ppp_config_for(
                 ("l2tp", sid), peer), self.tunnel_config(), max_sessions=config.max_ports)
         if "l2tp-ipsec" in config.protocols:
-            from tunnels.stacks.l2tp_ipsec import L2TPIPsecServer
+            from tunnels.stacks.l2tp_ipsec import L2TPIPsecServer, ike_config_from
 
             self.stacks["l2tp-ipsec"] = L2TPIPsecServer(
                 lambda sid, peer: self._ppp_config_for(("l2tp-ipsec", sid), peer),
-                self.tunnel_config(), ike_config(config.encryption.value, config.psk,
-                                                 config.ipsec_ciphers, config.nat_t,
-                                                 credentials(config)),
+                self.tunnel_config(), ike_config_from(config),
                 config.listen, max_sessions=config.max_ports)
         self.stack = next(iter(self.stacks.values()))
         self.pumps: dict[str, StackPump] = {}
@@ -202,8 +200,7 @@ class VPNServer:
             if name in ("Authenticated", "AuthenticationFailed", "EncryptionNegotiated"):
                 self.emit(name, protocol=protocol, call_id=event.call_id,
                           **_fields(event.event))
-        elif type(event).__name__ in IPSEC_EVENTS:
-            name = IPSEC_EVENTS[type(event).__name__]
+        elif (name := getattr(event, "LOG_NAME", None)) is not None:  # IKE/IPsec events
             if name == "ipsec-up":
                 log_child_keys(self.config.keylog, self.stacks[protocol], event)
             self.totals[name] = self.totals.get(name, 0) + 1
@@ -397,35 +394,6 @@ class VPNServer:
             pump.writers.pop(conn_id, None)
             pump.flush()
             writer.close()
-
-
-IPSEC_EVENTS = {"IKEEstablished": "ike-established", "IPsecUp": "ipsec-up",
-                "IPsecDown": "ipsec-down", "IPsecFailed": "ipsec-failed"}
-
-
-def credentials(config: Any) -> dict[str, Any]:
-    """IKEConfig's RSA-signature and lifetime fields from a server or client configuration."""
-    out: dict[str, Any] = {"lifetime_phase2": int(config.ipsec_lifetime)}
-    if config.ipsec_lifetime_kb:
-        out["lifetime_phase2_kb"] = config.ipsec_lifetime_kb
-    if not config.certificate:
-        return out
-    return out | {"auth": "rsa-sig", "certificate": config.certificate,
-                  "private_key": config.private_key, "trusted_certificates": config.ca}
-
-
-def ike_config(level: str, psk: str, ciphers: tuple[str, ...], nat_t: bool,
-               creds: dict[str, Any] | None = None) -> Any:
-    """IKE for L2TP/IPsec: the chapter's level names the ESP cipher (Basic/Strong DES,
-    Strongest 3DES) unless ipsec_ciphers lists them; RSA signatures when certificates are
-    configured (the chapter's default for Windows), else the pre-shared key."""
-    from tunnels.stacks.l2tp_ipsec import ike_config_for
-
-    extra: dict[str, Any] = {"nat_t": nat_t, **(creds or {})}
-    if ciphers:
-        extra["esp_ciphers"] = ciphers
-    return ike_config_for(level if level in ("basic", "strong", "strongest") else "strongest",
-                          psk, **extra)
 
 
 def _by_address(stack: Any) -> dict[bytes, Any]:

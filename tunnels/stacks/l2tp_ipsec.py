@@ -49,7 +49,7 @@ import os
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 from tunnels.errors import LocalProtocolError
 from tunnels.ipsec.ike import (
@@ -100,6 +100,8 @@ ESP_NO_REPLY_NAT_T = ("no answer from the L2TP server inside the UDP-encapsulate
 class IKEEstablished:
     """Phase 1 (the ISAKMP SA) is up with `peer` ("address:port" as seen on the wire)."""
 
+    LOG_NAME: ClassVar[str] = "ike-established"  # the daemons' JSON event name
+
     peer: str
     peer_id: str
     cipher: str
@@ -113,6 +115,8 @@ class IKEEstablished:
 class IPsecUp:
     """An ESP SA pair is installed: L2TP with `peer` is protected from now on."""
 
+    LOG_NAME: ClassVar[str] = "ipsec-up"  # the daemons' JSON event name
+
     peer: str
     spi_in: int
     spi_out: int
@@ -123,6 +127,8 @@ class IPsecUp:
 
 @dataclass(frozen=True, slots=True)
 class IPsecDown:
+    LOG_NAME: ClassVar[str] = "ipsec-down"  # the daemons' JSON event name
+
     peer: str
     spi_in: int
     spi_out: int
@@ -132,6 +138,8 @@ class IPsecDown:
 @dataclass(frozen=True, slots=True)
 class IPsecFailed:
     """IKE (phase 1 or Quick Mode) failed or was refused: no SA, a named reason."""
+
+    LOG_NAME: ClassVar[str] = "ipsec-failed"  # the daemons' JSON event name
 
     peer: str
     reason: str
@@ -176,6 +184,26 @@ def ike_config_for(level: str | EncryptionLevel | Iterable[str | EncryptionLevel
     if psk:
         overrides.setdefault("psk", psk)
     return IKEConfig(**overrides)
+
+
+def ike_config_from(settings: Any) -> IKEConfig:
+    """IKE for a daemon's L2TP/IPsec settings (tunnels/config.py's ServerConfig or
+    ClientConfig): the chapter's level names the ESP cipher (Basic/Strong DES, Strongest 3DES)
+    unless ipsec_ciphers lists them; RSA signatures when certificates are configured (the
+    chapter's default for Windows), else the pre-shared key; the SA lifetimes."""
+    extra: dict[str, Any] = {"nat_t": settings.nat_t,
+                             "lifetime_phase2": int(settings.ipsec_lifetime)}
+    if settings.ipsec_lifetime_kb:
+        extra["lifetime_phase2_kb"] = settings.ipsec_lifetime_kb
+    if settings.ipsec_ciphers:
+        extra["esp_ciphers"] = settings.ipsec_ciphers
+    if settings.certificate:
+        extra.update(auth="rsa-sig", certificate=settings.certificate,
+                     private_key=settings.private_key,
+                     trusted_certificates=settings.ca)
+    level = settings.encryption.value
+    return ike_config_for(level if level in ("basic", "strong", "strongest") else "strongest",
+                          settings.psk, **extra)
 
 
 def _peer_text(address: Address) -> str:
