@@ -18,6 +18,8 @@ from tunnels.ppp.auth import (
     Account,
     AuthExchange,
     AuthMethod,
+    Credentials,
+    DialIn,
     LocalAccounts,
     WindowsError_,
     make_authenticator,
@@ -30,7 +32,7 @@ from tunnels.ppp.auth.eap import EapCode, EapPacket, EapType
 
 ACCOUNTS = LocalAccounts({
     "alice": Account("correct horse"),
-    "bob": Account("hunter2", dialin_allowed=False),
+    "bob": Account("hunter2", DialIn.DENY),
 })
 ALL = list(AuthMethod)
 MS = (AuthMethod.MSCHAP, AuthMethod.MSCHAPV2)
@@ -322,8 +324,9 @@ class ToyGTC:
     def request(self, random):
         return b"Password: "
 
-    def check(self, identifier, request, response, password):
-        return response == password.encode()
+    def credentials(self, identity, identifier, request, response):
+        # a generic token card: the response is the password, checked as PAP's is
+        return Credentials(AuthMethod.PAP, identity, identifier, password=response)
 
     def answer(self, identifier, request, username, password):
         return password.encode()

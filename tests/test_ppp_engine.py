@@ -8,12 +8,12 @@ import random as _random
 import pytest
 
 from tunnels.ppp import events as ev
-from tunnels.ppp.auth.base import Account, AuthMethod, LocalAccounts
+from tunnels.ppp.auth.base import Account, AuthMethod, DialIn, LocalAccounts
 from tunnels.ppp.config import PPPConfig
 from tunnels.ppp.engine import PPPEngine, build_frame
 from tunnels.ppp.fsm import State
 
-USERS = LocalAccounts({"alice": Account("s3cret"), "bob": Account("pw", dialin_allowed=False)})
+USERS = LocalAccounts({"alice": Account("s3cret"), "bob": Account("pw", DialIn.DENY)})
 
 
 def rng(seed: int):

@@ -19,8 +19,8 @@ from tunnels.errors import RemoteProtocolError
 from tunnels.ppp import events as ev
 from tunnels.ppp.auth import make_authenticator, make_peer
 from tunnels.mppe.cipher import MPPEDecryptor, MPPEEncryptor
-from tunnels.mppe.keys import derive_start_keys
-from tunnels.ppp.auth.base import AuthExchange, AuthMethod, AuthOutcome
+from tunnels.mppe.keys import derive_start_keys, key_length
+from tunnels.ppp.auth.base import AuthExchange, AuthMethod, Authorization, AuthOutcome, Verdict
 from tunnels.ppp.ccp import CCPPolicy
 from tunnels.ppp.config import EncryptionLevel, PPPConfig
 from tunnels.ppp.events import Phase
@@ -59,15 +59,17 @@ class PPPEngine:
                              extra_codes=self._lcp_extra)
         self.ipcp_policy = self._ipcp_policy()
         self.ipcp = Automaton("IPCP", PPP_IPCP, self.ipcp_policy, self, self._send, timers)
+        self._timers = timers
         self.ccp_policy: CCPPolicy | None = None
         self.ccp: Automaton | None = None
         level = config.encryption
         if level is not EncryptionLevel.NONE:
             allowed = (level.key_bits,) if level.key_bits else (128, 56, 40)
-            self.ccp_policy = CCPPolicy(allowed, config.mppe_stateless,  # type: ignore[arg-type]
-                                        required=level is not EncryptionLevel.OPTIONAL)
-            self.ccp = Automaton("CCP", PPP_CCP, self.ccp_policy, self, self._send, timers,
-                                 extra_codes=self._ccp_extra)
+            self._make_ccp(allowed, required=level is not EncryptionLevel.OPTIONAL)
+        self.authorization = Authorization()
+        self._session_deadline: float | None = None
+        self._idle_deadline: float | None = None
+        self._idle_seen = (0, 0.0)  # (datagrams in + out, when that count last moved)
         self.encryptor: MPPEEncryptor | None = None
         self.decryptor: MPPEDecryptor | None = None
         self._network_reported = False
@@ -81,7 +83,12 @@ class PPPEngine:
         self.counters = {"frames_in": 0, "frames_out": 0, "ip_in": 0, "ip_out": 0,
                          "discarded": 0, "protocol_rejects_sent": 0, "echo_requests": 0,
                          "unencrypted_dropped": 0, "mppe_errors": 0, "ccp_resets_sent": 0,
-                         "not_ipv4_dropped": 0}
+                         "not_ipv4_dropped": 0, "late_verdicts": 0}
+
+    def _make_ccp(self, allowed: tuple[int, ...], required: bool) -> None:
+        self.ccp_policy = CCPPolicy(allowed, self.config.mppe_stateless, required=required)
+        self.ccp = Automaton("CCP", PPP_CCP, self.ccp_policy, self, self._send, self._timers,
+                             extra_codes=self._ccp_extra)
 
     def _ipcp_policy(self) -> IPCPPolicy:
         c = self.config
@@ -121,6 +128,17 @@ class PPPEngine:
         if self.lcp.state not in (State.INITIAL, State.STARTING):
             self.lcp.down(now)
         self._finish(self.reason)
+
+    def complete_authentication(self, verdict: Verdict, now: float) -> None:
+        """The answer of a verifier that returned None (RADIUS): Success or Failure goes out
+        and the link moves on. A verdict for a link that is no longer waiting is counted."""
+        self._now = now
+        auth = self.auth
+        if auth is None or not hasattr(auth, "conclude") or not auth.awaiting_verdict:
+            self.counters["late_verdicts"] += 1
+            return
+        auth.conclude(verdict, now)
+        self._auth_progress(now)
 
     def receive_frame(self, frame: bytes, now: float) -> None:
         self.counters["frames_in"] += 1
@@ -170,7 +188,8 @@ class PPPEngine:
 
     def get_timer(self) -> float | None:
         deadlines = [d for d in (self.lcp.get_timer(), self.ipcp.get_timer(), self._echo_deadline,
-                                 self._auth_deadline,
+                                 self._auth_deadline, self._session_deadline,
+                                 self._idle_deadline,
                                  self.ccp.get_timer() if self.ccp else None,
                                  self.auth.get_timer() if self.auth else None) if d is not None]
         return min(deadlines) if deadlines else None
@@ -190,6 +209,26 @@ class PPPEngine:
                                 f"{self.config.auth_timeout:g}s")
         if self._echo_deadline is not None and now >= self._echo_deadline:
             self._echo(now)
+        if self._session_deadline is not None and now >= self._session_deadline:
+            self._session_deadline = self._idle_deadline = None
+            self.close(now, f"session timeout: the {self.authorization.session_timeout:g}s "
+                            f"the policy allows have passed")
+        if self._idle_deadline is not None and now >= self._idle_deadline:
+            self._check_idle(now)
+
+    def _check_idle(self, now: float) -> None:
+        """Idle-Timeout without a per-datagram cost: the data counters are compared a few
+        times per timeout period (the link closes within a quarter period of the limit)."""
+        limit = self.authorization.idle_timeout or 0.0
+        moved = self.counters["ip_in"] + self.counters["ip_out"]
+        count, since = self._idle_seen
+        if moved != count:
+            self._idle_seen = (moved, now)
+        elif now - since >= limit:
+            self._idle_deadline = self._session_deadline = None
+            self.close(now, f"idle timeout: no data for {limit:g}s")
+            return
+        self._idle_deadline = now + max(0.25, limit / 4)
 
     def status(self) -> dict:
         return {
@@ -207,6 +246,9 @@ class PPPEngine:
             "peer_address": str(self.ipcp_policy.peer) if self.ipcp_policy.peer else None,
             "dns": list(self.ipcp_policy.dns()), "nbns": list(self.ipcp_policy.nbns()),
             "encryption": self.encryption_text(), "reason": self.reason,
+            "policy": self.authorization.policy,
+            "session_timeout": self.authorization.session_timeout,
+            "idle_timeout": self.authorization.idle_timeout,
             "counters": dict(self.counters),
         }
 
@@ -246,13 +288,19 @@ class PPPEngine:
 
     def _start_mppe(self) -> None:
         assert self.ccp_policy is not None
-        material = self.auth.outcome.mppe_material if self.auth and self.auth.outcome else None
+        outcome = self.auth.outcome if self.auth else None
         bits = self.ccp_policy.key_bits
-        if material is None or bits is None:
+        if outcome is None or bits is None or (outcome.mppe_material is None and
+                                               outcome.mppe_keys is None):
             self.close(self._now, "encryption negotiated but the authentication method gave "
                                   "no MPPE keys (MPPE needs MS-CHAP v1 or v2)")
             return
-        send, receive = derive_start_keys(material, bits, self.config.is_authenticator)
+        if outcome.mppe_keys is not None:  # RADIUS MS-MPPE-Send/Recv-Key (RFC 2548 §2.4)
+            length = key_length(bits)
+            send, receive = (key[:length] for key in outcome.mppe_keys)
+        else:
+            send, receive = derive_start_keys(outcome.mppe_material, bits,  # type: ignore[arg-type]
+                                              self.config.is_authenticator)
         stateless = self.config.mppe_stateless
         self.encryptor = MPPEEncryptor(send, bits, stateless)
         self.decryptor = MPPEDecryptor(receive, bits, stateless)
@@ -312,6 +360,7 @@ class PPPEngine:
             return
         self.reason = reason
         self._echo_deadline = self._auth_deadline = None
+        self._session_deadline = self._idle_deadline = None
         self.auth = None  # no re-challenge or retransmission on a dead link
         self._set_phase(Phase.DEAD)
         self._emit(ev.LinkTerminated(reason))
@@ -518,6 +567,7 @@ class PPPEngine:
             return
         if outcome.success:
             self.username = outcome.username
+            self._authorize(outcome.authorization, now)
             self._emit(ev.Authenticated(outcome.username, method))
             self._enter_network(now)
         else:
@@ -530,6 +580,27 @@ class PPPEngine:
                                            outcome.error_code, outcome.message))
         code = f" (error {outcome.error_code})" if outcome.error_code else ""
         self.close(now, f"authentication failed{code}: {outcome.message}")
+
+    def _authorize(self, granted: Authorization, now: float) -> None:
+        """What the verifier set for this connection (account, RADIUS, policy profile) before
+        the NCPs start: the address to assign, the encryption allowed, the timeouts."""
+        self.authorization = granted
+        if not self.config.is_authenticator:
+            return
+        if granted.peer_address is not None:
+            self.ipcp_policy.assign = ipaddress.IPv4Address(granted.peer_address)
+        if granted.encryption is not None:
+            levels = set(granted.encryption)
+            bits = tuple(b for name, b in (("strongest", 128), ("strong", 56), ("basic", 40))
+                         if name in levels)
+            self.ccp_policy = self.ccp = None
+            if bits:  # "none" alone: no CCP at all (Protocol-Reject, as Windows does)
+                self._make_ccp(bits, required="none" not in levels)
+        if granted.session_timeout:
+            self._session_deadline = now + granted.session_timeout
+        if granted.idle_timeout:
+            self._idle_seen = (self.counters["ip_in"] + self.counters["ip_out"], now)
+            self._idle_deadline = now + max(0.25, granted.idle_timeout / 4)
 
     def _enter_network(self, now: float) -> None:
         self._auth_deadline = None

@@ -14,10 +14,14 @@ from tunnels.ppp.auth.base import (
     Account,
     AuthExchange,
     AuthMethod,
+    Authorization,
     AuthOutcome,
+    Credentials,
+    DialIn,
     LocalAccounts,
     MPPEMaterial,
     Random,
+    Verdict,
     Verifier,
     WindowsError_,
 )
@@ -71,6 +75,6 @@ def make_peer(method: AuthMethod, username: str, password: str,
     return factory(method, username, password, random)
 
 
-__all__ = ["Account", "AuthExchange", "AuthMethod", "AuthOutcome", "EAPMethod", "LocalAccounts",
-           "MPPEMaterial", "Random", "Verifier", "WindowsError_", "make_authenticator",
-           "make_peer"]
+__all__ = ["Account", "AuthExchange", "AuthMethod", "AuthOutcome", "Authorization", "Credentials",
+           "DialIn", "EAPMethod", "LocalAccounts", "MPPEMaterial", "Random", "Verdict",
+           "Verifier", "WindowsError_", "make_authenticator", "make_peer"]

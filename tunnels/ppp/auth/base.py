@@ -2,8 +2,10 @@
 
 Each method (PAP, CHAP-MD5, MS-CHAP v1, MS-CHAP v2, EAP) has an authenticator side and a peer
 side; both are sans-I/O `AuthExchange`s that the engine drives during the Authenticate phase
-(RFC 1661 §3.5). The engine never holds a password store: the authenticator side asks a
-`Verifier`, which is local accounts now and RADIUS later.
+(RFC 1661 §3.5). The engine never holds a password store: when the peer's answer arrives, the
+authenticator side hands its `Credentials` to a `Verifier` and words its Success or Failure
+from the `Verdict`. A verifier answers at once (local accounts) or later (RADIUS: the runtime
+calls `PPPEngine.complete_authentication`), so the engine stays sans-I/O either way.
 """
 
 from __future__ import annotations
@@ -88,14 +90,6 @@ class MPPEMaterial:
     lm_password_hash: bytes = b""
 
 
-@dataclass(frozen=True, slots=True)
-class AuthOutcome:
-    success: bool
-    username: str
-    method: AuthMethod
-    error_code: int | None = None
-    message: str = ""
-    mppe_material: MPPEMaterial | None = None
 
 
 class AuthExchange(Protocol):
@@ -117,22 +111,117 @@ class AuthExchange(Protocol):
     @property
     def outcome(self) -> AuthOutcome | None: ...
 
+    # The authenticator side only:
+    #   awaiting_verdict: bool -- the peer's credentials are with the verifier
+    #   conclude(verdict, now) -- the verifier's answer, worded on the wire
+
+
+class DialIn(Enum):
+    """An account's dial-in permission (the chapter's Dial-in tab): Allow access, Deny access,
+    or Control access through Remote Access Policy (the matching policy's permission decides)."""
+
+    ALLOW = "allow"
+    DENY = "deny"
+    POLICY = "policy"
+
 
 @dataclass(frozen=True, slots=True)
 class Account:
     password: str
-    dialin_allowed: bool = True
+    dialin: DialIn = DialIn.ALLOW
     groups: tuple[str, ...] = ()
     static_address: str | None = None
 
+    @property
+    def dialin_allowed(self) -> bool:
+        """Without remote access policies, only Allow lets the user in."""
+        return self.dialin is DialIn.ALLOW
+
+
+@dataclass(frozen=True, slots=True)
+class Credentials:
+    """What the peer proved, for whoever holds the passwords to check (local store or RADIUS).
+
+    PAP: `password`. CHAP-MD5 and EAP-MD5: `identifier`, `challenge`, `response` (the 16-octet
+    MD5 value; EAP-MD5 computes it exactly as CHAP does, RFC 3748 §5.4). MS-CHAP v1 and v2:
+    `challenge` (8 or 16 octets) and the 49-octet Response value. `username` is as sent
+    (it may be "DOMAIN\\user")."""
+
+    method: AuthMethod
+    username: str
+    identifier: int = 0
+    challenge: bytes = b""
+    response: bytes = b""
+    password: bytes = b""
+
+
+@dataclass(frozen=True, slots=True)
+class Authorization:
+    """What the verifier (account, RADIUS Access-Accept, remote access policy) sets for the
+    connection; None leaves the server's configuration in force."""
+
+    peer_address: str | None = None  # a static address (account, Framed-IP-Address, profile)
+    encryption: tuple[str, ...] | None = None  # allowed levels: none, basic, strong, strongest
+    session_timeout: float | None = None  # seconds; the link is closed when it runs out
+    idle_timeout: float | None = None  # seconds without a datagram either way
+    policy: str | None = None  # the remote access policy that matched
+    class_: tuple[bytes, ...] = ()  # RADIUS Class attributes, echoed in accounting
+    detail: str = ""  # why it was granted (shown in status and logs)
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """A verifier's answer. On success `mppe_material` (local: from the password) or
+    `mppe_keys` (RADIUS: MS-MPPE-Send-Key and Recv-Key, the server's send and receive start
+    keys) gives MPPE its keys, and MS-CHAP v2 needs `authenticator_response` ("S=" + 40 hex,
+    RFC 2759 §5). On failure `error_code` is the Windows code the peer is shown (691, 649...)."""
+
+    success: bool
+    error_code: int | None = None
+    message: str = ""
+    authenticator_response: str = ""
+    mppe_material: MPPEMaterial | None = None
+    mppe_keys: tuple[bytes, bytes] | None = None
+    authorization: Authorization = field(default_factory=Authorization)
+
+    @classmethod
+    def refused(cls, code: int, message: str) -> Verdict:
+        return cls(False, int(code), message)
+
+
+@dataclass(frozen=True, slots=True)
+class AuthOutcome:
+    success: bool
+    username: str
+    method: AuthMethod
+    error_code: int | None = None
+    message: str = ""
+    mppe_material: MPPEMaterial | None = None
+    mppe_keys: tuple[bytes, bytes] | None = None  # (send, receive) start keys, e.g. from RADIUS
+    authorization: Authorization = field(default_factory=Authorization)
+
+    @classmethod
+    def of(cls, verdict: Verdict, username: str, method: AuthMethod, message: str,
+           success: bool | None = None) -> AuthOutcome:
+        """The outcome an authenticator reports for a verdict it put on the wire."""
+        ok = verdict.success if success is None else success
+        return cls(ok, username, method, None if ok else
+                   (verdict.error_code or WindowsError_.AUTHENTICATION_FAILURE),
+                   message if ok else (verdict.message or message),
+                   verdict.mppe_material if ok else None, verdict.mppe_keys if ok else None,
+                   verdict.authorization)
+
 
 class Verifier(Protocol):
-    def lookup(self, username: str) -> Account | None: ...
+    def verify(self, credentials: Credentials) -> Verdict | None:
+        """The verdict now, or None when it comes later through
+        `PPPEngine.complete_authentication` (the runtime then owns the wait)."""
 
 
 @dataclass(frozen=True)
 class LocalAccounts:
-    """A local account store (the chapter's local SAM); usernames compare case-insensitively."""
+    """A local account store (the chapter's local SAM); usernames compare case-insensitively.
+    Alone (no policies) it admits accounts whose dial-in permission is Allow."""
 
     accounts: Mapping[str, Account] = field(default_factory=dict)
 
@@ -142,3 +231,17 @@ class LocalAccounts:
             if name.casefold() == wanted:
                 return account
         return None
+
+    def verify(self, credentials: Credentials) -> Verdict:
+        from tunnels.ppp.auth.verify import verify_with_account
+
+        account = self.lookup_sent(credentials.username)
+        verdict = verify_with_account(credentials, account)
+        if verdict.success and account is not None and not account.dialin_allowed:
+            return Verdict.refused(WindowsError_.NO_DIALIN_PERMISSION, "dial-in permission denied")
+        return verdict
+
+    def lookup_sent(self, username: str) -> Account | None:
+        """Windows peers may send "DOMAIN\\user"; accounts know the bare name (the MS-CHAP v2
+        hashes use the bare name too, RFC 2759 §8.2)."""
+        return self.lookup(username) or self.lookup(username.rsplit("\\", 1)[-1])

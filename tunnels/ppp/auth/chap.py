@@ -19,11 +19,14 @@ from tunnels.ppp.auth.base import (
     PPP_CHAP,
     AuthMethod,
     AuthOutcome,
+    Credentials,
     MPPEMaterial,
     Random,
+    Verdict,
     Verifier,
     WindowsError_,
 )
+from tunnels.ppp.auth.verify import v1_material
 
 
 class ChapCode(IntEnum):
@@ -61,12 +64,6 @@ class ChapPacket:
         if code in (ChapCode.SUCCESS, ChapCode.FAILURE):
             return cls(code, ident, b"", body.pull_rest())
         raise RemoteProtocolError(f"unknown CHAP code {code}")
-
-
-def _v1_material(password: str, challenge: bytes) -> MPPEMaterial:
-    """RFC 3079 §2: 128-bit keys come from the NT hash, 40/56-bit ones from the LM hash."""
-    return MPPEMaterial(1, mscrypto.nt_password_hash(password), challenge=challenge,
-                        lm_password_hash=mscrypto.lm_password_hash(password))
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,6 +109,7 @@ class MSCHAPv2Response:
         return cls(peer_challenge, r.pull_bytes(24, "NT-Response"), r.pull_u8("flags"))
 
 
+_RESPONSES = {AuthMethod.MSCHAP: MSCHAPv1Response, AuthMethod.MSCHAPV2: MSCHAPv2Response}
 _FIELD = re.compile(r"([ERCV])=(\S*)")
 
 
@@ -240,72 +238,62 @@ class ChapAuthenticator(_Exchange):
         if packet.code != ChapCode.RESPONSE or packet.identifier != self._id:
             return  # RFC 1994 §4.1: responses to other challenges are silently discarded
         if not self._awaiting:
-            # A retransmitted response after our answer was lost: answer the same way again.
+            # A retransmitted response after our answer was lost: answer the same way again
+            # (while the verifier is still out, the answer comes when it does).
             if self.outcome is not None and self._last_answer:
                 self._out.append(self._last_answer)
             return
-        user = packet.name.decode("utf-8", "replace")
-        ok, message, material, code = self._verify(user, packet.value)
+        if self.method in (AuthMethod.MSCHAP, AuthMethod.MSCHAPV2):
+            _RESPONSES[self.method].decode(packet.value)  # malformed: raises, discarded
+        self._awaiting = False
+        self.deadline = None
+        self._verifying = Credentials(self.method, packet.name.decode("utf-8", "replace"),
+                                      self._id, self._challenge, packet.value)
+        verdict = self.verifier.verify(self._verifying)
+        if verdict is not None:
+            self.conclude(verdict, now)
+
+    _last_answer = b""
+    _verifying: Credentials | None = None
+
+    @property
+    def awaiting_verdict(self) -> bool:
+        return self._verifying is not None
+
+    def conclude(self, verdict: Verdict, now: float) -> None:
+        """The verifier's answer (at once or later): Success or Failure on the wire."""
+        credentials, self._verifying = self._verifying, None
+        if credentials is None:
+            return  # no response is waiting (a late answer after the link went)
+        ok = verdict.success
+        if ok and self.method is AuthMethod.MSCHAPV2 and not verdict.authenticator_response:
+            ok, verdict = False, Verdict.refused(WindowsError_.AUTHENTICATION_FAILURE,
+                                                 "the verifier gave no authenticator response")
+        message = self._success_text(verdict) if ok else \
+            self._failure_text(verdict.error_code or WindowsError_.AUTHENTICATION_FAILURE,
+                               verdict.message)
         answer = ChapPacket(ChapCode.SUCCESS if ok else ChapCode.FAILURE, self._id, b"",
                             message.encode()).encode()
         self._last_answer = answer
         self._out.append(answer)
-        self._awaiting = False
         self.deadline = now + self.rechallenge if (ok and self.rechallenge) else None
-        self.outcome = AuthOutcome(ok, user, self.method, code, message, material)
+        self.outcome = AuthOutcome.of(verdict, credentials.username, self.method, message,
+                                      success=ok)
 
-    _last_answer = b""
-
-    def _verify(self, user: str, value: bytes) -> tuple[bool, str, MPPEMaterial | None, int | None]:
-        # Windows peers may send "DOMAIN\\user"; local accounts know the bare name (the
-        # MS-CHAP v2 hashes use the bare name too, RFC 2759 §8.2).
-        account = self.verifier.lookup(user) or self.verifier.lookup(mscrypto.user_name_only(user))
+    def _success_text(self, verdict: Verdict) -> str:
         if self.method is AuthMethod.MSCHAPV2:
-            return self._verify_mschapv2(user, value, account)
-        if account is None:
-            return self._fail(WindowsError_.AUTHENTICATION_FAILURE, "unknown user or bad password")
-        if self.method is AuthMethod.CHAP:
-            want = hashlib.md5(bytes((self._id,)) + account.password.encode() +
-                               self._challenge).digest()
-            good = hmac.compare_digest(want, value)
-            material = None
-        else:  # MS-CHAP v1: 24 LM-response octets, 24 NT-response octets, use-NT flag
-            response = MSCHAPv1Response.decode(value)
-            nt = mscrypto.nt_challenge_response_v1(self._challenge, account.password)
-            # We accept only the NT response: LM responses are crackable (RFC 2433 §12).
-            good = response.use_nt and hmac.compare_digest(nt, response.nt_response)
-            material = _v1_material(account.password, self._challenge)
-        if not good:
-            return self._fail(WindowsError_.AUTHENTICATION_FAILURE, "unknown user or bad password")
-        if not account.dialin_allowed:
-            return self._fail(WindowsError_.NO_DIALIN_PERMISSION, "dial-in permission denied")
-        return True, "Access granted" if self.method is AuthMethod.CHAP else "", material, None
+            return f"{verdict.authenticator_response} M=Access granted"
+        return "Access granted" if self.method is AuthMethod.CHAP else ""
 
-    def _fail(self, code: int, text: str) -> tuple[bool, str, None, int]:
+    def _failure_text(self, code: int, text: str) -> str:
         if self.method is AuthMethod.CHAP:
-            return False, text, None, code
+            return text
         # RFC 2433 §6's examples answer MS-CHAP v1 with V=2 and no C=; RFC 2759 §6 uses V=3.
         if self.method is AuthMethod.MSCHAP:
             failure = MSCHAPFailure(code, False, b"", 2, text)
         else:
             failure = MSCHAPFailure(code, False, self._challenge, 3, text)
-        return False, failure.encode().decode(), None, code
-
-    def _verify_mschapv2(self, user: str, value: bytes, account: object) -> tuple:
-        response = MSCHAPv2Response.decode(value)
-        peer_challenge, nt_response = response.peer_challenge, response.nt_response
-        if account is None:
-            return self._fail(WindowsError_.AUTHENTICATION_FAILURE, "unknown user or bad password")
-        password = account.password  # type: ignore[attr-defined]
-        want = mscrypto.generate_nt_response(self._challenge, peer_challenge, user, password)
-        if not hmac.compare_digest(want, nt_response):
-            return self._fail(WindowsError_.AUTHENTICATION_FAILURE, "unknown user or bad password")
-        if not account.dialin_allowed:  # type: ignore[attr-defined]
-            return self._fail(WindowsError_.NO_DIALIN_PERMISSION, "dial-in permission denied")
-        s = mscrypto.generate_authenticator_response(password, nt_response, peer_challenge,
-                                                     self._challenge, user)
-        material = MPPEMaterial(2, mscrypto.nt_password_hash(password), nt_response=nt_response)
-        return True, f"{s} M=Access granted", material, None
+        return failure.encode().decode()
 
 
 class ChapPeer(_Exchange):
@@ -370,7 +358,7 @@ class ChapPeer(_Exchange):
                 raise RemoteProtocolError("MS-CHAP v1 challenge must have 8 octets")
             nt = mscrypto.nt_challenge_response_v1(packet.value, self.password)
             value = MSCHAPv1Response(bytes(24), nt, use_nt=True).encode()  # LM response zero
-            self._material = _v1_material(self.password, packet.value)
+            self._material = v1_material(self.password, packet.value)
         else:
             if len(packet.value) != 16:
                 raise RemoteProtocolError("MS-CHAP v2 challenge must have 16 octets")

@@ -1,14 +1,13 @@
 """EAP over PPP (RFC 3748, protocol 0xC227): Identity, then a method; EAP-MD5 built in.
 
-Methods plug in through `EAPMethod` (type number, the authenticator's request data, its check
-of the response, the peer's answer), so EAP-TLS or EAP-MSCHAPv2 can be added without touching
+Methods plug in through `EAPMethod` (type number, the authenticator's request data, the
+`Credentials` a response gives the verifier, the peer's answer), so EAP-TLS or EAP-MSCHAPv2 can be added without touching
 the exchange. A peer asked for a method it lacks answers with a legacy Nak listing its own.
 """
 
 from __future__ import annotations
 
 import hashlib
-import hmac
 from dataclasses import dataclass
 from enum import IntEnum
 from collections.abc import Sequence
@@ -16,7 +15,16 @@ from typing import Protocol
 
 from tunnels._wire import Reader, Writer
 from tunnels.errors import RemoteProtocolError
-from tunnels.ppp.auth.base import PPP_EAP, AuthMethod, AuthOutcome, Random, Verifier, WindowsError_
+from tunnels.ppp.auth.base import (
+    PPP_EAP,
+    AuthMethod,
+    AuthOutcome,
+    Credentials,
+    Random,
+    Verdict,
+    Verifier,
+    WindowsError_,
+)
 
 
 class EapCode(IntEnum):
@@ -66,7 +74,8 @@ class EAPMethod(Protocol):
 
     def request(self, random: Random) -> bytes: ...
 
-    def check(self, identifier: int, request: bytes, response: bytes, password: str) -> bool: ...
+    def credentials(self, identity: str, identifier: int, request: bytes,
+                    response: bytes) -> Credentials: ...
 
     def answer(self, identifier: int, request: bytes, username: str, password: str) -> bytes: ...
 
@@ -85,10 +94,13 @@ class MD5Challenge:
         challenge = r.pull_bytes(r.pull_u8("value size"), "challenge")
         return hashlib.md5(bytes((identifier,)) + password.encode() + challenge).digest()
 
-    def check(self, identifier: int, request: bytes, response: bytes, password: str) -> bool:
-        r = Reader(response)
+    def credentials(self, identity: str, identifier: int, request: bytes,
+                    response: bytes) -> Credentials:
+        """What the verifier checks, in CHAP's terms (RADIUS carries it as CHAP-Password)."""
+        r, q = Reader(response), Reader(request)
         value = r.pull_bytes(r.pull_u8("value size"), "response")
-        return hmac.compare_digest(value, self._value(identifier, request, password))
+        challenge = q.pull_bytes(q.pull_u8("value size"), "challenge")
+        return Credentials(AuthMethod.EAP_MD5, identity, identifier, challenge, value)
 
     def answer(self, identifier: int, request: bytes, username: str, password: str) -> bytes:
         return bytes((16,)) + self._value(identifier, request, password) + username.encode()
@@ -172,16 +184,30 @@ class EapAuthenticator(_Base):
             self._id = (self._id + 1) & 0xFF
             self._send(EapPacket(EapCode.REQUEST, self._id, self.method.type,
                                  self.method.request(self.random) + b"vpnlab"), now)
-        elif packet.type == self.method.type:
-            account = self.verifier.lookup(self.identity)
+        elif packet.type == self.method.type and self._verifying is None:
             assert self._request is not None
-            if account is None or not self.method.check(packet.identifier, self._request.data,
-                                                        packet.data, account.password):
-                self._finish(False, WindowsError_.AUTHENTICATION_FAILURE, "bad credentials")
-            elif not account.dialin_allowed:
-                self._finish(False, WindowsError_.NO_DIALIN_PERMISSION, "no dial-in permission")
-            else:
-                self._finish(True, None, "Access granted")
+            self.deadline = None
+            self._verifying = self.method.credentials(self.identity, packet.identifier,
+                                                      self._request.data, packet.data)
+            verdict = self.verifier.verify(self._verifying)
+            if verdict is not None:
+                self.conclude(verdict, now)
+
+    _verifying: Credentials | None = None
+
+    @property
+    def awaiting_verdict(self) -> bool:
+        return self._verifying is not None
+
+    def conclude(self, verdict: Verdict, now: float) -> None:
+        """The verifier's answer (at once or later): EAP Success or Failure."""
+        credentials, self._verifying = self._verifying, None
+        if credentials is None:
+            return
+        text = "Access granted" if verdict.success else (verdict.message or "bad credentials")
+        self._finish(verdict.success, verdict.error_code, text)
+        assert self.outcome is not None
+        self.outcome = AuthOutcome.of(verdict, self.identity, AuthMethod.EAP_MD5, text)
 
 
 class EapPeer(_Base):

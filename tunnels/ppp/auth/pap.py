@@ -2,14 +2,22 @@
 
 from __future__ import annotations
 
-import hmac
 import re
 from dataclasses import dataclass
 from enum import IntEnum
 
 from tunnels._wire import Reader, Writer
 from tunnels.errors import RemoteProtocolError, WireAnswer
-from tunnels.ppp.auth.base import PPP_PAP, AuthMethod, AuthOutcome, Random, Verifier, WindowsError_
+from tunnels.ppp.auth.base import (
+    PPP_PAP,
+    AuthMethod,
+    AuthOutcome,
+    Credentials,
+    Random,
+    Verdict,
+    Verifier,
+    WindowsError_,
+)
 
 
 _ERROR = re.compile(r"E=(\d{1,10})\b")
@@ -172,23 +180,36 @@ class PapAuthenticator:
         if self._answer is not None:  # RFC 1334: a repeated request gets the same answer
             self._out.append(self._answer[1])
             return
+        if self._verifying is not None:
+            return  # the verifier is still out: its answer will be the answer
         request = AuthenticateRequest.from_body(ident, body)
-        user, password = request.peer_id.decode("utf-8", "replace"), request.password
-        account = self.verifier.lookup(user)
-        if account is None or not hmac.compare_digest(account.password.encode(), password):
-            ok, error, text = False, int(WindowsError_.AUTHENTICATION_FAILURE), "bad credentials"
-        elif not account.dialin_allowed:
-            ok, error = False, int(WindowsError_.NO_DIALIN_PERMISSION)
-            text = "no dial-in permission"
-        else:
-            ok, error, text = True, None, "Access granted"
+        self._verifying = Credentials(AuthMethod.PAP, request.peer_id.decode("utf-8", "replace"),
+                                      ident, password=request.password)
+        self.deadline = None
+        verdict = self.verifier.verify(self._verifying)
+        if verdict is not None:
+            self.conclude(verdict, now)
+
+    _verifying: Credentials | None = None
+
+    @property
+    def awaiting_verdict(self) -> bool:
+        return self._verifying is not None
+
+    def conclude(self, verdict: Verdict, now: float) -> None:
+        """The verifier's answer (at once or later): Authenticate-Ack or -Nak on the wire."""
+        credentials, self._verifying = self._verifying, None
+        if credentials is None:
+            return
+        ok = verdict.success
+        text = "Access granted" if ok else (verdict.message or "bad credentials")
+        error = None if ok else (verdict.error_code or WindowsError_.AUTHENTICATION_FAILURE)
         message = (text if ok else f"E={error} {text}").encode()
         reply = encode_reply(PapCode.AUTHENTICATE_ACK if ok else PapCode.AUTHENTICATE_NAK,
-                             ident, message)
-        self._answer = (ident, reply)
+                             credentials.identifier, message)
+        self._answer = (credentials.identifier, reply)
         self._out.append(reply)
-        self.outcome = AuthOutcome(ok, user, AuthMethod.PAP, error, text)
-        self.deadline = None
+        self.outcome = AuthOutcome.of(verdict, credentials.username, AuthMethod.PAP, text)
 
     def packets_to_send(self) -> list[bytes]:
         out, self._out = self._out, []
