@@ -19,6 +19,12 @@ def cmd_server(args: argparse.Namespace) -> int:
     return server.main(args.config, args.json, args.status)
 
 
+def cmd_status(args: argparse.Namespace) -> int:
+    from tunnels import monitor
+
+    return monitor.main(args.file, args.json)
+
+
 def cmd_connect(args: argparse.Namespace) -> int:
     import sys
     from pathlib import Path
@@ -80,6 +86,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--json", action="store_true", help="JSON lines on stdout")
     p.add_argument("--status", help="keep a JSON status file here")
     p.set_defaults(func=cmd_server)
+    p = sub.add_parser("status", help="the server's active connections (from its status file)")
+    p.add_argument("file", help="the JSON status file `vpnlab server --status FILE` keeps")
+    p.add_argument("--json", action="store_true", help="the same as JSON")
+    p.set_defaults(func=cmd_status)
     p = sub.add_parser("connect", help="connect our VPN client from the current namespace")
     p.add_argument("--protocol", default="pptp", choices=["pptp", "l2tp", "l2tp-ipsec"])
     p.add_argument("--config", help="TOML file with a [client] table (see tunnels/config.py) "

@@ -309,7 +309,7 @@ class VPNServer:
             return
         for pump in self.pumps.values():
             pump.tun = tun
-        owners = [(_by_address(self.stacks[n]), self.pumps[n]) for n in self.stacks]
+        owners = [(self.stacks[n].by_packed_address, self.pumps[n]) for n in self.stacks]
         counters = {"tun_no_session": 0}
         self.totals["tun_no_session"] = 0
 
@@ -394,12 +394,6 @@ class VPNServer:
             pump.writers.pop(conn_id, None)
             pump.flush()
             writer.close()
-
-
-def _by_address(stack: Any) -> dict[bytes, Any]:
-    """The stack's sessions by the client's tunnel address (4 octets)."""
-    inner = getattr(stack, "l2tp", stack)
-    return inner._by_packed
 
 
 def _fields(event: Any) -> dict[str, Any]:

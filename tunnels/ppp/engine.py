@@ -83,7 +83,8 @@ class PPPEngine:
         self.counters = {"frames_in": 0, "frames_out": 0, "ip_in": 0, "ip_out": 0,
                          "discarded": 0, "protocol_rejects_sent": 0, "echo_requests": 0,
                          "unencrypted_dropped": 0, "mppe_errors": 0, "ccp_resets_sent": 0,
-                         "not_ipv4_dropped": 0, "late_verdicts": 0}
+                         "not_ipv4_dropped": 0, "late_verdicts": 0, "ip_in_octets": 0,
+                         "ip_out_octets": 0}
 
     def _make_ccp(self, allowed: tuple[int, ...], required: bool) -> None:
         self.ccp_policy = CCPPolicy(allowed, self.config.mppe_stateless, required=required)
@@ -166,6 +167,7 @@ class PPPEngine:
         if self.encryptor is not None:
             counters = self.counters
             counters["ip_out"] += 1
+            counters["ip_out_octets"] += len(packet)  # accounting (RFC 2866 Acct-Output-Octets)
             counters["frames_out"] += 1  # build_frame's result, without its call
             self._frames.append(_MPPE_HEAD + self.encryptor.encrypt(b"\x00\x21" + packet))
             return True
@@ -173,6 +175,7 @@ class PPPEngine:
             self.counters["unencrypted_dropped"] += 1  # never in clear when policy says no
             return False
         self.counters["ip_out"] += 1
+        self.counters["ip_out_octets"] += len(packet)
         self._send(PPP_IP, packet)
         return True
 
@@ -443,6 +446,7 @@ class PPPEngine:
             self.counters["unencrypted_dropped"] += 1  # never accept clear when encrypting
         else:
             self.counters["ip_in"] += 1
+            self.counters["ip_in_octets"] += len(info)
             self._events.append(ev.DatagramReceived(info))
         return True
 
@@ -467,6 +471,7 @@ class PPPEngine:
             return
         if plain[:2] == b"\x00\x21" and self.ipcp.state is State.OPENED:
             self.counters["ip_in"] += 1
+            self.counters["ip_in_octets"] += len(plain) - 2
             self._events.append(ev.DatagramReceived(plain[2:]))
         else:
             self.counters["discarded"] += 1

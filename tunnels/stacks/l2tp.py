@@ -46,6 +46,7 @@ from tunnels.ppp.config import PPPConfig
 from tunnels.ppp.engine import PPPEngine
 from tunnels.stacks.deadlines import DeadlineHeap
 from tunnels.stacks.pptp import _DATA_PROTOCOLS, ControlClosed, SessionDown, SessionEvent, SessionUp
+from tunnels.ppp.auth.base import Verdict
 
 Address = tuple[str, int]
 L2TP_PORT = 1701
@@ -162,6 +163,20 @@ class _Stack:
             return
         session.ppp.send_datagram(packet, now)
         self._pump(session, now)
+
+    def complete_authentication(self, call_id: int, verdict: Verdict, now: float) -> bool:
+        """A verifier's later answer (RADIUS) for one call; False when the call is gone."""
+        s = self.sessions.get(call_id)
+        if s is None:
+            return False
+        s.ppp.complete_authentication(verdict, now)
+        self._pump(s, now)
+        return True
+
+    @property
+    def by_packed_address(self) -> dict[bytes, L2TPSession]:
+        """Sessions up, by the client's tunnel address (4 octets): the TUN fan-out's lookup."""
+        return self._by_packed
 
     def get_timer(self) -> float | None:
         return self._deadlines.next()

@@ -81,6 +81,7 @@ from tunnels.l2tp.control import TunnelConfig
 from tunnels.ppp.config import EncryptionLevel, PPPConfig
 from tunnels.stacks.l2tp import NO_REPLY_REASON, L2TP_PORT, L2TPClient, L2TPServer
 from tunnels.stacks.pptp import ControlClosed
+from tunnels.ppp.auth.base import Verdict
 
 IKE_PORT = 500
 Transport = tuple[str, str, int, int]  # (kind, peer address, peer port, local port)
@@ -290,6 +291,15 @@ class _IPsecStack:
     def send_datagram(self, ip_packet: bytes, now: float) -> None:
         self.l2tp.send_datagram(ip_packet, now)
         self._drain(now)
+
+    def complete_authentication(self, call_id: int, verdict: Verdict, now: float) -> bool:
+        done = self.l2tp.complete_authentication(call_id, verdict, now)
+        self._drain(now)
+        return done
+
+    @property
+    def by_packed_address(self) -> dict:
+        return self.l2tp.by_packed_address
 
     def datagrams_to_send(self) -> list[tuple[Transport, bytes]]:
         out, self._out = self._out, []

@@ -53,6 +53,7 @@ from tunnels.ppp.engine import PPPEngine
 from tunnels.stacks.deadlines import DeadlineHeap
 from tunnels.pptp.control import ControlConnection, ControlEvent
 from tunnels.pptp.messages import ControlStream, StopReason
+from tunnels.ppp.auth.base import Verdict
 
 _DATA_PROTOCOLS = (b"\x00\xfd", b"\x00\x21")  # PPP protocol fields of MPPE and IP frames
 NO_GRE_REASON = ("control connection up, no GRE received: is GRE (IP protocol 47) filtered or "
@@ -210,6 +211,20 @@ class _Stack:
             return
         session.ppp.send_datagram(packet, now)
         self._pump(session, now)
+
+    def complete_authentication(self, call_id: int, verdict: Verdict, now: float) -> bool:
+        """A verifier's later answer (RADIUS) for one call; False when the call is gone."""
+        s = self.sessions.get(call_id)
+        if s is None:
+            return False
+        s.ppp.complete_authentication(verdict, now)
+        self._pump(s, now)
+        return True
+
+    @property
+    def by_packed_address(self) -> dict[bytes, Session]:
+        """Sessions up, by the client's tunnel address (4 octets): the TUN fan-out's lookup."""
+        return self._by_packed
 
     def _default_session(self) -> Session | None:
         return None
