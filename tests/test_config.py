@@ -570,11 +570,6 @@ BAD_POLICY_SERVER = [
     ("profile-static-outside", _edit('"10.10.100.60"', '"192.168.1.60"'),
      "policies[1].profile.static_address: got '192.168.1.60'; expected a host address inside "
      "[server].pool"),
-    ("policies-with-radius", _edit('[authentication]\nprovider = "local"',
-                                   '[authentication]\nprovider = "radius"\n'
-                                   '[[authentication.radius]]\naddress = "10.10.0.3"\n'
-                                   'secret = "s"'),
-     "policies: expected no [[policies]] with [authentication] provider = \"radius\""),
 ]
 
 BAD_RADIUS_SERVER = [

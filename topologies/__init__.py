@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from testbed.scenario import Scenario
-from topologies import interop, internet, remote_access
+from topologies import interop, internet, managed, remote_access
 
 SCENARIOS: dict[str, Scenario] = {
-    s.name: s for s in (internet.SCENARIO, remote_access.SCENARIO, interop.SCENARIO)
+    s.name: s for s in (internet.SCENARIO, remote_access.SCENARIO, managed.SCENARIO,
+                       interop.SCENARIO)
 }

@@ -95,7 +95,10 @@ def clients(lab: Lab) -> list[str]:
     return [n for n in ("client", "client2") if n in lab.nodes]
 
 
-def server_config(params: Mapping[str, str], listen: str, keylog: str = "") -> str:
+def server_config(params: Mapping[str, str], listen: str, keylog: str = "",
+                  users: str | None = None) -> str:
+    """The server's TOML; `users` replaces the [users] tables (alice, bob and carol, who has
+    no dial-in permission)."""
     auth = params["auth"]
     return "\n".join([
         "[server]",
@@ -117,13 +120,14 @@ def server_config(params: Mapping[str, str], listen: str, keylog: str = "") -> s
         *_ipsec_lines(params, str(Path(keylog).parent / "pki") if keylog else ""),
         *([f'keylog = "{keylog}"'] if keylog and params["protocol"] == "l2tp-ipsec" else []),
         "",
-        "[users.alice]",
-        f'password = "{PASSWORD}"',
-        "[users.bob]",
-        f'password = "{PASSWORD}"',
-        "[users.carol]  # an account without dial-in permission: refused with error 649",
-        f'password = "{PASSWORD}"',
-        "dialin = false",
+        *(users.splitlines() if users is not None else [
+            "[users.alice]",
+            f'password = "{PASSWORD}"',
+            "[users.bob]",
+            f'password = "{PASSWORD}"',
+            "[users.carol]  # an account without dial-in permission: refused with error 649",
+            f'password = "{PASSWORD}"',
+            "dialin = false"]),
         "",
     ])
 

@@ -587,10 +587,6 @@ def _policies(entries: Any, where: str, ctx: _PolicyContext) -> tuple[Policy, ..
             not all(isinstance(e, Mapping) for e in entries):
         raise ConfigError(f"{where}: policies: expected [[policies]] tables (none at all for "
                           "the Windows 2000 default policy)")
-    if ctx.radius:
-        raise ConfigError(f"{where}: policies: expected no [[policies]] with [authentication] "
-                          'provider = "radius": the RADIUS server applies its remote access '
-                          "policies, as Windows 2000 RRAS does with IAS")
     policies: list[Policy] = []
     for i, entry in enumerate(entries, 1):
         policy = _policy(entry, where, f"policies[{i}]", ctx)

@@ -28,7 +28,8 @@ def connections(status: dict[str, Any], now: float | None = None) -> list[dict[s
             "user": s.get("user"), "protocol": s.get("protocol"),
             "tunnel_type": s.get("tunnel_type") or s.get("protocol"), "peer": s.get("peer"),
             "address": s.get("address"), "auth": s.get("auth"),
-            "encryption": s.get("encryption") or "none",
+            "encryption": s.get("encryption") or (f"esp {s['esp_cipher']}"
+                                                   if s.get("esp_cipher") else "none"),
             "bytes_in": s.get("bytes_in", 0), "bytes_out": s.get("bytes_out", 0),
             "packets_in": s.get("packets_in", 0), "packets_out": s.get("packets_out", 0),
             "duration": round(now - started, 1) if started else None,

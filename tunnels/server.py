@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import ipaddress
 import json
 import signal
 import sys
@@ -19,8 +18,11 @@ import time
 from pathlib import Path
 from typing import Any
 
+from tunnels.addresses import StaticPool
+from tunnels.admission import Admission, Call
 from tunnels.config import ServerConfig
 from tunnels.l2tp.control import TunnelConfig
+from tunnels.ppp.auth.base import Verdict
 from tunnels.ppp.config import EncryptionLevel, PPPConfig
 from tunnels.runtime.pump import StackPump
 from tunnels.runtime.rawgre import GRESocket
@@ -38,33 +40,18 @@ STATUS_REFRESH = 1.0  # seconds between status-file rewrites (counters move with
 STATUS_EVERY_EVENT = 64  # up to this many calls (up or not), every event rewrites the status
 
 
-class AddressPool:
-    def __init__(self, network: ipaddress.IPv4Network):
-        hosts = list(network.hosts())
-        self.gateway = str(hosts[0])
-        self.free = collections.deque(str(h) for h in hosts[1:])  # O(1) at both ends
-        self.used: dict[int, str] = {}
-
-    def take(self, call_id: Any) -> str | None:
-        if not self.free:
-            return None
-        address = self.free.popleft()
-        self.used[call_id] = address
-        return address
-
-    def give_back(self, call_id: Any) -> None:
-        address = self.used.pop(call_id, None)
-        if address is not None:
-            self.free.appendleft(address)
-
-
 class VPNServer:
     def __init__(self, config: ServerConfig, json_lines: bool = False,
                  status_path: Path | None = None):
         self.config = config
         self.json_lines = json_lines
         self.status_path = status_path
-        self.pool = AddressPool(config.pool)
+        self.pool = self._address_source()
+        self.admission = Admission(config.accounts, config.policies, self.pool,
+                                   self._late_verdict)
+        self._esp_ciphers: dict[str, str] = {}  # L2TP/IPsec: client address -> its ESP cipher
+        self._live: dict[tuple[str, int], Any] = {}  # the stacks' session objects, while up
+        self.refusals: collections.deque[dict[str, Any]] = collections.deque(maxlen=50)
         # One stack per protocol; sessions, the pool and events are keyed by (protocol, id):
         # a PPTP Call ID and an L2TP Session ID may have the same value.
         self.stacks: dict[str, Any] = {}
@@ -89,7 +76,7 @@ class VPNServer:
         self.sessions: dict[tuple[str, int], dict[str, Any]] = {}
         self.history: list[dict[str, Any]] = []
         self.totals = {"calls_up": 0, "calls_down": 0, "auth_failures": 0,
-                       "pool_exhausted": 0, "control_connections": 0}
+                       "pool_exhausted": 0, "ports_exhausted": 0, "control_connections": 0}
         self.pump: StackPump | None = None
         self.gre: GRESocket | None = None
 
@@ -102,18 +89,53 @@ class VPNServer:
     def _session_count(self) -> int:
         return sum(len(stack.sessions) for stack in self.stacks.values())
 
+    def _address_source(self) -> Any:
+        c = self.config
+        statics = [a.static_address for a in c.accounts.accounts.values() if a.static_address]
+        return StaticPool(c.pool, c.addresses.server_address, reserved=statics)
+
+    def _calls_of(self, tunnel_type: str) -> int:
+        return sum(len(stack.sessions) for name, stack in self.stacks.items()
+                   if (name == "pptp") == (tunnel_type == "pptp"))
+
     def _ppp_config_for(self, call_id: tuple[str, int], peer: str) -> PPPConfig | None:
+        """A new call: a port of its tunnel type, an address, and a verifier that applies the
+        authentication provider and the remote access policies. None refuses the call."""
+        protocol = call_id[0]
+        call = Call(protocol, call_id[1], peer,
+                    esp_cipher=self._esp_ciphers.get(peer) if protocol == "l2tp-ipsec" else None)
+        limit = self.config.ports.get(call.tunnel_type)
+        if limit is not None and self._calls_of(call.tunnel_type) >= limit:
+            self.totals["ports_exhausted"] += 1
+            self._refused(call, f"all {limit} {call.tunnel_type.upper()} ports are in use")
+            return None
         address = self.pool.take(call_id)
         if address is None:
             self.totals["pool_exhausted"] += 1
+            self._refused(call, "no address left to assign")
             return None
         c = self.config
         # L2TP/IPsec: ESP encrypts (the chapter's levels map to DES/3DES), PPP does not
-        encryption = EncryptionLevel.NONE if call_id[0] == "l2tp-ipsec" else c.encryption
-        return PPPConfig(True, c.auth, verifier=c.accounts, name=c.name,
+        encryption = EncryptionLevel.NONE if protocol == "l2tp-ipsec" else c.encryption
+        return PPPConfig(True, c.auth, verifier=self.admission.verifier_for(call), name=c.name,
                          encryption=encryption, mppe_stateless=c.mppe_stateless,
-                         echo_interval=c.echo_interval, local_address=self.pool.gateway,
+                         echo_interval=c.echo_interval, local_address=self.pool.server_address,
                          peer_address=address, dns=c.dns, nbns=c.wins)
+
+    def _refused(self, call: Call, reason: str) -> None:
+        record = {"protocol": call.protocol, "call_id": call.call_id, "peer": call.peer,
+                  "reason": reason, "time": round(time.time(), 3)}
+        self.refusals.append(record)
+        self.emit("call-refused", **record)
+
+    def _late_verdict(self, call: Call, verdict: Verdict) -> None:
+        """RADIUS answered for a call: the stack words it on the wire, in the pump's order."""
+        pump, stack = self.pumps.get(call.protocol), self.stacks[call.protocol]
+        if pump is None:
+            return
+        pump.feed("complete_authentication", stack.complete_authentication, call.call_id,
+                  verdict, pump.now())
+        pump.flush()
 
     def emit(self, event: str, **fields: Any) -> None:
         record = {"event": event, "time": round(time.time(), 3), **fields}
@@ -137,7 +159,11 @@ class VPNServer:
             "role": "server", "protocol": "+".join(self.stacks),
             "protocols": list(self.stacks), "listen": self.config.listen,
             "pool": str(self.config.pool), "max_ports": self.config.max_ports,
-            "sessions": list(self.sessions.values()), "ended": self.history[-50:],
+            "ports": {t: {"limit": self.config.ports.get(t), "in_use": self._calls_of(t)}
+                      for t in ("pptp", "l2tp")},
+            "addresses": self.pool.status(), "admission": dict(self.admission.counters),
+            "sessions": [self._live_info(k, v) for k, v in self.sessions.items()],
+            "ended": self.history[-50:], "refused": list(self.refusals),
             "totals": dict(self.totals),
             "stacks": {name: self._stack_status(stack) for name, stack in self.stacks.items()},
             "pumps": {name: dict(pump.counters) for name, pump in self.pumps.items()},
@@ -149,6 +175,16 @@ class VPNServer:
         if self.gre is not None:
             status["gre_socket"] = dict(self.gre.counters)
         return status
+
+    def _live_info(self, key: tuple[str, int], info: dict[str, Any]) -> dict[str, Any]:
+        """A connection as `vpnlab status` shows it: the counters move, so read them now."""
+        s = self._live.get(key)
+        if s is None:
+            return info
+        c = s.ppp.counters
+        return {**info, "bytes_in": c["ip_in_octets"], "bytes_out": c["ip_out_octets"],
+                "packets_in": c["ip_in"], "packets_out": c["ip_out"],
+                "duration": round(max(0.0, time.time() - info["started"]), 1)}
 
     def _stack_status(self, stack: Any) -> dict[str, Any]:
         """Every call's PPP and GRE detail while there are few; beyond STATUS_EVERY_EVENT
@@ -173,10 +209,21 @@ class VPNServer:
         key = (protocol, getattr(event, "call_id", 0))
         if isinstance(event, SessionUp):
             s = self.stacks[protocol].sessions.get(event.call_id)
+            ppp = s.ppp.status() if s else {}
+            esp = self._esp_ciphers.get(event.peer.rsplit(":", 1)[0]) \
+                if protocol == "l2tp-ipsec" else None
+            decision = self.admission.decisions.get(key, {})
             info = {"protocol": protocol, "call_id": event.call_id, "peer": event.peer,
+                    "tunnel_type": "pptp" if protocol == "pptp" else "l2tp",
                     "user": event.username, "address": event.peer_address,
-                    "auth": s.ppp.status()["auth_method"] if s else None,
-                    "encryption": s.ppp.status()["encryption"] if s else None}
+                    "server_address": event.local_address,
+                    "auth": ppp.get("auth_method"), "encryption": ppp.get("encryption"),
+                    "esp_cipher": esp,
+                    "policy": decision.get("policy"), "provider": decision.get("provider"),
+                    "session_timeout": ppp.get("session_timeout"),
+                    "idle_timeout": ppp.get("idle_timeout"), "started": round(time.time(), 3)}
+            if s is not None:
+                self._live[key] = s
             if protocol != "pptp" and s is not None:
                 info.update(tunnel_id=event.conn_id, peer_tunnel_id=s.tunnel.peer_tunnel_id,
                             peer_session_id=s.control.peer_session_id)
@@ -185,6 +232,12 @@ class VPNServer:
             self.emit("session-up", **info)
         elif isinstance(event, SessionDown):
             info = self.sessions.pop(key, {"protocol": protocol, "call_id": event.call_id})
+            info = self._live_info(key, info) if key in self._live else info
+            self._live.pop(key, None)
+            decision = self.admission.forget(key)
+            if decision is not None and not decision["granted"]:
+                self.refusals.append({**decision, "protocol": protocol,
+                                      "call_id": event.call_id, "time": round(time.time(), 3)})
             self.pool.give_back(key)
             self.totals["calls_down"] += 1
             self.history.append({**info, "reason": event.reason})
@@ -198,11 +251,15 @@ class VPNServer:
             if name == "AuthenticationFailed":
                 self.totals["auth_failures"] += 1
             if name in ("Authenticated", "AuthenticationFailed", "EncryptionNegotiated"):
+                decision = self.admission.decisions.get(key, {})
+                extra = {"policy": decision.get("policy"), "decision": decision.get("reason")} \
+                    if name != "EncryptionNegotiated" and decision else {}
                 self.emit(name, protocol=protocol, call_id=event.call_id,
-                          **_fields(event.event))
+                          **_fields(event.event), **extra)
         elif (name := getattr(event, "LOG_NAME", None)) is not None:  # IKE/IPsec events
             if name == "ipsec-up":
                 log_child_keys(self.config.keylog, self.stacks[protocol], event)
+                self._esp_ciphers[event.peer.rsplit(":", 1)[0]] = event.cipher
             self.totals[name] = self.totals.get(name, 0) + 1
             self.emit(name, protocol=protocol, **_fields(event))
 
@@ -229,7 +286,7 @@ class VPNServer:
         servers: list[asyncio.AbstractServer] = []
         try:
             try:
-                tun.configure(self.pool.gateway, None, TUN_MTU)
+                tun.configure(self.pool.server_address, None, TUN_MTU)
                 routing.install()
                 self._attach_tun(loop, tun)
                 if "pptp" in self.stacks:

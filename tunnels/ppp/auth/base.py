@@ -71,6 +71,7 @@ class WindowsError_(IntEnum):
     ACCT_DISABLED = 647
     PASSWD_EXPIRED = 648
     NO_DIALIN_PERMISSION = 649
+    NO_REMOTE_ENCRYPTION = 742  # the remote computer does not support the required encryption
     AUTHENTICATION_FAILURE = 691
     CHANGING_PASSWORD = 709
 

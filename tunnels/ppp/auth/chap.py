@@ -287,7 +287,9 @@ class ChapAuthenticator(_Exchange):
 
     def _failure_text(self, code: int, text: str) -> str:
         if self.method is AuthMethod.CHAP:
-            return text
+            # RFC 1994 leaves the message to the implementation: the MS-CHAP form's E= and M=
+            # fields, so a peer (ours, or a user reading pppd's log) sees 691 or 649
+            return f"E={code} M={text}"
         # RFC 2433 §6's examples answer MS-CHAP v1 with V=2 and no C=; RFC 2759 §6 uses V=3.
         if self.method is AuthMethod.MSCHAP:
             failure = MSCHAPFailure(code, False, b"", 2, text)
