@@ -1,38 +1,54 @@
-"""Our RadiusClient against a real FreeRADIUS (Debian's 3.2), started only inside a network
-namespace this test creates (`unshare --net`, lo up; see tests/test_runtime_netns.py): PAP,
-CHAP, MS-CHAP v1 and v2 are accepted with the MPPE keys RFC 3079 derives, a wrong password gets
-Access-Reject with MS-CHAP-Error E=691, accounting is acknowledged, and a dead first server is
-failed over. The server requires our Message-Authenticator; our client requires one in every
-Access-Accept/Reject, which stock 3.2.1 sends only with EAP (its PAP Accept was dropped and
-counted as missing_message_authenticator), so the site adds it to every reply as 3.2.5 does."""
+"""RADIUS against a real FreeRADIUS (Debian's 3.2, `testbed.freeradius`), only inside a network
+namespace this test creates (`unshare --net`; a veth end holds the lab's addresses, see
+tests/test_runtime_netns.py). Through the asyncio runtime (`tunnels.runtime.radius`) and
+`tunnels.radius.access`: PAP, CHAP, EAP-MD5, MS-CHAP v1 and v2 are accepted with the reply items
+applied (Framed-IP-Address, Session-Timeout, Idle-Timeout, Class, Filter-Id), MS-CHAP v2's S= is
+the one RFC 2759 computes and its MPPE keys (and MS-CHAP v1's 128-bit one: FreeRADIUS sends no
+LM key) equal what RFC 3079 derives from the password; a
+wrong password gets 691 from MS-CHAP-Error; the Accountant's Start, Interim-Update and Stop land
+in FreeRADIUS's detail file with our counters (Gigawords too) and the Class echoed; with the
+first server's address silent the second instance answers.
+
+Our client requires a Message-Authenticator in every Access-Accept/Reject, which stock 3.2.1
+sends only with EAP, so the helper's site adds it to every reply as 3.2.5 does."""
 
 from __future__ import annotations
 
-import re
 import shutil
+import statistics
 import subprocess
-import textwrap
-import time
 from pathlib import Path
 
 import pytest
 
-from tests.test_runtime_netns import Daemon, Namespace
+from testbed.freeradius import (
+    FreeRadius,
+    FreeRadiusSpec,
+    RadiusClientSpec,
+    RadiusUser,
+    skip_reason,
+    values,
+)
+from tests.test_runtime_netns import Namespace
+from tunnels.radius.access import NO_LM_KEY
 
 pytestmark = pytest.mark.netns
-FREERADIUS = shutil.which("freeradius") or "/usr/sbin/freeradius"
-RADDB = Path("/etc/freeradius/3.0")
 SECRET = "vpnlab-secret"
+A, B, NAS_ADDRESS, SILENT = "10.77.0.1", "10.77.0.2", "10.77.0.3", "10.77.0.9"
+USERS = (
+    RadiusUser("bob", "hello", (("Framed-IP-Address", "10.9.0.7"), ("Session-Timeout", 3600),
+                                ("Idle-Timeout", 600), ("Class", "gold"),
+                                ("Class", "team-a"), ("Filter-Id", "vpn-users"))),
+    RadiusUser("alice", "s3cret-2"),
+)
 
 
-def _skip_reason() -> str | None:
-    if not Path(FREERADIUS).exists():
-        return ("freeradius is not installed (Debian package freeradius; ci/setup.sh installs "
-                "it): /usr/sbin/freeradius missing")
-    if not RADDB.is_dir():
-        return f"freeradius is installed but {RADDB} is missing"
-    if shutil.which("unshare") is None or shutil.which("nsenter") is None:
-        return "unshare/nsenter (util-linux) missing"
+def _skip() -> str | None:
+    reason = skip_reason()
+    if reason:
+        return reason
+    if shutil.which("unshare") is None or shutil.which("mnexec") is None:
+        return "unshare (util-linux) or mnexec (mininet) missing"
     try:
         subprocess.run(["unshare", "--net", "true"], check=True, capture_output=True, timeout=10)
     except (subprocess.CalledProcessError, OSError) as exc:
@@ -40,154 +56,249 @@ def _skip_reason() -> str | None:
     return None
 
 
-def raddb(tmp: Path) -> Path:
-    """A copy of Debian's configuration with one user, one client and no privilege drop."""
-    conf = tmp / "raddb"
-    shutil.copytree(RADDB, conf, symlinks=True)
-    radiusd = conf / "radiusd.conf"
-    text = re.sub(r"^\s*(user|group)\s*=.*$", "", radiusd.read_text(), flags=re.M)
-    radiusd.write_text(text.replace("${localstatedir}/run/${name}", str(tmp / "run")))
-    (tmp / "run").mkdir()
-    authorize = conf / "mods-config" / "files" / "authorize"
-    authorize.write_text('bob Cleartext-Password := "hello"\n' + authorize.read_text())
-    # FreeRADIUS 3.2.1 signs only EAP replies; 3.2.5 (the Blast-RADIUS release) signs every
-    # Access-Accept/Reject. Our client requires the signature, so the site does what 3.2.5 does.
-    site = conf / "sites-available" / "default"
-    sign = "\n\tupdate reply {\n\t\t&Message-Authenticator := 0x00\n\t}\n"
-    text = site.read_text().replace("\npost-auth {\n", "\npost-auth {" + sign, 1)
-    site.write_text(text.replace("Post-Auth-Type REJECT {\n", "Post-Auth-Type REJECT {" + sign, 1))
-    (conf / "clients.conf").write_text(textwrap.dedent(f"""\
-        client vpnlab {{
-            ipaddr = 127.0.0.1
-            secret = {SECRET}
-            require_message_authenticator = yes
-        }}
-        """))
-    return conf
-
-
 @pytest.fixture
-def freeradius(tmp_path: Path):
-    reason = _skip_reason()
+def radius_lab(tmp_path: Path):
+    """A namespace with A, B and the NAS's address on one end of a veth pair whose other end
+    has no address (SILENT's ARP goes unanswered: silence), FreeRADIUS on A and a second
+    instance on B."""
+    reason = _skip()
     if reason:
         pytest.skip(reason)
     ns = Namespace()
-    daemon = None
+    servers: list[FreeRadius] = []
     try:
-        conf = raddb(tmp_path)
-        daemon = Daemon(ns.argv([FREERADIUS, "-X", "-f", "-d", str(conf), "-l", "stdout"]))
-        deadline = time.monotonic() + 30
-        while not any("Ready to process requests" in line for line in daemon.lines):
-            if daemon.proc.poll() is not None or time.monotonic() > deadline:
-                daemon.stop()
-                pytest.fail("freeradius did not start: " + "\n".join(daemon.lines[-40:])
-                            + daemon.stderr[-2000:])
-            time.sleep(0.05)
-        yield ns, daemon
+        ns.run(["ip", "link", "add", "rad0", "type", "veth", "peer", "name", "rad1"])
+        for address in (A, B, NAS_ADDRESS):
+            ns.run(["ip", "addr", "add", f"{address}/24", "dev", "rad0"])
+        for dev in ("rad0", "rad1"):
+            ns.run(["ip", "link", "set", dev, "up"])
+        for address in (A, B):
+            spec = FreeRadiusSpec(address=address, users=USERS,
+                                  clients=(RadiusClientSpec("10.77.0.0/24", SECRET),))
+            servers.append(FreeRadius(spec, tmp_path / f"radius-{address}", ns.pid,
+                                      node=f"radius-{address}"))
+            servers[-1].start()
+        yield ns, servers[0], servers[1]
     finally:
-        if daemon is not None:
-            daemon.stop()
+        for server in reversed(servers):
+            server.stop()
         ns.close()
 
 
 DRIVER = """
-import hashlib, json, os, select, socket, sys, time
+import asyncio, hashlib, json, os, time
+from tunnels.accounting import Accountant, AccountingSession, Counters, SessionIds
 from tunnels.ppp.auth import mscrypto
-from tunnels.radius.attributes import Attr, Attributes, AcctStatusType, NASPortType, TunnelType
+from tunnels.ppp.auth.base import AuthMethod, Credentials
+from tunnels.ppp.auth.chap import MSCHAPv1Response, MSCHAPv2Response
+from tunnels.radius.access import (NasInfo, access_request, groups_from, mppe_start_keys,
+                                   verdict_from)
+from tunnels.radius.attributes import AcctAuthentic, TunnelType
 from tunnels.radius.client import RadiusClient
-from tunnels.radius.msvsa import (MS, chap_attributes, mppe_keys, mschap_error_code,
-                                  mschap_v1_attributes, mschap_v2_attributes, pap_attributes)
+from tunnels.runtime.radius import RadiusRuntime
 
-SECRET = %(secret)r
-NAS = [(Attr.NAS_IDENTIFIER, "vpnlab"), (Attr.NAS_PORT_TYPE, NASPortType.VIRTUAL),
-       (Attr.TUNNEL_TYPE, TunnelType.PPTP)]
-sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-sock.bind(("127.0.0.1", 0))
+SECRET, A, B, NAS_ADDRESS, SILENT = %(args)r
+NAS = NasInfo("vpnlab", NAS_ADDRESS, 7, TunnelType.PPTP, "198.51.100.20", NAS_ADDRESS)
 
-def run(client, start):
-    rid = start(client)
-    deadline = time.monotonic() + 15
-    while time.monotonic() < deadline:
-        for dest, data in client.datagrams_to_send():
-            sock.sendto(data, dest)
-        event = client.next_event()
-        if event is not None:
-            return event
-        timer = client.get_timer()
-        wait = 0.2 if timer is None else max(0.0, timer - time.monotonic())
-        if select.select([sock], [], [], min(wait, 0.2))[0]:
-            data, src = sock.recvfrom(4096)
-            client.receive_datagram(src, data, time.monotonic())
-        if timer is not None and time.monotonic() >= timer:
-            client.handle_timer(time.monotonic())
-    raise SystemExit("no event")
+def credentials(method, user, password):
+    if method is AuthMethod.PAP:
+        return Credentials(method, user, password=password.encode())
+    ach = os.urandom(16)
+    if method in (AuthMethod.CHAP, AuthMethod.EAP_MD5):
+        return Credentials(method, user, 5, ach,
+                           hashlib.md5(bytes([5]) + password.encode() + ach).digest())
+    if method is AuthMethod.MSCHAP:
+        ch = ach[:8]
+        nt = mscrypto.nt_challenge_response_v1(ch, password)
+        return Credentials(method, user, 6, ch, MSCHAPv1Response(bytes(24), nt).encode())
+    pch = os.urandom(16)
+    nt = mscrypto.generate_nt_response(ach, pch, user, password)
+    return Credentials(method, user, 9, ach, MSCHAPv2Response(pch, nt).encode())
 
-def summary(event, client):
-    attrs = getattr(event, "attributes", Attributes())
-    keys = mppe_keys(attrs)
-    v1 = attrs.get(MS.MS_CHAP_MPPE_KEYS)
-    success = attrs.get(MS.MS_CHAP2_SUCCESS)
+def summary(verdict, event, creds, rtt):
+    keys = {}
+    if verdict.success and (verdict.mppe_keys or verdict.mppe_material):
+        for bits in (40, 56, 128):
+            try:
+                keys[bits] = [k.hex() for k in mppe_start_keys(verdict, bits)]
+            except Exception as exc:
+                keys[bits] = str(exc)
+    auth = verdict.authorization
     return {"event": type(event).__name__, "server": list(getattr(event, "server", [])),
-            "keys": None if keys is None else [k.hex() for k in keys],
-            "v1_keys": None if v1 is None else [v1.lm_key.hex(), v1.nt_key.hex()],
-            "success": None if success is None else success.message,
-            "error": mschap_error_code(attrs), "counters": dict(client.counters),
-            "policy": attrs.get(MS.MS_MPPE_ENCRYPTION_POLICY),
-            "types": attrs.get(MS.MS_MPPE_ENCRYPTION_TYPES)}
+            "success": verdict.success, "code": verdict.error_code, "message": verdict.message,
+            "s": verdict.authenticator_response, "keys": keys,
+            "peer_address": auth.peer_address, "session_timeout": auth.session_timeout,
+            "idle_timeout": auth.idle_timeout, "class": [c.hex() for c in auth.class_],
+            "encryption": auth.encryption, "groups": list(groups_from(event))
+                if hasattr(event, "attributes") else [],
+            "challenge": creds.challenge.hex(), "response": creds.response.hex(), "rtt": rtt}
 
-servers = [("127.0.0.1", 1812, SECRET)]
-out = {}
-auth = lambda attrs: (lambda c: c.authenticate(attrs.plus(*NAS), time.monotonic()))
-out["pap"] = summary(run(c := RadiusClient(servers), auth(pap_attributes("bob", "hello"))), c)
-ch = os.urandom(16)
-resp = hashlib.md5(bytes([7]) + b"hello" + ch).digest()
-out["chap"] = summary(run(c := RadiusClient(servers), auth(chap_attributes("bob", 7, ch, resp))), c)
-ch8 = os.urandom(8)
-v1 = mschap_v1_attributes("bob", 1, ch8, bytes(24), mscrypto.nt_challenge_response_v1(ch8, "hello"))
-out["mschap"] = summary(run(c := RadiusClient(servers), auth(v1)), c)
-for name, password in (("mschapv2", "hello"), ("mschapv2_bad", "wrong")):
-    ach, pch = os.urandom(16), os.urandom(16)
-    nt = mscrypto.generate_nt_response(ach, pch, "bob", password)
-    out[name] = summary(run(c := RadiusClient(servers),
-                            auth(mschap_v2_attributes("bob", 9, ach, pch, nt))), c)
-    out[name]["expect"] = {"ach": ach.hex(), "pch": pch.hex(), "nt": nt.hex(),
-        "s": mscrypto.generate_authenticator_response("hello", nt, pch, ach, "bob")}
-acct = [(Attr.ACCT_STATUS_TYPE, AcctStatusType.START), (Attr.ACCT_SESSION_ID, "vpnlab-1"),
-        (Attr.USER_NAME, "bob"), *NAS]
-account = lambda c: c.account(acct, time.monotonic())
-out["acct"] = summary(run(c := RadiusClient(servers), account), c)
-dead_first = [("127.0.0.1", 1912, SECRET), ("127.0.0.1", 1812, SECRET)]
-out["failover"] = summary(run(c := RadiusClient(dead_first, timeout=0.3, retries=2),
-                              auth(pap_attributes("bob", "hello"))), c)
-print(json.dumps(out))
+async def ask(rt, creds):
+    done = asyncio.get_running_loop().create_future()
+    start = time.perf_counter()
+    rt.submit_access(access_request(creds, NAS), done.set_result)
+    event = await asyncio.wait_for(done, 20)
+    return summary(verdict_from(event, creds), event, creds, time.perf_counter() - start)
+
+async def main():
+    loop = asyncio.get_running_loop()
+    out = {}
+    rt = RadiusRuntime(loop, RadiusClient([(A, 1812, SECRET)], timeout=1.0, retries=3),
+                       bind_address=NAS_ADDRESS)
+    for method in AuthMethod:
+        out[method.value] = await ask(rt, credentials(method, "bob", "hello"))
+    out["alice-pap"] = await ask(rt, credentials(AuthMethod.PAP, "alice", "s3cret-2"))
+    out["mschapv2-bad"] = await ask(rt, credentials(AuthMethod.MSCHAPV2, "bob", "wrong"))
+    out["pap-bad"] = await ask(rt, credentials(AuthMethod.PAP, "bob", "wrong"))
+    rtts = []
+    for _ in range(20):  # latency of one Access round trip (MS-CHAP v2, the slowest)
+        rtts.append((await ask(rt, credentials(AuthMethod.MSCHAPV2, "bob", "hello")))["rtt"])
+    out["rtts"] = rtts
+    # a callback that raises is counted, never propagated
+    failing = loop.create_future()
+    def boom(event):
+        failing.set_result(event)
+        raise RuntimeError("callback bug")
+    rt.submit_access(access_request(credentials(AuthMethod.PAP, "bob", "hello"), NAS), boom)
+    await asyncio.wait_for(failing, 20)
+
+    # accounting: Start, an interim from the Accountant's timer, Stop past 2^32 octets
+    v2 = out["mschapv2"]
+    counts = {"n": Counters(1234, 5678, 12, 34)}
+    accountant = Accountant(["radius", "local"], lambda sid: counts["n"],
+                            nas_identifier="vpnlab", nas_ip_address=NAS_ADDRESS,
+                            interim_interval=0.4, wall_offset=time.time() - loop.time())
+    sid = SessionIds(time.time()).next()
+    session = AccountingSession(sid, "bob", TunnelType.PPTP, 7, "198.51.100.20", NAS_ADDRESS,
+                                v2["peer_address"], "mschapv2",
+                                tuple(bytes.fromhex(c) for c in v2["class"]),
+                                AcctAuthentic.RADIUS)
+    records = []
+    def pump():
+        for attrs in accountant.take_requests():
+            rt.submit_accounting(attrs)
+        records.extend(accountant.take_records())
+    accountant.start(session, loop.time())
+    pump()
+    while not any(r["event"] == "interim" for r in records):
+        deadline = accountant.get_timer()
+        await asyncio.sleep(max(0.0, deadline - loop.time()))
+        accountant.handle_timer(max(deadline, loop.time()))
+        pump()
+    accountant.stop(sid, Counters(5 * 2**32 + 99, 8765, 56, 78), "user hung up", loop.time())
+    pump()
+    deadline = time.monotonic() + 20
+    while rt.stats["accounting_acknowledged"] + rt.stats["accounting_failed"] < 3:
+        assert time.monotonic() < deadline, rt.counters()
+        await asyncio.sleep(0.02)
+    out["acct"] = {"sid": sid, "records": records}
+    out["runtime"] = rt.counters()
+    rt.close()
+
+    # fail-over: the first server's address is silent, the second instance answers
+    client = RadiusClient([(SILENT, 1812, SECRET), (B, 1812, SECRET)], timeout=0.3, retries=2)
+    rt2 = RadiusRuntime(loop, client, bind_address=NAS_ADDRESS)
+    out["failover"] = await ask(rt2, credentials(AuthMethod.MSCHAPV2, "bob", "hello"))
+    out["failover_runtime"] = rt2.counters()
+    rt2.close()
+    print(json.dumps(out))
+
+asyncio.run(main())
 """
 
 
-def test_freeradius_answers_pap_chap_mschap_and_accounting(freeradius) -> None:
-    from tunnels.mppe.keys import asymmetric_start_key, master_key_v2
+def expected_keys(method: str, challenge: bytes, response: bytes, password: str = "hello",
+                  ) -> dict[str, list[str]]:
+    """What RFC 3079 derives from the password for the server (send, receive)."""
+    from tunnels.mppe.keys import derive_start_keys
+    from tunnels.ppp.auth.base import MPPEMaterial
+    from tunnels.ppp.auth.chap import MSCHAPv2Response
+    from tunnels.ppp.auth.verify import v1_material
     from tunnels.ppp.auth import mscrypto
 
-    ns, daemon = freeradius
-    out = ns.python(DRIVER % {"secret": SECRET}, timeout=60)
-    for case in ("pap", "chap", "mschap", "mschapv2", "failover"):
-        assert out[case]["event"] == "AccessAccepted", (
-            case, out[case]["counters"], [ln for ln in daemon.lines if "Sent" in ln][:6])
-    good = out["mschapv2"]
-    exp = good["expect"]
-    assert good["success"] == exp["s"]  # the server proved it knows the password (RFC 2759)
-    master = master_key_v2(mscrypto.nt_password_hash("hello"), bytes.fromhex(exp["nt"]))
-    # MS-MPPE-Send-Key is the server's (the NAS's) send key, Recv-Key its receive key
-    assert good["keys"] == [asymmetric_start_key(master, 16, True, True).hex(),
-                            asymmetric_start_key(master, 16, False, True).hex()]
-    assert good["policy"] is not None and good["types"] is not None
-    v1 = out["mschap"]["v1_keys"]
-    assert v1 is not None and v1[1] == mscrypto.hash_nt_password_hash(
-        mscrypto.nt_password_hash("hello")).hex()
-    bad = out["mschapv2_bad"]
-    assert bad["event"] == "AccessRejected" and bad["error"] == 691
-    assert out["acct"]["event"] == "AccountingAcknowledged"
+    if method == "mschap":
+        material = v1_material(password, challenge)
+    else:
+        nt = MSCHAPv2Response.decode(response).nt_response
+        material = MPPEMaterial(2, mscrypto.nt_password_hash(password), nt_response=nt)
+    return {str(bits): [k.hex() for k in derive_start_keys(material, bits, is_server=True)]
+            for bits in (40, 56, 128)}
+
+
+def test_access_accounting_and_fail_over_against_freeradius(radius_lab) -> None:
+    from tunnels.ppp.auth import mscrypto
+    from tunnels.ppp.auth.chap import MSCHAPv2Response
+
+    ns, first, second = radius_lab
+    out = ns.python(DRIVER % {"args": (SECRET, A, B, NAS_ADDRESS, SILENT)}, timeout=90)
+    bob = dict(peer_address="10.9.0.7", session_timeout=3600.0, idle_timeout=600.0,
+               groups=["vpn-users"], server=[A, 1812])
+    for method in ("pap", "chap", "eap-md5", "mschap", "mschapv2"):
+        got = out[method]
+        assert got["success"], (method, got, first.output()[-2000:])
+        assert {k: got[k] for k in bob} == bob, method
+        assert got["class"] == [b"gold".hex(), b"team-a".hex()], method
+    for method in ("mschap", "mschapv2"):
+        got = out[method]
+        want = expected_keys(method, bytes.fromhex(got["challenge"]),
+                             bytes.fromhex(got["response"]))
+        if method == "mschap":
+            # FreeRADIUS 3.x sends MS-CHAP-MPPE-Keys with an all-zero LM key: only the 128-bit
+            # key (from NtPasswordHashHash) is there; 40/56 bits are refused by name
+            for bits in ("40", "56"):
+                assert got["keys"].pop(bits) == NO_LM_KEY.format(bits=bits)
+                del want[bits]
+        assert got["keys"] == want, method
+        # FreeRADIUS: MS-MPPE-Encryption-Policy Allowed, Types 40 and 128-bit
+        assert got["encryption"] == ["none", "basic", "strongest"], method
+    v2 = out["mschapv2"]
+    response = MSCHAPv2Response.decode(bytes.fromhex(v2["response"]))
+    assert v2["s"] == mscrypto.generate_authenticator_response(
+        "hello", response.nt_response, response.peer_challenge, bytes.fromhex(v2["challenge"]),
+        "bob")
+    assert out["mschap"]["s"] == "" and out["pap"]["keys"] == {}
+    alice = out["alice-pap"]
+    assert alice["success"] and alice["peer_address"] is None and alice["class"] == []
+    assert (out["mschapv2-bad"]["success"], out["mschapv2-bad"]["code"]) == (False, 691)
+    assert (out["pap-bad"]["success"], out["pap-bad"]["code"]) == (False, 691)
+
+    runtime = out["runtime"]
+    assert runtime["callback_errors"] == 1 and "callback bug" in runtime["last_error"]
+    assert runtime["accounting_acknowledged"] == 3 and runtime["accounting_failed"] == 0
+    assert runtime["access_accepted"] == 5 + 1 + 20 + 1 and runtime["access_rejected"] == 2
+    dropped = {k for k, v in runtime.items() if k.startswith("client_") and v}
+    assert not dropped, runtime  # every reply verified, nothing retransmitted
+    assert statistics.median(out["rtts"]) < 0.5, out["rtts"]
+
+    sid = out["acct"]["sid"]
+    records = [r for r in first.detail_records() if r.get("Acct-Session-Id") == sid]
+    assert [r["Acct-Status-Type"] for r in records] == ["Start", "Interim-Update", "Stop"]
+    start, interim, stop = records
+    for record in records:
+        assert values(record, "Class") == ["0x" + b"gold".hex(), "0x" + b"team-a".hex()]
+        assert record["User-Name"] == "bob" and record["NAS-Port"] == "7"
+        assert record["Framed-IP-Address"] == "10.9.0.7"
+        assert record["Tunnel-Type:0"] == "PPTP" and record["NAS-Port-Type"] == "Virtual"
+        assert record["Acct-Authentic"] == "RADIUS"
+        assert record["Calling-Station-Id"] == "198.51.100.20"
+    assert "Acct-Input-Octets" not in start
+    assert (interim["Acct-Input-Octets"], interim["Acct-Output-Octets"],
+            interim["Acct-Input-Packets"]) == ("1234", "5678", "12")
+    assert (stop["Acct-Input-Octets"], stop["Acct-Input-Gigawords"],
+            stop["Acct-Output-Octets"]) == ("99", "5", "8765")
+    assert stop["Acct-Terminate-Cause"] == "User-Request"
+    lines = first.accounting_log.read_text().splitlines()
+    assert [ln.split()[0] for ln in lines if sid in ln] == ["Start", "Interim-Update", "Stop"]
+    local = out["acct"]["records"]
+    assert [r["event"] for r in local] == ["start", "interim", "stop"]
+    assert local[-1]["input_octets"] == 5 * 2**32 + 99
+
     fo = out["failover"]
-    assert fo["server"] == ["127.0.0.1", 1812]
-    assert fo["counters"].get("fail_overs") == 1 and fo["counters"].get("retransmissions") == 1
-    for case in out.values():  # every reply verified: nothing dropped
-        assert not {k for k in case["counters"]} - {"fail_overs", "retransmissions"}, case
+    assert fo["success"] and fo["server"] == [B, 1812]
+    assert fo["keys"] == expected_keys("mschapv2", bytes.fromhex(fo["challenge"]),
+                                       bytes.fromhex(fo["response"]))
+    counters = out["failover_runtime"]
+    assert counters["client_fail_overs"] == 1 and counters["client_retransmissions"] == 1
+    assert second.running() and not second.detail_records()
+    print(f"Access round trip to FreeRADIUS (MS-CHAP v2, 20 runs): median "
+          f"{statistics.median(out['rtts']) * 1000:.2f} ms, max {max(out['rtts']) * 1000:.2f} ms")

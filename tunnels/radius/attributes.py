@@ -102,10 +102,20 @@ class AcctTerminateCause(IntEnum):
     IDLE_TIMEOUT = 4
     SESSION_TIMEOUT = 5
     ADMIN_RESET = 6
+    ADMIN_REBOOT = 7
     PORT_ERROR = 8
     NAS_ERROR = 9
     NAS_REQUEST = 10
     NAS_REBOOT = 11
+    SERVICE_UNAVAILABLE = 15
+
+
+class AcctAuthentic(IntEnum):
+    """RFC 2866 §5.6: who authenticated the user."""
+
+    RADIUS = 1
+    LOCAL = 2
+    REMOTE = 3
 
 
 class NASPortType(IntEnum):
@@ -122,6 +132,13 @@ class TunnelType(IntEnum):
 
     PPTP = 1
     L2TP = 3
+
+
+class TunnelMediumType(IntEnum):
+    """RFC 2868 §3.2 (address family numbers)."""
+
+    IPV4 = 1
+    IPV6 = 2
 
 
 class ServiceType(IntEnum):
@@ -216,6 +233,19 @@ class TaggedInteger(Integer):
 
     def decode(self, raw: bytes, crypt: Crypt) -> Any:
         return super().decode(b"\0" + raw[1:] if len(raw) == 4 else raw, crypt)
+
+
+class TaggedText(Text):
+    """RFC 2868 §3.3/§3.4 (Tunnel-Client/Server-Endpoint): an optional tag octet 0x00..0x1F
+    before the text; a first octet above 0x1F is text. Sent without a tag (one tunnel) unless
+    the text itself would read as one."""
+
+    def encode(self, value: Any, crypt: Crypt) -> bytes:
+        raw = super().encode(value, crypt)
+        return b"\0" + raw if raw and raw[0] <= 0x1F else raw
+
+    def decode(self, raw: bytes, crypt: Crypt) -> Any:
+        return super().decode(raw[1:] if raw[0] <= 0x1F else raw, crypt)
 
 
 class Address:
@@ -340,7 +370,7 @@ STANDARD_CODECS: Mapping[int, Codec] = {
     Attr.ACCT_INPUT_OCTETS: _INT,
     Attr.ACCT_OUTPUT_OCTETS: _INT,
     Attr.ACCT_SESSION_ID: _TEXT,
-    Attr.ACCT_AUTHENTIC: _INT,
+    Attr.ACCT_AUTHENTIC: Integer(AcctAuthentic),
     Attr.ACCT_SESSION_TIME: _INT,
     Attr.ACCT_INPUT_PACKETS: _INT,
     Attr.ACCT_OUTPUT_PACKETS: _INT,
@@ -354,7 +384,9 @@ STANDARD_CODECS: Mapping[int, Codec] = {
     Attr.NAS_PORT_TYPE: Integer(NASPortType),
     Attr.PORT_LIMIT: _INT,
     Attr.TUNNEL_TYPE: TaggedInteger(TunnelType),
-    Attr.TUNNEL_MEDIUM_TYPE: TaggedInteger(),
+    Attr.TUNNEL_MEDIUM_TYPE: TaggedInteger(TunnelMediumType),
+    Attr.TUNNEL_CLIENT_ENDPOINT: TaggedText(),
+    Attr.TUNNEL_SERVER_ENDPOINT: TaggedText(),
     Attr.CONNECT_INFO: _TEXT,
     Attr.EAP_MESSAGE: _OCTETS,
     Attr.MESSAGE_AUTHENTICATOR: MessageAuthenticatorCodec(),
