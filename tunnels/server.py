@@ -167,6 +167,7 @@ class VPNServer:
             "totals": dict(self.totals),
             "stacks": {name: self._stack_status(stack) for name, stack in self.stacks.items()},
             "pumps": {name: dict(pump.counters) for name, pump in self.pumps.items()},
+            "radius": self.radius.status() if self.radius is not None else None,
             "sockets": {name: dict(sock.counters) for name, sock in self.sockets.items()}}
         # the single-protocol names earlier readers used
         status["stack"] = status["stacks"].get("pptp") or status["stacks"].get("l2tp")
@@ -268,8 +269,9 @@ class VPNServer:
         stop = asyncio.Event()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-        failure = self._open_sockets()
+        failure = self._open_sockets() or self._open_radius(loop)
         if failure:
+            self._close_sockets()
             return self._fatal(failure)
         routing = ServerRouting(str(self.config.pool), TUN_NAME)
         try:
@@ -328,6 +330,22 @@ class VPNServer:
         return 0
 
     _tun_reader: Any = None
+    radius: Any = None  # tunnels.runtime.radius_link.RadiusLink, with RADIUS configured
+
+    def _open_radius(self, loop: asyncio.AbstractEventLoop) -> str | None:
+        c = self.config
+        if "radius" not in (c.authentication.provider, c.accounting.provider):
+            return None
+        from tunnels.runtime.radius_link import RadiusLink
+
+        try:
+            self.radius = RadiusLink(loop, c)
+        except OSError as exc:
+            first = (c.authentication.radius or c.accounting.radius)[0]
+            return f"cannot open the RADIUS socket towards {first.address}: {exc.strerror or exc}"
+        if c.authentication.provider == "radius":
+            self.admission.radius = self.radius
+        return None
 
     def _open_sockets(self) -> str | None:
         """One socket per protocol, bound to the address clients reach; a failure names it."""
@@ -356,6 +374,8 @@ class VPNServer:
     def _close_sockets(self) -> None:
         for sock in self.sockets.values():
             sock.close()
+        if self.radius is not None:
+            self.radius.close()
 
     def _attach_tun(self, loop: asyncio.AbstractEventLoop, tun: TunDevice) -> None:
         """One protocol: its pump reads the TUN. Several: each pump writes to it, and one
