@@ -14,6 +14,7 @@ policies say should happen (`expected`), on the client, in the server's status, 
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import time
 from collections.abc import Mapping
@@ -144,7 +145,7 @@ def server_config(params: Mapping[str, str], listen: str, run_dir: Path) -> str:
     replaced = {"auth": f"auth = {json.dumps(list(SERVER_AUTH))}",
                 "protocols": 'protocols = ["pptp", "l2tp-ipsec"]',
                 "ipsec_ciphers": f"ipsec_ciphers = {json.dumps(list(SERVER_CIPHERS))}",
-                "pool": None if params["addresses"] == "dhcp" else f'pool = "{ra.POOL}"'}
+                "pool": None if params["addresses"] == "dhcp" else f'pool = "{params["pool"]}"'}
     out = [ln for ln in head.splitlines() if ln.split(" = ")[0] not in replaced]
     out += [v for v in replaced.values() if v is not None]
     out += ["", "[ports]", f"pptp = {params['ports']}", f"l2tp = {params['ports']}", ""]
@@ -175,7 +176,8 @@ def users_toml(params: Mapping[str, str]) -> str:
         lines += [f"[users.{user.name}]", f'password = "{ra.PASSWORD}"',
                   f'dialin = "{user.dialin}"',
                   f"groups = [{', '.join(json.dumps(g) for g in user.groups)}]"]
-        if user.static_address and params["addresses"] == "pool":
+        if user.static_address and params["addresses"] == "pool" and \
+                ipaddress.IPv4Address(user.static_address) in ipaddress.IPv4Network(params["pool"]):
             lines.append(f'static_address = "{user.static_address}"')
     return "\n".join(lines) + "\n"
 
@@ -202,7 +204,7 @@ def radius_users(params: Mapping[str, str]) -> tuple:
 
 
 def _ra_params(params: Mapping[str, str]) -> dict[str, str]:
-    keep = ("protocol", "auth", "encryption", "mppe", "nat", "cipher")
+    keep = ("protocol", "auth", "encryption", "mppe", "nat", "cipher", "clients")
     return ra.SCENARIO.resolve({k: params[k] for k in keep})
 
 
@@ -239,10 +241,12 @@ def start(lab: Lab, params: Mapping[str, str]) -> None:
         "vpnserver", ra._cli("server", "--config", str(config), "--json", "--status",
                              str(lab.run_dir / "vpnsrv-status.json")),
         ready=r'"event": "(listening|failed)"', timeout=30)
-    lab.pre_tunnel = {"client": lab.node("client").run(  # type: ignore[attr-defined]
-        ["ping", "-c1", "-W1", "-n", INFRA]).ok}
+    lab.pre_tunnel = {c: lab.node(c).run(  # type: ignore[attr-defined]
+        ["ping", "-c1", "-W1", "-n", INFRA]).ok for c in ra.clients(lab)}
     ra.connect(lab, "client", _ra_params(params), user=params["user"],
                password=params["password"])
+    if "client2" in lab.nodes:  # a second caller, once the first one is settled
+        ra.connect(lab, "client2", _ra_params(params), user=params["user2"])
 
 
 def checks(lab: Lab, params: Mapping[str, str]) -> list[CheckResult]:
@@ -261,7 +265,7 @@ def checks(lab: Lab, params: Mapping[str, str]) -> list[CheckResult]:
             out.append(CheckResult(f"the server lets {params['user']} in by policy {policy!r}",
                                    bool(mine) and mine[0].get("policy") == policy,
                                    f"server: {mine[0] if mine else 'no session'}"))
-            out += ra.check_reach(lab)
+            out += [r for r in ra.check_reach(lab) if r.name.startswith("client:")]
     else:
         down = st.get("state") == "down"
         reason = st.get("reason") or ""
@@ -276,7 +280,34 @@ def checks(lab: Lab, params: Mapping[str, str]) -> list[CheckResult]:
         res = lab.node("client").run(["ping", "-c1", "-W1", "-n", INFRA])
         out.append(CheckResult("the intranet stays out of reach", not res.ok,
                                "answered" if res.ok else "no answer"))
+    if "client2" in lab.nodes:
+        out += _check_second(lab, params, server)
     return out
+
+
+def second_refusal(params: Mapping[str, str]) -> str | None:
+    """Why the second caller cannot get in (the port limit, an exhausted pool), or None."""
+    if int(params["ports"]) < 2:
+        return "ports are in use"
+    if params["addresses"] == "pool" and \
+            ipaddress.IPv4Network(params["pool"]).num_addresses - 3 < 2:
+        return "no address left"
+    return None
+
+
+def _check_second(lab: Lab, params: Mapping[str, str], server: dict) -> list[CheckResult]:
+    st = ra.status(lab, "client2")
+    why = second_refusal(params)
+    if why is None:
+        return [CheckResult(f"client2 ({params['user2']}): tunnel up", st.get("state") == "up",
+                            f"state {st.get('state')}: {st.get('reason')}")]
+    recorded = [r for r in server.get("refused", []) if why in str(r.get("reason"))]
+    return [CheckResult(f"client2 ({params['user2']}): refused cleanly ({why})",
+                        st.get("state") == "down" and bool(recorded),
+                        f"client: {st.get('state')}: {st.get('reason')}; server: "
+                        f"{recorded[-1] if recorded else server.get('refused')}"),
+            CheckResult("the first caller is unaffected", ra.status(lab, "client").get("state")
+                        == "up" or not expected(params)[0], "")]
 
 
 SCENARIO = Scenario(
@@ -296,6 +327,10 @@ SCENARIO = Scenario(
         "cipher": Param("", ("", "des-cbc", "3des-cbc", "aes-cbc-128", "aes-cbc-256"),
                         "L2TP/IPsec ESP cipher (empty: 3DES)"),
         "nat": Param("none", ("none", "pptp-helper"), "the client behind a home NAT"),
+        "clients": Param("1", ("1", "2"), "callers (2 needs nat=pptp-helper); the second "
+                         "connects as user2 after the first"),
+        "user2": Param("bob", tuple(USERS), "who the second caller is"),
+        "pool": Param(ra.POOL, (), "the static pool (the first address is the server's)"),
         "provider": Param("local", ("local", "radius"),
                           "authentication provider: local accounts or RADIUS (FreeRADIUS)"),
         "accounting": Param("none", ("none", "local", "radius"), "accounting provider"),

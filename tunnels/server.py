@@ -98,22 +98,22 @@ class VPNServer:
         return sum(len(stack.sessions) for name, stack in self.stacks.items()
                    if (name == "pptp") == (tunnel_type == "pptp"))
 
-    def _ppp_config_for(self, call_id: tuple[str, int], peer: str) -> PPPConfig | None:
+    def _ppp_config_for(self, call_id: tuple[str, int], peer: str) -> PPPConfig | str:
         """A new call: a port of its tunnel type, an address, and a verifier that applies the
-        authentication provider and the remote access policies. None refuses the call."""
+        authentication provider and the remote access policies; a string refuses the call
+        and says why."""
         protocol = call_id[0]
         call = Call(protocol, call_id[1], peer,
                     esp_cipher=self._esp_ciphers.get(peer) if protocol == "l2tp-ipsec" else None)
         limit = self.config.ports.get(call.tunnel_type)
         if limit is not None and self._calls_of(call.tunnel_type) >= limit:
             self.totals["ports_exhausted"] += 1
-            self._refused(call, f"all {limit} {call.tunnel_type.upper()} ports are in use")
-            return None
+            return self._refused(call, f"all {limit} {call.tunnel_type.upper()} ports are in "
+                                       "use")
         address = self.pool.take(call_id)
         if address is None:
             self.totals["pool_exhausted"] += 1
-            self._refused(call, "no address left to assign")
-            return None
+            return self._refused(call, "no address left to assign")
         c = self.config
         # L2TP/IPsec: ESP encrypts (the chapter's levels map to DES/3DES), PPP does not
         encryption = EncryptionLevel.NONE if protocol == "l2tp-ipsec" else c.encryption
@@ -122,11 +122,14 @@ class VPNServer:
                          echo_interval=c.echo_interval, local_address=self.pool.server_address,
                          peer_address=address, dns=c.dns, nbns=c.wins)
 
-    def _refused(self, call: Call, reason: str) -> None:
+    def _refused(self, call: Call, reason: str) -> str:
+        """Recorded and logged; the stack clears the call with this reason (PPTP CDN, L2TP
+        CDN result 4), so the client is told why."""
         record = {"protocol": call.protocol, "call_id": call.call_id, "peer": call.peer,
                   "reason": reason, "time": round(time.time(), 3)}
         self.refusals.append(record)
         self.emit("call-refused", **record)
+        return reason
 
     def _late_verdict(self, call: Call, verdict: Verdict) -> None:
         """RADIUS answered for a call: the stack words it on the wire, in the pump's order."""
@@ -168,6 +171,7 @@ class VPNServer:
             "stacks": {name: self._stack_status(stack) for name, stack in self.stacks.items()},
             "pumps": {name: dict(pump.counters) for name, pump in self.pumps.items()},
             "radius": self.radius.status() if self.radius is not None else None,
+            "accounting": self.accounting.status() if self.accounting is not None else None,
             "sockets": {name: dict(sock.counters) for name, sock in self.sockets.items()}}
         # the single-protocol names earlier readers used
         status["stack"] = status["stacks"].get("pptp") or status["stacks"].get("l2tp")
@@ -225,6 +229,8 @@ class VPNServer:
                     "idle_timeout": ppp.get("idle_timeout"), "started": round(time.time(), 3)}
             if s is not None:
                 self._live[key] = s
+                if self.accounting is not None:
+                    info["acct_session_id"] = self.accounting.started(key, info, s.ppp)
             if protocol != "pptp" and s is not None:
                 info.update(tunnel_id=event.conn_id, peer_tunnel_id=s.tunnel.peer_tunnel_id,
                             peer_session_id=s.control.peer_session_id)
@@ -235,6 +241,8 @@ class VPNServer:
             info = self.sessions.pop(key, {"protocol": protocol, "call_id": event.call_id})
             info = self._live_info(key, info) if key in self._live else info
             self._live.pop(key, None)
+            if self.accounting is not None:
+                self.accounting.stopped(key, event.reason)
             decision = self.admission.forget(key)
             if decision is not None and not decision["granted"]:
                 self.refusals.append({**decision, "protocol": protocol,
@@ -269,7 +277,8 @@ class VPNServer:
         stop = asyncio.Event()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-        failure = self._open_sockets() or self._open_radius(loop)
+        failure = self._open_sockets() or self._open_radius(loop) or \
+            self._open_accounting(loop)
         if failure:
             self._close_sockets()
             return self._fatal(failure)
@@ -332,6 +341,20 @@ class VPNServer:
     _tun_reader: Any = None
     radius: Any = None  # tunnels.runtime.radius_link.RadiusLink, with RADIUS configured
 
+    accounting: Any = None  # tunnels.runtime.accounting_link.AccountingLink
+
+    def _open_accounting(self, loop: asyncio.AbstractEventLoop) -> str | None:
+        if self.config.accounting.provider == "none":
+            return None
+        from tunnels.runtime.accounting_link import AccountingLink
+
+        try:
+            self.accounting = AccountingLink(loop, self.config, self.radius)
+        except OSError as exc:
+            return (f"cannot open the accounting log {self.config.accounting.log}: "
+                    f"{exc.strerror or exc}")
+        return None
+
     def _open_radius(self, loop: asyncio.AbstractEventLoop) -> str | None:
         c = self.config
         if "radius" not in (c.authentication.provider, c.accounting.provider):
@@ -374,6 +397,8 @@ class VPNServer:
     def _close_sockets(self) -> None:
         for sock in self.sockets.values():
             sock.close()
+        if self.accounting is not None:  # Stop records first, while RADIUS can carry them
+            self.accounting.close()
         if self.radius is not None:
             self.radius.close()
 

@@ -298,12 +298,21 @@ class PPPEngine:
             self.close(self._now, "encryption negotiated but the authentication method gave "
                                   "no MPPE keys (MPPE needs MS-CHAP v1 or v2)")
             return
-        if outcome.mppe_keys is not None:  # RADIUS MS-MPPE-Send/Recv-Key (RFC 2548 §2.4)
+        # RADIUS gives MS-MPPE-Send/Recv-Key (RFC 2548 §2.4); MS-CHAP v1's 40/56-bit keys
+        # come from the LM key it gives as material instead
+        if outcome.mppe_keys is not None and (bits == 128 or outcome.mppe_material is None):
             length = key_length(bits)
             send, receive = (key[:length] for key in outcome.mppe_keys)
         else:
-            send, receive = derive_start_keys(outcome.mppe_material, bits,  # type: ignore[arg-type]
-                                              self.config.is_authenticator)
+            material = outcome.mppe_material
+            assert material is not None
+            if material.version == 1 and bits != 128 and not (material.lm_password_hash or
+                                                              material.password_hash):
+                self.close(self._now, f"{bits}-bit MPPE after MS-CHAP v1 needs the LAN Manager "
+                                      "key, and the verifier gave none (FreeRADIUS sends "
+                                      "zeros): use 128-bit MPPE or MS-CHAP v2")
+                return
+            send, receive = derive_start_keys(material, bits, self.config.is_authenticator)
         stateless = self.config.mppe_stateless
         self.encryptor = MPPEEncryptor(send, bits, stateless)
         self.decryptor = MPPEDecryptor(receive, bits, stateless)

@@ -323,10 +323,17 @@ class ControlConnection:
                 self._call_closed(call, "client cleared the call")
 
     def _on_cdn(self, msg: m.CallDisconnectNotify, now: float) -> None:
-        for call in list(self.calls.values()):
-            if call.peer_call_id == msg.call_id:
-                self._call_closed(call, f"server disconnected the call (result "
-                                        f"{msg.result_code}): {msg.call_statistics}".rstrip(": "))
+        """§3.2.6: the CDN carries the PAC's Call ID. Linux's NAT PPTP helper rewrites that
+        field as if it were ours (nf_nat_pptp translates the CDN's call ID to the PNS's), so
+        behind such a NAT the CDN names our own Call ID: accepted too, and counted."""
+        calls = [c for c in self.calls.values() if c.peer_call_id == msg.call_id]
+        if not calls and msg.call_id in self.calls:
+            calls = [self.calls[msg.call_id]]
+            self.counters["cdn_with_own_call_id"] = self.counters.get("cdn_with_own_call_id",
+                                                                      0) + 1
+        for call in calls:
+            self._call_closed(call, f"server disconnected the call (result "
+                                    f"{msg.result_code}): {msg.call_statistics}".rstrip(": "))
 
     def _on_ignored(self, msg: m.ControlMessage, now: float) -> None:
         pass  # SLI, WEN: informational for a PPP-over-IP call

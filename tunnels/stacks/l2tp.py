@@ -7,8 +7,8 @@ The PPP engine is the one PPTP uses, unchanged: L2TP data messages carry the sam
 
 API (times are the caller's clock in seconds; nothing here reads a clock or a socket)
 - `L2TPServer(ppp_config_for, tunnel_config, max_sessions=0, random=os.urandom)`:
-  `ppp_config_for(session_id, peer_addr) -> PPPConfig | None` (None refuses the call with a
-  CDN: the pool is empty).
+  `ppp_config_for(session_id, peer_addr) -> PPPConfig | str | None` (a string refuses the
+  call with a CDN saying why; None: the pool is empty).
 - `L2TPClient(ppp_config, server, tunnel_config, server_port=1701, random=os.urandom)`:
   `start(now)` sends SCCRQ and queues the call; `hang_up(now, reason)` closes PPP, then CDN,
   then StopCCN; `done` is True once the StopCCN is acknowledged (or the channel gave up).
@@ -291,7 +291,7 @@ class _Stack:
     def _after_tunnel_down(self, entry: _TunnelEntry, reason: str) -> str:
         return reason
 
-    def _ppp_config(self, entry: _TunnelEntry, session_id: int) -> PPPConfig | None:
+    def _ppp_config(self, entry: _TunnelEntry, session_id: int) -> PPPConfig | str | None:
         raise NotImplementedError
 
     def _start_session(self, entry: _TunnelEntry, session_id: int, now: float) -> None:
@@ -299,8 +299,9 @@ class _Stack:
         if control is None:
             return
         config = self._ppp_config(entry, session_id)
-        if config is None:
-            entry.tunnel.close_session(session_id, "no address left in the pool", now, 4)
+        if not isinstance(config, PPPConfig):  # refused: the reason, or None (no address)
+            entry.tunnel.close_session(session_id, config or "no address left in the pool",
+                                       now, 4)
             return
         session = L2TPSession(entry.tunnel, control, entry.peer,
                               PPPEngine(config, random=self.random), now)
@@ -418,7 +419,7 @@ class _Stack:
 class L2TPServer(_Stack):
     """The LNS: many tunnels, many sessions per tunnel, one UDP 1701 socket."""
 
-    def __init__(self, ppp_config_for: Callable[[int, str], PPPConfig | None],
+    def __init__(self, ppp_config_for: Callable[[int, str], PPPConfig | str | None],
                  tunnel_config: TunnelConfig | None = None, max_sessions: int = 0,
                  random: Callable[[int], bytes] = os.urandom):
         super().__init__(tunnel_config or TunnelConfig(), random)
@@ -462,7 +463,7 @@ class L2TPServer(_Stack):
             return 0  # the tunnel answers CDN result 4 (no facilities, temporary)
         return self._allocate_session_id()
 
-    def _ppp_config(self, entry: _TunnelEntry, session_id: int) -> PPPConfig | None:
+    def _ppp_config(self, entry: _TunnelEntry, session_id: int) -> PPPConfig | str | None:
         return self.ppp_config_for(session_id, entry.peer[0])
 
     def stop_all(self, reason: str, now: float) -> None:
@@ -505,7 +506,7 @@ class L2TPClient(_Stack):
         return t.state.value in ("closing", "closed") and (t.channel.idle() or
                                                            bool(t.channel.failed))
 
-    def _ppp_config(self, entry: _TunnelEntry, session_id: int) -> PPPConfig | None:
+    def _ppp_config(self, entry: _TunnelEntry, session_id: int) -> PPPConfig | str | None:
         return self.ppp_config
 
     def _default_session(self) -> L2TPSession | None:

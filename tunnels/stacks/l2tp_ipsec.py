@@ -513,7 +513,7 @@ class _IPsecStack:
 class L2TPIPsecServer(_IPsecStack):
     """The LNS behind an IKE responder: many peers, each with its ISAKMP SA and ESP SAs."""
 
-    def __init__(self, ppp_config_for: Callable[[int, str], PPPConfig | None],
+    def __init__(self, ppp_config_for: Callable[[int, str], PPPConfig | str | None],
                  tunnel_config: TunnelConfig | None, ike_config: IKEConfig,
                  local_address: str, max_sessions: int = 0,
                  random: Callable[[int], bytes] = os.urandom):

@@ -6,8 +6,8 @@ and the Ixia in tests/data/pptp do), the server the PAC (answers SCCRP/OCRP on T
 API (all times are the caller's clock in seconds; nothing here reads a clock or a socket)
 - `PPTPServer(ppp_config_for, host_name="vpnlab", max_calls=0, echo_interval=60.0,
   gre_timeout=15.0, random=os.urandom)`: `ppp_config_for(call_id, peer_addr) -> PPPConfig |
-  None` gives each call its PPP settings (e.g. an address from the daemon's pool); None clears
-  the call. `max_calls` > 0 refuses further OCRQs with Busy / No-Resource.
+  str | None` gives each call its PPP settings (e.g. an address from the daemon's pool); a
+  string clears the call with that reason in the CDN, None as "no address left". `max_calls` > 0 refuses further OCRQs with Busy / No-Resource.
   Inputs: `connection_made(conn_id, peer_addr, now)`, `receive_control(conn_id, data, now)`
   (TCP bytes in any chunking), `connection_lost(conn_id, now)`.
 - `PPTPClient(ppp_config, server, host_name="vpnlab-client", echo_interval=60.0,
@@ -315,14 +315,14 @@ class _Stack:
     def _on_connected(self, conn_id: int, conn: _Connection, now: float) -> None:
         pass
 
-    def _ppp_config(self, conn: _Connection, call_id: int) -> PPPConfig | None:
+    def _ppp_config(self, conn: _Connection, call_id: int) -> PPPConfig | str | None:
         raise NotImplementedError
 
     def _start_session(self, conn_id: int, conn: _Connection, call_id: int, now: float) -> None:
         call = conn.control.calls[call_id]
         config = self._ppp_config(conn, call_id)
-        if config is None:
-            conn.control.clear_call(call_id, "no address left in the pool", now)
+        if not isinstance(config, PPPConfig):  # refused: the reason, or None (no address)
+            conn.control.clear_call(call_id, config or "no address left in the pool", now)
             self._after_control(conn_id, now)
             return
         session = Session(conn_id, call_id, conn.peer,
@@ -410,7 +410,7 @@ class _Stack:
 class PPTPServer(_Stack):
     """The VPN server's PPTP side: many control connections, many calls, limits."""
 
-    def __init__(self, ppp_config_for: Callable[[int, str], PPPConfig | None],
+    def __init__(self, ppp_config_for: Callable[[int, str], PPPConfig | str | None],
                  host_name: str = "vpnlab", max_calls: int = 0, echo_interval: float = 60.0,
                  gre_timeout: float = 15.0, random: Callable[[int], bytes] = os.urandom):
         super().__init__(random, gre_timeout)
@@ -434,7 +434,7 @@ class PPTPServer(_Stack):
             if call_id and call_id not in self.sessions:
                 return call_id
 
-    def _ppp_config(self, conn: _Connection, call_id: int) -> PPPConfig | None:
+    def _ppp_config(self, conn: _Connection, call_id: int) -> PPPConfig | str | None:
         return self.ppp_config_for(call_id, conn.peer)
 
 
@@ -466,7 +466,7 @@ class PPTPClient(_Stack):
         self.call_id = struct.unpack("!H", self.random(2))[0] or 1
         conn.control.place_call(self.call_id)
 
-    def _ppp_config(self, conn: _Connection, call_id: int) -> PPPConfig | None:
+    def _ppp_config(self, conn: _Connection, call_id: int) -> PPPConfig | str | None:
         return self.ppp_config
 
     def _default_session(self) -> Session | None:
