@@ -154,3 +154,18 @@ def test_pap_and_eap_also_wait_for_a_later_verdict():
         verifier.answer(s, pair.now)
         pair.run(pair.now + 5)
         assert c.ipcp.state is State.OPENED
+
+
+@pytest.mark.parametrize("method", list(AuthMethod), ids=lambda m: m.value)
+def test_a_long_refusal_reason_still_reaches_the_peer(method):
+    """PAP's message has a one-octet length (RFC 1334 §2.2.2): a policy's long reason is cut,
+    never an exception in the authenticator."""
+    verifier = Deferred()
+    s, c = server(verifier, (method,)), client((method,))
+    pair = connect(s, c)
+    verifier.answer(s, pair.now, success=False, error_code=649, message="policy " * 80)
+    pair.run(pair.now + 10)
+    failed = pair.of("b", ev.AuthenticationFailed)
+    assert failed and s.phase.value == "dead"
+    if method is not AuthMethod.EAP_MD5:  # EAP Failure carries no code (RFC 3748 §4.2)
+        assert failed[0].error_code == 649

@@ -83,7 +83,8 @@ _CAUSES: tuple[tuple[str, AcctTerminateCause], ...] = (
     (r"session[ -]?time", AcctTerminateCause.SESSION_TIMEOUT),
     (r"admin", AcctTerminateCause.ADMIN_RESET),
     (r"shut(ting)? ?down|server stop|reboot", AcctTerminateCause.ADMIN_REBOOT),
-    (r"user|hung up|hang ?up|terminate-request|call-clear|peer (stopped|closed|hung)|"
+    (r"user|hung up|hang ?up|terminate-request|call-clear|clear(ed)? the call|"
+     r"peer (stopped|closed|hung)|"
      r"stop-?ccn|cdn|disconnect", AcctTerminateCause.USER_REQUEST),
     (r"echo|lost|carrier|no gre|tcp connection closed|hello|retransmi|unreachable|"
      r"dead peer|dpd|timed? ?out", AcctTerminateCause.LOST_CARRIER),

@@ -204,7 +204,8 @@ class PapAuthenticator:
         ok = verdict.success
         text = "Access granted" if ok else (verdict.message or "bad credentials")
         error = None if ok else (verdict.error_code or WindowsError_.AUTHENTICATION_FAILURE)
-        message = (text if ok else f"E={error} {text}").encode()
+        # RFC 1334 §2.2.2: Msg-Length is one octet; a long policy reason is cut to fit
+        message = (text if ok else f"E={error} {text}").encode()[:255]
         reply = encode_reply(PapCode.AUTHENTICATE_ACK if ok else PapCode.AUTHENTICATE_NAK,
                              credentials.identifier, message)
         self._answer = (credentials.identifier, reply)
