@@ -314,3 +314,20 @@ def test_echo_keepalive_answered_keeps_the_connection():
     assert types.count(m.ControlMessageType.ECHORQ) >= 5
     assert types.count(m.ControlMessageType.ECHORP) == types.count(m.ControlMessageType.ECHORQ)
     assert not [e for e in net.events[0] if isinstance(e, ControlClosed)]
+
+
+def test_a_call_cleared_in_the_same_read_as_its_reply_leaves_no_session():
+    """OCRP and CDN in one TCP segment (a server that refuses right after answering): the
+    client ends with the server's reason, no exception, no session."""
+    server = PPTPServer(lambda cid, peer: "all 1 PPTP ports are in use", random=rng(1))
+    client = make_client(seed=5)
+    server.connection_made(0, CLIENT_IP, 0.0)
+    client.start(0.0)
+    for _ in range(10):  # each direction's bytes in one read, as one TCP segment would be
+        upstream = b"".join(d for _, d in client.control_to_send())
+        if upstream:
+            server.receive_control(0, upstream, 0.0)
+        downstream = b"".join(d for _, d in server.control_to_send())
+        if downstream:
+            client.receive_control(0, downstream, 0.0)
+    assert "ports are in use" in client.reason and not client.sessions

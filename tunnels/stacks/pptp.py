@@ -319,7 +319,9 @@ class _Stack:
         raise NotImplementedError
 
     def _start_session(self, conn_id: int, conn: _Connection, call_id: int, now: float) -> None:
-        call = conn.control.calls[call_id]
+        call = conn.control.calls.get(call_id)
+        if call is None:  # cleared in the same read (OCRP and CDN in one segment): no session
+            return
         config = self._ppp_config(conn, call_id)
         if not isinstance(config, PPPConfig):  # refused: the reason, or None (no address)
             conn.control.clear_call(call_id, config or "no address left in the pool", now)
