@@ -156,7 +156,7 @@ def _salt_decrypt(value: bytes, request_authenticator: bytes) -> bytes:
     for i in range(0, len(cipher), 16):
         b = hashlib.md5(secret + prev).digest()
         block = cipher[i:i + 16]
-        out += bytes(x ^ y for x, y in zip(block, b))
+        out += bytes(x ^ y for x, y in zip(block, b[:len(block)], strict=True))
         prev = block
     return out[1:1 + out[0]]
 

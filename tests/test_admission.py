@@ -52,7 +52,8 @@ def admission(policies=POLICIES, radius=None, completed=None):
 
 
 @pytest.mark.parametrize("user,password,granted,code", [
-    ("alice", PASSWORD, True, None), ("alice", "wrong", False, 691), ("nobody", PASSWORD, False, 691),
+    ("alice", PASSWORD, True, None), ("alice", "wrong", False, 691),
+    ("nobody", PASSWORD, False, 691),
     ("carol", PASSWORD, False, 649), ("erin", PASSWORD, False, 649)])
 def test_local_provider_then_policies(user, password, granted, code):
     a, _ = admission()

@@ -30,7 +30,14 @@ from tunnels.ppp.auth.base import (
     WindowsError_,
 )
 from tunnels.ppp.auth.verify import verify_with_account
-from tunnels.policy import DEFAULT_POLICIES, ConnectionRequest, Decision, Policy, esp_cipher_levels, evaluate
+from tunnels.policy import (
+    DEFAULT_POLICIES,
+    ConnectionRequest,
+    Decision,
+    Policy,
+    esp_cipher_levels,
+    evaluate,
+)
 
 CallKey = tuple[str, int]  # (protocol, call id): a PPTP Call ID and an L2TP Session ID may match
 

@@ -41,7 +41,8 @@ def table(rows: list[dict[str, Any]]) -> str:
     cells = [[h for _, h in COLUMNS]] + [
         [_text(key, row.get(key)) for key, _ in COLUMNS] for row in rows]
     widths = [max(len(r[i]) for r in cells) for i in range(len(COLUMNS))]
-    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in cells)
+    lines = ("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in cells)
+    return "\n".join(lines)
 
 
 def _text(key: str, value: Any) -> str:

@@ -7,7 +7,8 @@ API (all times are the caller's clock in seconds; nothing here reads a clock or 
 - `PPTPServer(ppp_config_for, host_name="vpnlab", max_calls=0, echo_interval=60.0,
   gre_timeout=15.0, random=os.urandom)`: `ppp_config_for(call_id, peer_addr) -> PPPConfig |
   str | None` gives each call its PPP settings (e.g. an address from the daemon's pool); a
-  string clears the call with that reason in the CDN, None as "no address left". `max_calls` > 0 refuses further OCRQs with Busy / No-Resource.
+  string clears the call with that reason in the CDN, None as "no address left".
+  `max_calls` > 0 refuses further OCRQs with Busy / No-Resource.
   Inputs: `connection_made(conn_id, peer_addr, now)`, `receive_control(conn_id, data, now)`
   (TCP bytes in any chunking), `connection_lost(conn_id, now)`.
 - `PPTPClient(ppp_config, server, host_name="vpnlab-client", echo_interval=60.0,

@@ -1,8 +1,9 @@
 """EAP over PPP (RFC 3748, protocol 0xC227): Identity, then a method; EAP-MD5 built in.
 
 Methods plug in through `EAPMethod` (type number, the authenticator's request data, the
-`Credentials` a response gives the verifier, the peer's answer), so EAP-TLS or EAP-MSCHAPv2 can be added without touching
-the exchange. A peer asked for a method it lacks answers with a legacy Nak listing its own.
+`Credentials` a response gives the verifier, the peer's answer), so EAP-TLS or EAP-MSCHAPv2
+can be added without touching the exchange. A peer asked for a method it lacks answers with a
+legacy Nak listing its own.
 """
 
 from __future__ import annotations
