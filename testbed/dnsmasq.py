@@ -19,6 +19,7 @@ from __future__ import annotations
 import ipaddress
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -84,7 +85,8 @@ class DnsmasqDHCP:
         except OSError:
             return ""
 
-    def wait_leases(self, predicate, timeout: float = 5.0) -> list[Lease]:  # noqa: ANN001
+    def wait_leases(self, predicate: Callable[[list[Lease]], bool],
+                    timeout: float = 5.0) -> list[Lease]:
         """Wait until `predicate(leases)` holds (dnsmasq writes the file after its reply)."""
         deadline = time.monotonic() + timeout
         while True:

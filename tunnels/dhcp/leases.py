@@ -314,7 +314,8 @@ class DHCPAddressSource:
         self._clock, self._policy_due = now, None
         for lease in [x for x in self._leases.values()
                       if x.deadline is not None and x.deadline <= now]:
-            self._step(lease, self._timer_input(lease, now), now, None)
+            if self._leases.get(lease.identity) is lease:  # not given up by another's step
+                self._step(lease, self._timer_input(lease, now), now, None)
         self._apply_policy(now)
 
     def receive_datagram(self, src: Address, data: bytes, now: float) -> None:
