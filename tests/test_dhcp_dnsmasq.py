@@ -142,7 +142,7 @@ def test_dnsmasq_leases_our_block_and_forgets_released_addresses(dhcp_lab):
     # exhaustion: 6 of the 10 asked for; the 7th identity got no offer (dnsmasq stays
     # silent), gave up after its tries, and the 3 queued behind it with it: no hang
     assert out["exhaustion"] == ("the DHCP server reached on vb0 (255.255.255.255:67) leased "
-                                 "6 of 10 addresses every acquisition was given up; last: no "
+                                 "6 of 10 addresses, then every acquisition was given up; last: no "
                                  "DHCPOFFER after 3 transmissions to 255.255.255.255:67")
     assert out["exhaustion_seconds"] < 6
     counters = out["counters"]

@@ -168,7 +168,7 @@ class DHCPAddressPool:
         try:
             await asyncio.wait_for(asyncio.shield(future), timeout)
         except TimeoutError:
-            raise DHCPUnavailable(self._unavailable(count, f"after {timeout:g} s")) from None
+            raise DHCPUnavailable(self._unavailable(count, f" after {timeout:g} s")) from None
         finally:
             self._waiters = [(n, f) for n, f in self._waiters if f is not future]
 
@@ -263,7 +263,7 @@ class DHCPAddressPool:
                 future.set_result(None)
             elif not self.source.acquiring_count():
                 future.set_exception(DHCPUnavailable(self._unavailable(
-                    count, "every acquisition was given up")))
+                    count, ", then every acquisition was given up")))
 
     def _unavailable(self, count: int, when: str) -> str:
         dst = self.source.destination
@@ -274,4 +274,4 @@ class DHCPAddressPool:
                 f"({dst[0]}:{dst[1]}) leased {got} of {count} addresses")
         last = f"; last: {self.failures[-1].reason}" if self.failures else ""
         sock = f"; socket: {self.sock.last_error}" if self.sock.last_error else ""
-        return f"{what} {when}{last}{sock}"
+        return f"{what}{when}{last}{sock}"
