@@ -263,13 +263,7 @@ def test_radius_accounting_start_interim_stop_in_freeradius_detail_files():
 
 
 def _freeradius(lab):
-    from testbed.freeradius import FreeRadius, FreeRadiusSpec, RadiusClientSpec
-
-    # the scenario's instance, found by its run directory (its daemon is the node's)
-    spec = FreeRadiusSpec(address=managed.INFRA,
-                          clients=(RadiusClientSpec("10.10.0.0/24", managed.RADIUS_SECRET),))
-    node = lab.node("fileserver")
-    return FreeRadius(spec, lab.run_dir / f"{node.name}-freeradius", node.pid, node.name)
+    return lab.freeradius  # the scenario's instance (topologies/managed.py)
 
 
 # -- addresses -------------------------------------------------------------------------------

@@ -229,11 +229,12 @@ def start(lab: Lab, params: Mapping[str, str]) -> None:
 
         spec = FreeRadiusSpec(address=INFRA, users=radius_users(params),
                               clients=(RadiusClientSpec("10.10.0.0/24", RADIUS_SECRET),))
-        FreeRadius.on_node(infra, spec).start()
+        lab.freeradius = FreeRadius.on_node(infra, spec).start()  # type: ignore[attr-defined]
     if params["addresses"] == "dhcp":
         from testbed.dnsmasq import start_dnsmasq
 
-        start_dnsmasq(infra, interface="eth0", first=DHCP_RANGE[0], last=DHCP_RANGE[1])
+        lab.dnsmasq = start_dnsmasq(  # type: ignore[attr-defined]
+            infra, "eth0", DHCP_RANGE[0], DHCP_RANGE[1], netmask="255.255.255.0")
     listen = lab.address("vpnsrv", "isp")
     config = lab.run_dir / "vpnsrv.toml"
     config.write_text(server_config(params, listen, lab.run_dir))
@@ -247,6 +248,13 @@ def start(lab: Lab, params: Mapping[str, str]) -> None:
                password=params["password"])
     if "client2" in lab.nodes:  # a second caller, once the first one is settled
         ra.connect(lab, "client2", _ra_params(params), user=params["user2"])
+
+
+def dhcp_leases(lab: Lab) -> list[dict]:
+    """dnsmasq's lease file on the intranet server, as dicts (address, mac, client_id...)."""
+    from dataclasses import asdict
+
+    return [asdict(lease) for lease in lab.dnsmasq.leases()]  # type: ignore[attr-defined]
 
 
 def checks(lab: Lab, params: Mapping[str, str]) -> list[CheckResult]:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import collections
 import ipaddress
 from collections.abc import Hashable, Iterable
+from pathlib import Path
 from typing import Any
 
 
@@ -81,3 +82,87 @@ class StaticPool:
                 "server_address": self.server_address, "free": len(self.free),
                 "in_use": len(self.used), "reserved": sorted(self.reserved),
                 "counters": dict(self.counters)}
+
+
+class DHCPPool:
+    """Addresses leased from the intranet's DHCP server (RRAS's DHCP option), the leases kept
+    by `tunnels.runtime.dhcp.DHCPAddressPool` (blocks, renewal, release when unused).
+
+    The addresses belong to the intranet subnet, so the server answers ARP for them there:
+    proxy ARP on the intranet interface (put back as found on close) and a host route into
+    the TUN device for each address a call holds. `lost(address)` gives the call that must
+    hang up when a lease held by a call is lost (DHCPNAK, expiry)."""
+
+    source = "dhcp"
+
+    def __init__(self, leases: Any, interface: str, tun: str, route: Any = None):
+        self.leases, self.interface, self.tun = leases, interface, tun
+        self.used: dict[Hashable, str] = {}
+        self._route = route or _ip_route
+        self.counters = {"taken": 0, "claimed": 0, "exhausted": 0, "claim_conflicts": 0}
+        # proxy ARP on, and answered at once (the kernel delays proxy replies up to 0.8 s)
+        self._settings = {Path(f"/proc/sys/net/ipv4/conf/{interface}/proxy_arp"): "1",
+                          Path(f"/proc/sys/net/ipv4/neigh/{interface}/proxy_delay"): "0"}
+        self._saved: dict[Path, str] = {}
+
+    @property
+    def server_address(self) -> str:
+        return str(self.leases.server_address)
+
+    gateway = server_address
+
+    def start(self) -> None:
+        """Proxy ARP on: the intranet asks for a client's address, the server answers."""
+        for path, value in self._settings.items():
+            current = path.read_text().strip()
+            if current != value:
+                path.write_text(value + "\n")
+                self._saved[path] = current
+
+    def take(self, key: Hashable) -> str | None:
+        address = self.leases.take()
+        if address is None:
+            self.counters["exhausted"] += 1
+            return None
+        self.used[key] = address
+        self._route("replace", address, self.tun)
+        self.counters["taken"] += 1
+        return address
+
+    def claim(self, key: Hashable, address: str) -> bool:
+        """A static address is not ours to give with DHCP: only the lease already held."""
+        if self.used.get(key) == address:
+            return True
+        self.counters["claim_conflicts"] += 1
+        return False
+
+    def give_back(self, key: Hashable) -> None:
+        address = self.used.pop(key, None)
+        if address is not None:
+            self._route("del", address, self.tun)
+            self.leases.give_back(address)
+
+    def holder(self, address: str) -> Hashable | None:
+        return next((k for k, a in self.used.items() if a == address), None)
+
+    def status(self) -> dict[str, Any]:
+        return {"source": self.source, "server_address": self.server_address,
+                "interface": self.interface, "in_use": len(self.used),
+                "counters": dict(self.counters), "dhcp": self.leases.status()}
+
+    def close(self) -> None:
+        for key in list(self.used):
+            self.give_back(key)
+        self.leases.close(release=True)  # DHCPRELEASE for every lease
+        for path, value in self._saved.items():
+            try:
+                path.write_text(value + "\n")
+            except OSError:
+                pass
+        self._saved.clear()
+
+
+def _ip_route(action: str, address: str, device: str) -> None:
+    from tunnels.runtime.routes import ip
+
+    ip("route", action, f"{address}/32", "dev", device, check=action != "del")

@@ -90,9 +90,59 @@ class VPNServer:
         return sum(len(stack.sessions) for stack in self.stacks.values())
 
     def _address_source(self) -> Any:
+        """The static pool now; with DHCP, a placeholder until `run()` has leased a block."""
         c = self.config
+        if c.addresses.source == "dhcp":
+            return _NoAddresses()
         statics = [a.static_address for a in c.accounts.accounts.values() if a.static_address]
         return StaticPool(c.pool, c.addresses.server_address, reserved=statics)
+
+    async def _open_dhcp(self, loop: asyncio.AbstractEventLoop) -> str | None:
+        """RRAS's DHCP option: lease a first block (and our own address) before listening."""
+        settings = self.config.addresses
+        if settings.source != "dhcp":
+            return None
+        from tunnels.addresses import DHCPPool
+        from tunnels.runtime.dhcp import DHCPAddressPool, DHCPUnavailable
+
+        block = settings.dhcp_block
+        try:
+            leases = DHCPAddressPool.open(
+                loop, settings.dhcp_interface, self.config.name, server=settings.dhcp_server,
+                on_event=self._on_dhcp_event, block=block, low_water=max(1, block // 4),
+                reserve_server_address=True)
+        except OSError as exc:
+            return (f"cannot open DHCP on {settings.dhcp_interface} (UDP 68): "
+                    f"{exc.strerror or exc}")
+        try:
+            await leases.ready(block, timeout=15.0)
+        except DHCPUnavailable as exc:
+            leases.close()
+            return f"no addresses from DHCP: {exc}"
+        self.pool = DHCPPool(leases, settings.dhcp_interface, TUN_NAME)
+        self.admission.addresses = self.pool
+        try:
+            self.pool.start()
+        except OSError as exc:
+            self.pool.close()
+            return f"cannot turn proxy ARP on for {settings.dhcp_interface}: {exc}"
+        return None
+
+    def _on_dhcp_event(self, event: Any) -> None:
+        name = type(event).__name__
+        self.totals[f"dhcp_{name}"] = self.totals.get(f"dhcp_{name}", 0) + 1
+        if name == "AddressLost" and event.in_use and hasattr(self.pool, "holder"):
+            key = self.pool.holder(event.address)
+            if key is not None:
+                self._disconnect(key, f"its DHCP lease was lost: {event.reason}")
+        if name in ("AddressLost", "AcquireFailed"):
+            self.emit(f"dhcp-{name}", **_fields(event))
+
+    def _disconnect(self, key: tuple[str, int], reason: str) -> None:
+        pump, stack = self.pumps.get(key[0]), self.stacks.get(key[0])
+        if pump is not None and stack is not None:
+            pump.feed("disconnect", stack.disconnect, key[1], reason, pump.now())
+            pump.flush()
 
     def _calls_of(self, tunnel_type: str) -> int:
         return sum(len(stack.sessions) for name, stack in self.stacks.items()
@@ -161,7 +211,8 @@ class VPNServer:
         status: dict[str, Any] = {
             "role": "server", "protocol": "+".join(self.stacks),
             "protocols": list(self.stacks), "listen": self.config.listen,
-            "pool": str(self.config.pool), "max_ports": self.config.max_ports,
+            "pool": str(self.config.pool) if self.config.pool else "dhcp",
+            "max_ports": self.config.max_ports,
             "ports": {t: {"limit": self.config.ports.get(t), "in_use": self._calls_of(t)}
                       for t in ("pptp", "l2tp")},
             "addresses": self.pool.status(), "admission": dict(self.admission.counters),
@@ -278,11 +329,11 @@ class VPNServer:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
         failure = self._open_sockets() or self._open_radius(loop) or \
-            self._open_accounting(loop)
+            self._open_accounting(loop) or await self._open_dhcp(loop)
         if failure:
             self._close_sockets()
             return self._fatal(failure)
-        routing = ServerRouting(str(self.config.pool), TUN_NAME)
+        routing = ServerRouting(str(self.config.pool) if self.config.pool else None, TUN_NAME)
         try:
             tun = TunDevice(TUN_NAME)
         except TunError as exc:
@@ -312,7 +363,9 @@ class VPNServer:
                                              ("l2tp-ipsec", [500, 4500]))
                              if n in self.stacks for p in ps],
                       port=1723 if "pptp" in self.stacks else 1701,
-                      pool=str(self.config.pool), auth=[m.value for m in self.config.auth],
+                      pool=str(self.config.pool) if self.config.pool else "dhcp",
+                      server_address=self.pool.server_address,
+                      auth=[m.value for m in self.config.auth],
                       encryption=self.config.encryption.value,
                       mppe="stateless" if self.config.mppe_stateless else "stateful",
                       max_ports=self.config.max_ports, interface=TUN_NAME,
@@ -399,6 +452,8 @@ class VPNServer:
             sock.close()
         if self.accounting is not None:  # Stop records first, while RADIUS can carry them
             self.accounting.close()
+        if hasattr(self.pool, "close"):  # DHCP: release every lease, proxy ARP as it was
+            self.pool.close()
         if self.radius is not None:
             self.radius.close()
 
@@ -512,3 +567,23 @@ def main(config_path: str, json_lines: bool, status: str | None) -> int:
         return 2
     server = VPNServer(config, json_lines, Path(status) if status else None)
     return asyncio.run(server.run())
+
+
+class _NoAddresses:
+    """Before DHCP leased anything: every call is refused (the server is not listening yet)."""
+
+    source = "dhcp"
+    server_address = None
+
+    def take(self, key: Any) -> None:
+        return None
+
+    def claim(self, key: Any, address: str) -> bool:
+        return False
+
+    def give_back(self, key: Any) -> None:
+        pass
+
+    def status(self) -> dict[str, Any]:
+        return {"source": "dhcp", "server_address": None, "state": "leasing"}
+

@@ -76,7 +76,10 @@ class ClientRoutes:
 
 
 class ServerRouting:
-    def __init__(self, pool: str, interface: str, forward: Path = IP_FORWARD):
+    """`pool`: the static pool's prefix routed into the TUN device, or None (DHCP: each
+    client's address gets its host route from tunnels/addresses.py as it is handed out)."""
+
+    def __init__(self, pool: str | None, interface: str, forward: Path = IP_FORWARD):
         self.pool, self.interface, self.forward = pool, interface, forward
         self.saved_forward: str | None = None
         self.routed = False
@@ -86,8 +89,9 @@ class ServerRouting:
         if current != "1":
             self.forward.write_text("1\n")
             self.saved_forward = current
-        ip("route", "replace", self.pool, "dev", self.interface)
-        self.routed = True
+        if self.pool is not None:
+            ip("route", "replace", self.pool, "dev", self.interface)
+            self.routed = True
 
     def remove(self) -> None:
         if self.routed:

@@ -297,6 +297,11 @@ class _IPsecStack:
         self._drain(now)
         return done
 
+    def disconnect(self, call_id: int, reason: str, now: float) -> bool:
+        done = self.l2tp.disconnect(call_id, reason, now)
+        self._drain(now)
+        return done
+
     @property
     def by_packed_address(self) -> dict:
         return self.l2tp.by_packed_address

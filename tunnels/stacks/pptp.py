@@ -222,6 +222,15 @@ class _Stack:
         self._pump(s, now)
         return True
 
+    def disconnect(self, call_id: int, reason: str, now: float) -> bool:
+        """The server hangs one call up (LCP Terminate, then the call is cleared)."""
+        s = self.sessions.get(call_id)
+        if s is None:
+            return False
+        s.ppp.close(now, reason)
+        self._pump(s, now)
+        return True
+
     @property
     def by_packed_address(self) -> dict[bytes, Session]:
         """Sessions up, by the client's tunnel address (4 octets): the TUN fan-out's lookup."""
