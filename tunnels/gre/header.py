@@ -22,10 +22,8 @@ _MUST_BE_ZERO_2 = 0x78  # the flags between A and the version
 VERSION = 1
 # The data path's two shapes, packed and unpacked with one struct call each (the codec below
 # is the reference; these give byte-identical results, tests/test_pptp_codecs.py pairs them).
-_FIXED = struct.Struct("!BBHHH")  # flags, flags/version, protocol, payload length, call ID
 _DATA_ACK = struct.Struct("!BBHHHII")  # S and A: sequence and acknowledgement numbers
 _DATA = struct.Struct("!BBHHHI")  # S only
-_U32 = struct.Struct("!I")
 _DATA_ACK_FLAGS = (_K | _S, _A | VERSION)
 _DATA_FLAGS = (_K | _S, VERSION)
 
@@ -62,15 +60,17 @@ class GREPacket:
     def decode(cls, data: bytes) -> GREPacket:
         """The packet, or RemoteProtocolError. Well-formed headers take one struct call; any
         other input goes through the cursor reader, which names what is wrong."""
-        if len(data) >= 12:
-            f1, f2, protocol, length, call_id = _FIXED.unpack_from(data)
-            if protocol == PROTOCOL_PPP and f1 == _K | _S and f2 & ~_A == VERSION:
-                if f2 & _A:
-                    if len(data) >= 16 + length:
-                        seq, ack = _DATA_ACK.unpack_from(data)[5:]
+        if len(data) >= 12 and data[0] == _K | _S:  # one struct call, the flags read first
+            f2 = data[1]
+            if f2 == _A | VERSION:
+                if len(data) >= 16:
+                    _, _, protocol, length, call_id, seq, ack = _DATA_ACK.unpack_from(data)
+                    if protocol == PROTOCOL_PPP and len(data) >= 16 + length:
                         return cls(call_id, data[16:16 + length], seq, ack)
-                elif len(data) >= 12 + length:
-                    return cls(call_id, data[12:12 + length], _U32.unpack_from(data, 8)[0])
+            elif f2 == VERSION:
+                _, _, protocol, length, call_id, seq = _DATA.unpack_from(data)
+                if protocol == PROTOCOL_PPP and len(data) >= 12 + length:
+                    return cls(call_id, data[12:12 + length], seq)
         return cls._decode(data)
 
     @classmethod

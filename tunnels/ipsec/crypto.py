@@ -138,11 +138,23 @@ class CbcCipher:
         """`IV || ciphertext` in, plaintext out (the first output block is discarded)."""
         return self._dec.update(iv_and_ciphertext)[self.block_size:]
 
+    def decrypt_blocks(self, iv_and_ciphertext: bytes | memoryview) -> bytes:
+        """`decrypt` without dropping the first block (one block of garbage, then the
+        plaintext): the data path slices out what it keeps once, not twice."""
+        return self._dec.update(iv_and_ciphertext)
+
+
+_IPAD = bytes(x ^ 0x36 for x in range(256))  # RFC 2104 §2: the key XOR ipad, XOR opad
+_OPAD = bytes(x ^ 0x5C for x in range(256))
+
 
 class Hmac96:
-    """One SA's integrity key: an HMAC keyed once and copied per packet."""
+    """One SA's integrity key: RFC 2104's inner and outer hash states, each keyed once (one
+    compression of K XOR ipad, one of K XOR opad) and copied per packet. That is the stdlib
+    `hmac.HMAC.copy()` without its Python wrapper: two hashlib copies, ~0.5 us less for
+    every packet in each direction."""
 
-    __slots__ = ("spec", "icv_size", "_keyed")
+    __slots__ = ("spec", "icv_size", "_inner", "_outer")
 
     def __init__(self, name: str, key: bytes, *, check_size: bool = True):
         spec = integrity_spec(name)
@@ -150,13 +162,21 @@ class Hmac96:
             _check_key("integrity", name, key, spec.key_size)
         self.spec = spec
         self.icv_size = spec.icv_size
-        self._keyed = hmac.new(bytes(key), digestmod=spec.digest)
+        block = spec.digest().block_size
+        key = bytes(key)
+        if len(key) > block:  # RFC 2104 §2: a key longer than a block is hashed first
+            key = spec.digest(key).digest()
+        key = key.ljust(block, b"\0")
+        self._inner = spec.digest(key.translate(_IPAD))
+        self._outer = spec.digest(key.translate(_OPAD))
 
     def icv(self, *parts: bytes | memoryview) -> bytes:
-        mac = self._keyed.copy()
+        inner = self._inner.copy()
         for part in parts:
-            mac.update(part)
-        return mac.digest()[: self.icv_size]
+            inner.update(part)
+        outer = self._outer.copy()
+        outer.update(inner.digest())
+        return outer.digest()[: self.icv_size]
 
     def verify(self, data: bytes | memoryview, icv: bytes | memoryview) -> bool:
         """Constant-time comparison (RFC 4303 §3.4.4.1: the ICV is checked before anything

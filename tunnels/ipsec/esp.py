@@ -17,13 +17,14 @@ from __future__ import annotations
 import struct
 
 from tunnels.errors import DISCARD, LocalProtocolError, RemoteProtocolError
-from tunnels.ipsec.ipv4 import (PROTO_ESP, PROTO_TCP, PROTO_UDP, parse_ipv4, parse_udp,
-                                udp_header)
+from tunnels.ipsec.ipv4 import (PROTO_ESP, PROTO_TCP, PROTO_UDP, checksum_with, parse_ipv4,
+                                parse_udp, udp_header)
 from tunnels.ipsec.natt import classify, fix_transport_checksum
 from tunnels.ipsec.sa import SecurityAssociation
 
 NO_NEXT_HEADER = 59  # §2.6: a dummy packet, discarded by the receiver
 _HEADER = struct.Struct("!II")
+_UDP = struct.Struct("!HHHH")
 _PADDING = bytes(range(1, 256))  # §2.4: the default padding is 1, 2, 3, ...
 
 
@@ -85,38 +86,78 @@ def _drop(sa: SecurityAssociation, error: EspError) -> EspError:
     return error
 
 
+def _trailers(block: int) -> tuple[bytes, ...]:
+    """Padding and pad length for each pad length a `block`-octet cipher can need (§2.4)."""
+    return tuple(_PADDING[:n] + bytes([n]) for n in range(block))
+
+
+_TRAILERS = {8: _trailers(8), 16: _trailers(16)}
+
+
+def _trailer(sa: SecurityAssociation, payload_len: int) -> bytes:
+    """What follows the payload but the next header octet: blocks of 8 or 16 also give
+    §2.4's 4-octet alignment."""
+    block = sa.enc.block_size
+    pad_len = -(payload_len + 2) % block
+    trailers = _TRAILERS.get(block)
+    return trailers[pad_len] if trailers else _PADDING[:pad_len] + bytes([pad_len])
+
+
+def _seal(sa: SecurityAssociation, plaintext: bytearray, payload_len: int, iv: bytes,
+          now: float | None) -> bytes:
+    """Encrypt `plaintext` (payload and trailer, whole blocks) and frame it: header, IV,
+    ciphertext, ICV over the three (§3.3.4, integrity after encryption)."""
+    enc = sa.enc
+    if len(iv) != enc.block_size:
+        raise LocalProtocolError(f"{sa.cipher} needs a {enc.block_size}-octet IV, got {len(iv)}")
+    counters = sa.counters
+    if (0 < sa.lifetime_bytes <= counters.bytes) or (now is not None and sa.expired(now)):
+        raise SAExpired(f"SPI {sa.spi:#010x} is past its hard lifetime; rekey")
+    seq = sa.next_sequence()
+    head = _HEADER.pack(sa.spi, seq) + iv
+    ciphertext = enc.encrypt(iv, plaintext)
+    icv = sa.auth.icv(head, ciphertext)
+    counters.packets += 1
+    counters.bytes += payload_len
+    return b"".join((head, ciphertext, icv))
+
+
 def encapsulate(sa: SecurityAssociation, next_header: int, payload: bytes, iv: bytes,
                 now: float | None = None) -> bytes:
     """The ESP packet carrying `payload` (what follows the IP header, of protocol
     `next_header`). `iv` must be one fresh unpredictable block (RFC 3602 §3). With `now` the
     time lifetime is checked too; bytes and sequence space are checked always."""
+    plaintext = bytearray(payload)
+    plaintext += _trailer(sa, len(payload))
+    plaintext.append(next_header)
+    return _seal(sa, plaintext, len(payload), iv, now)
+
+
+def encapsulate_udp(sa: SecurityAssociation, sport: int, dport: int, udp_payload: bytes,
+                    addresses: int, iv: bytes, now: float | None = None) -> bytes:
+    """`encapsulate` of a UDP datagram (next header 17) built in the plaintext buffer
+    itself: the UDP header with its checksum over `addresses` (ipv4.address_sum of the SA's
+    addresses, RFC 768's pseudo-header), the payload, then the ESP trailer. One buffer, no
+    intermediate segment."""
+    length = 8 + len(udp_payload)
+    plaintext = bytearray(_UDP.pack(sport, dport, length, 0))
+    plaintext += udp_payload
+    plaintext[6:8] = checksum_with(addresses, PROTO_UDP, plaintext).to_bytes(2, "big")
+    plaintext += _trailer(sa, length)
+    plaintext.append(PROTO_UDP)
+    return _seal(sa, plaintext, length, iv, now)
+
+
+def open_esp(sa: SecurityAssociation, data: bytes | memoryview,
+             now: float) -> tuple[int, bytes, int, int]:
+    """(next header, buffer, start, end): the payload is `buffer[start:end]`, left for the
+    caller to slice once (see `decapsulate`, which is this and the slice; module docstring
+    for the order of the checks)."""
+    size = len(data)
     enc = sa.enc
     block = enc.block_size
-    if len(iv) != block:
-        raise LocalProtocolError(f"{sa.cipher} needs a {block}-octet IV, got {len(iv)}")
-    if (0 < sa.lifetime_bytes <= sa.counters.bytes) or (now is not None and sa.expired(now)):
-        raise SAExpired(f"SPI {sa.spi:#010x} is past its hard lifetime; rekey")
-    seq = sa.next_sequence()
-    pad_len = -(len(payload) + 2) % block  # blocks of 8 or 16 also give §2.4's 4-octet alignment
-    plaintext = bytearray(payload)
-    plaintext += _PADDING[:pad_len]
-    plaintext.append(pad_len)
-    plaintext.append(next_header)
-    ciphertext = enc.encrypt(iv, plaintext)
-    header = _HEADER.pack(sa.spi, seq)
-    icv = sa.auth.icv(header, iv, ciphertext)
-    sa.counters.packets += 1
-    sa.counters.bytes += len(payload)
-    return b"".join((header, iv, ciphertext, icv))
-
-
-def decapsulate(sa: SecurityAssociation, data: bytes | memoryview,
-                now: float) -> tuple[int, bytes]:
-    """(next header, payload) of an ESP packet for `sa`, or an `EspError` (see module)."""
-    size = len(data)
-    block = sa.enc.block_size
-    icv_size = sa.auth.icv_size
-    body = size - 8 - icv_size  # IV + ciphertext
+    icv_at = size - sa.auth.icv_size
+    body = icv_at - 8  # IV + ciphertext
     if size < 8 or body < 2 * block or body % block:
         raise _drop(sa, EspMalformed(f"ESP of {size} octets for {sa.cipher}/{sa.integrity}"))
     spi, seq = _HEADER.unpack_from(data)
@@ -124,24 +165,33 @@ def decapsulate(sa: SecurityAssociation, data: bytes | memoryview,
         raise EspUnknownSpi(f"SPI {spi:#010x} is not {sa.spi:#010x}")
     if sa.expired(now):
         raise _drop(sa, EspExpired(f"SPI {spi:#010x} past its hard lifetime"))
-    if not sa.window.check(seq):
+    window = sa.window
+    if not window.check(seq):
         raise _drop(sa, EspReplayed(f"SPI {spi:#010x} seq {seq} replayed or outside the "
-                                    f"window (highest {sa.window.highest})"))
+                                    f"window (highest {window.highest})"))
     view = memoryview(data)
-    if not sa.auth.verify(view[: size - icv_size], view[size - icv_size :]):
+    if not sa.auth.verify(view[:icv_at], view[icv_at:]):
         raise _drop(sa, EspAuthenticationFailed(f"SPI {spi:#010x} seq {seq}: ICV mismatch"))
-    plain = sa.enc.decrypt(view[8 : size - icv_size])
+    plain = enc.decrypt_blocks(view[8:icv_at])  # the IV's block first: garbage, skipped
     pad_len, next_header = plain[-2], plain[-1]
     end = len(plain) - 2 - pad_len
-    if end < 0 or plain[end:-2] != _PADDING[:pad_len]:
+    if end < block or (pad_len and plain[end:-2] != _PADDING[:pad_len]):
         raise _drop(sa, EspBadPadding(f"SPI {spi:#010x} seq {seq}: pad length {pad_len} "
                                       f"with padding that is not 1, 2, 3, ..."))
-    sa.window.update(seq)
+    window.update(seq)
     if next_header == NO_NEXT_HEADER:
         raise _drop(sa, EspDummy(f"SPI {spi:#010x} seq {seq}: dummy packet"))
-    sa.counters.packets += 1
-    sa.counters.bytes += end
-    return next_header, plain[:end]
+    counters = sa.counters
+    counters.packets += 1
+    counters.bytes += end - block
+    return next_header, plain, block, end
+
+
+def decapsulate(sa: SecurityAssociation, data: bytes | memoryview,
+                now: float) -> tuple[int, bytes]:
+    """(next header, payload) of an ESP packet for `sa`, or an `EspError` (see module)."""
+    next_header, plain, start, end = open_esp(sa, data, now)
+    return next_header, plain[start:end]
 
 
 def protect_ipv4(sa: SecurityAssociation, ip_packet: bytes, iv: bytes,

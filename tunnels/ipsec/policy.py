@@ -15,18 +15,20 @@ gives them one public address and two ports, so keying by address alone would cr
 from __future__ import annotations
 
 import secrets
+import struct
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
-from tunnels.errors import LocalProtocolError, RemoteProtocolError
-from tunnels.ipsec.esp import EspError, SAExpired, decapsulate, encapsulate
-from tunnels.ipsec.ipv4 import PROTO_UDP, address_sum, checksum_with, parse_udp, udp_header
+from tunnels.errors import LocalProtocolError
+from tunnels.ipsec.esp import EspError, SAExpired, encapsulate_udp, open_esp
+from tunnels.ipsec.ipv4 import PROTO_UDP, address_sum
 from tunnels.ipsec.natt import NattMalformed, classify, strip_marker
 from tunnels.ipsec.sa import SecurityAssociation, SequenceExhausted
 
 L2TP_PORT = 1701
+_UDP = struct.Struct("!HHHH")
 Peer = tuple[str, int | None]  # (address, UDP source port with NAT-T, else None)
 PacketKind = Literal["esp", "udp4500", "udp1701"]
 
@@ -192,30 +194,33 @@ class TransportPolicy:
         sa = self.inbound_sas.get(spi)
         if sa is None:
             return self._drop("unknown_spi", f"SPI {spi:#010x} from {src[0]}")
-        if _inbound_peer(sa) != src:
+        if sa.src != src[0] or (sa.encap[0] if sa.encap else None) != src[1]:
             # Another peer (or the same one through another NAT mapping) using this SPI.
             return self._drop("peer_mismatch", f"SPI {spi:#010x} from {src}, SA is "
                                                f"{_inbound_peer(sa)}")
         try:
-            next_header, segment = decapsulate(sa, data, now)
+            next_header, plain, start, end = open_esp(sa, data, now)
         except EspError as exc:
             return self._drop(exc.counter, str(exc))
-        return self._l2tp(src, sa, next_header, segment)
+        return self._l2tp(src, sa, next_header, plain, start, end)
 
-    def _l2tp(self, src: Peer, sa: SecurityAssociation, next_header: int,
-              segment: bytes) -> InboundEvent:
+    def _l2tp(self, src: Peer, sa: SecurityAssociation, next_header: int, plain: bytes,
+              start: int, end: int) -> InboundEvent:
+        """The L2TP datagram in `plain[start:end]` (ESP's payload, not sliced out yet)."""
         if next_header != PROTO_UDP:
             return self._drop("selector_mismatch", f"protocol {next_header} in an L2TP SA")
-        try:
-            sport, dport, length = parse_udp(segment)
-        except RemoteProtocolError as exc:
-            return self._drop("malformed", str(exc))
+        if end - start < 8:
+            return self._drop("malformed", f"UDP header: need 8 octets, have {end - start}")
+        sport, dport, length, _ = _UDP.unpack_from(plain, start)
+        if not 8 <= length <= end - start:
+            return self._drop("malformed", f"UDP length {length} in a {end - start}-octet "
+                                           f"segment")
         if dport != self.l2tp_port:
             return self._drop("selector_mismatch", f"UDP port {dport} in an L2TP SA")
         # The UDP checksum is not checked: the ICV already proved the datagram intact, and
         # after a NAT it would be wrong anyway (RFC 3948 §3.1.2).
         self.counters["l2tp_in"] += 1
-        return L2tpDatagram(src, sport, dport, segment[8 : 8 + length], sa.spi)
+        return L2tpDatagram(src, sport, dport, plain[start + 8 : start + length], sa.spi)
 
     # Outbound ----------------------------------------------------------------------------
     def outbound(self, dst: Peer, sport: int, dport: int, udp_payload: bytes,
@@ -228,19 +233,17 @@ class TransportPolicy:
                 raise NoSecurityAssociation(f"no SA to {dst}: L2TP is not sent in clear")
             self.counters["cleartext_l2tp_out"] += 1
             return Transmit("udp1701", dst[0], sport, dport, udp_payload)
-        segment = bytearray(udp_header(sport, dport, len(udp_payload)))
-        segment += udp_payload
-        checksum = checksum_with(self._address_sums[dst], PROTO_UDP, segment)
-        segment[6:8] = checksum.to_bytes(2, "big")
-        try:
-            esp = encapsulate(sa, PROTO_UDP, bytes(segment), self._iv(sa.enc.block_size), now)
+        try:  # the UDP header, its checksum and ESP built in one buffer (esp.py)
+            esp = encapsulate_udp(sa, sport, dport, udp_payload, self._address_sums[dst],
+                                  self._iv(sa.enc.block_size), now)
         except (SAExpired, SequenceExhausted):
             self.counters["outbound_sa_expired"] += 1  # IKE missed the soft lifetime
             raise
         self.counters["l2tp_out"] += 1
-        if sa.encap is None:
+        encap = sa.encap
+        if encap is None:
             return Transmit("esp", sa.dst, None, None, esp)
-        return Transmit("udp4500", sa.dst, sa.encap[0], sa.encap[1], esp)
+        return Transmit("udp4500", sa.dst, encap[0], encap[1], esp)
 
     # Lifetimes ---------------------------------------------------------------------------
     def get_timer(self, now: float) -> float | None:

@@ -11,8 +11,9 @@ already been through one key change.
 
 from __future__ import annotations
 
-from tunnels.errors import LocalProtocolError, RemoteProtocolError, WireAnswer
 from hashlib import sha1
+
+from tunnels.errors import LocalProtocolError, RemoteProtocolError, WireAnswer
 
 from tunnels.mppe.keys import SHA_PAD1, SHA_PAD2, initial_session_key, key_length, reduce_key
 from tunnels.mppe.rc4 import new_reusable, packet_stream, rc4
@@ -22,8 +23,8 @@ ENCRYPTED = 0x1000
 COUNT_SPACE = 0x1000
 RESET_REQUEST = WireAnswer("ccp-reset-request")
 REORDER_WINDOW = 64  # stateless: how far back a reordered packet may still be decrypted
-
-
+# Stateless packets all carry A and D (RFC 3078 §8.1), so their header is this | count.
+_STATELESS = FLUSHED | ENCRYPTED
 
 
 class _State:
@@ -34,9 +35,9 @@ class _State:
         self.key_bits = key_bits
         self.stateless = stateless
         self.session_key = initial_session_key(start_key, key_bits)
-        # stateless: one RC4 state re-keyed for every packet (tunnels/mppe/rc4.py)
+        # stateless: one RC4 state re-keyed twice per packet (tunnels/mppe/rc4.py), first for
+        # the §7.3 key change, then for the packet itself
         self._reused = new_reusable() if stateless else None
-        self._key_change = new_reusable() if stateless else None  # every packet: keep one
         self.rc4 = self._new_stream(self.session_key)
         self.count = COUNT_SPACE - 1
         self.key_changes = 0
@@ -49,15 +50,21 @@ class _State:
     def _new_stream(self, key: bytes):  # noqa: ANN202 - an RC4 stream (rc4.Stream)
         return packet_stream(self._reused, key)
 
-    def change_key(self) -> None:
-        """RFC 3078 §7.3: interim key from SHA-1, RC4-encrypted under itself (then reduced)."""
+    def _next_key(self) -> bytes:
+        """RFC 3078 §7.3: interim key from SHA-1, RC4-encrypted under itself (then reduced).
+        What a key change costs is all here: one SHA-1 and one 8- or 16-octet RC4. Each key
+        depends only on the one before, so computing keys ahead would move that work, not
+        save it."""
         length = self._length
         interim = sha1(self._sha_prefix + self.session_key[:length] + SHA_PAD2).digest()[:length]
-        kc = self._key_change
-        key = kc.rekey(interim).update(interim) if kc is not None else rc4(interim, interim)
-        self.session_key = key if self.key_bits == 128 else reduce_key(key, self.key_bits)
-        self.rc4 = self._new_stream(self.session_key)
+        kc = self._reused
+        key = kc.crypt(interim, interim) if kc is not None else rc4(interim, interim)
+        self.session_key = key = key if self.key_bits == 128 else reduce_key(key, self.key_bits)
         self.key_changes += 1
+        return key
+
+    def change_key(self) -> None:
+        self.rc4 = self._new_stream(self._next_key())
 
 
 class MPPEEncryptor(_State):
@@ -71,6 +78,10 @@ class MPPEEncryptor(_State):
 
     def encrypt(self, protocol_and_payload: bytes) -> bytes:
         """The information field of a PPP frame with protocol 0x00FD."""
+        if self._reused is not None:  # stateless with libcrypto: every packet flushed, re-keyed
+            self.count = count = (self.count + 1) & 0x0FFF
+            head = (_STATELESS | count).to_bytes(2, "big")
+            return head + self._reused.crypt(self._next_key(), protocol_and_payload)
         self.count = (self.count + 1) % COUNT_SPACE
         flushed = self.stateless or (self.count & 0xFF) == 0xFF or self._flush_next
         if flushed:
@@ -101,7 +112,20 @@ class MPPEDecryptor(_State):
         if len(info) < 3:
             raise RemoteProtocolError(f"MPPE packet of {len(info)} octets")
         header = int.from_bytes(info[:2], "big")
-        count, flushed = header & 0x0FFF, bool(header & FLUSHED)
+        count = header & 0x0FFF
+        reused = self._reused
+        if (reused is not None and header & 0xF000 == _STATELESS
+                and count == (self.count + 1) & 0x0FFF):
+            # Stateless, the next count, A and D set, B and C clear: one key change (§8.1),
+            # what _stateless_sync does for a gap of one, without its bookkeeping.
+            self.count = count
+            key = self._next_key()
+            if self._skipped:
+                self._forget_skipped(count)
+            plain = reused.crypt(key, info[2:])
+            self.counters["decrypted"] += 1
+            return b"\x00" + plain if plain[0] & 1 else plain
+        flushed = bool(header & FLUSHED)
         if not header & ENCRYPTED or (header & 0x6000):
             raise RemoteProtocolError("MPPE packet without the D bit, or compressed (MPPC)")
         if self.stateless:
@@ -131,13 +155,18 @@ class MPPEDecryptor(_State):
             return
         self.counters["lost"] += gap - 1
         for step in range(gap):
-            self.change_key()
+            key = self._next_key()
             if step < gap - 1 and gap - 1 - step <= REORDER_WINDOW:
-                self._skipped[(self.count + 1 + step) % COUNT_SPACE] = self.session_key
+                self._skipped[(self.count + 1 + step) % COUNT_SPACE] = key
+        self.rc4 = self._new_stream(key)
         self.count = count
         if self._skipped:
-            self._skipped = {c: k for c, k in self._skipped.items()
-                             if (count - c) % COUNT_SPACE <= REORDER_WINDOW}
+            self._forget_skipped(count)
+
+    def _forget_skipped(self, count: int) -> None:
+        """Keys of skipped counts more than REORDER_WINDOW behind `count` are dropped."""
+        self._skipped = {c: k for c, k in self._skipped.items()
+                         if (count - c) % COUNT_SPACE <= REORDER_WINDOW}
 
     def _stateful_sync(self, count: int, flushed: bool) -> None:
         """RFC 3078 §8.2: a gap breaks the RC4 stream; discard until a flushed packet."""
