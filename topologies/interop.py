@@ -56,10 +56,15 @@ class Cell:
     call: str = "incoming"  # L2TP: incoming (ICRQ) or outgoing (OCRQ) call
     cipher: str = ""  # L2TP/IPsec: IKE and ESP proposals (interop_ipsec.CIPHERS), PSK
     nat: str = "none"  # L2TP/IPsec: nat-t = a NAT in front of the initiator
+    provider: str = "local"  # our server's authentication: local accounts or RADIUS
     not_applicable: str = ""  # the reason, when the two implementations cannot do this
 
     @property
     def id(self) -> str:
+        return self._id + ("-radius" if self.provider == "radius" else "")
+
+    @property
+    def _id(self) -> str:
         if self.cipher:
             return f"{self.peer}-psk-{self.cipher}-{self.auth}" + (
                 "-nat-t" if self.nat == "nat-t" else "")
@@ -73,7 +78,7 @@ class Cell:
     def params(self) -> dict[str, str]:
         return {"peer": self.peer, "auth": self.auth, "encryption": self.encryption,
                 "mppe": self.mppe, "tunnel": self.tunnel, "call": self.call,
-                "cipher": self.cipher, "nat": self.nat}
+                "cipher": self.cipher, "nat": self.nat, "provider": self.provider}
 
 
 NO_56 = "pppd and Linux's ppp_mppe implement 40- and 128-bit MPPE only, not 56-bit"
@@ -115,7 +120,15 @@ MATRIX: list[Cell] = [
     *[Cell(p, "mschapv2", cipher=c, nat=n,
            not_applicable=ipsec.NOT_APPLICABLE.get((p, c, n), ""))
       for p in ipsec.IPSEC_PEERS for c, n in ipsec.CELLS[p]],
+    # our server with a RADIUS provider (FreeRADIUS beside it): the peer's pppd derives its
+    # MPPE keys from the password, ours come from RADIUS's MS-MPPE-Send/Recv-Key, so traffic
+    # passing proves the RADIUS key path against an independent implementation
+    Cell("pptp-linux", "mschapv2", "strongest", provider="radius"),
+    Cell("pptp-linux", "mschap", "strongest", provider="radius"),
+    Cell("pptp-linux", "chap", provider="radius"),
+    Cell("xl2tpd-lac", "mschapv2", "strongest", provider="radius"),
 ]
+RADIUS_SECRET = "vpnlab-radius"
 
 
 def build(params: Mapping[str, str]) -> LabSpec:
@@ -124,6 +137,9 @@ def build(params: Mapping[str, str]) -> LabSpec:
     if params["encryption"] != "none" and params["auth"] not in ("mschap", "mschapv2"):
         raise SpecError(f"interop: encryption={params['encryption']} needs MPPE keys, which "
                         "come from MS-CHAP: expected auth=mschap or mschapv2")
+    if params["provider"] == "radius" and params["peer"] in OUR_CLIENT:
+        raise SpecError(f"interop: provider=radius is our server's: peer={params['peer']} "
+                        "is dialled by our client")
     if ipsec.applies(params):
         return ipsec.build(params, OURS_NET, PEER_NET, ((USER, PASSWORD),),
                            (PPTPD_LOCAL, PPTPD_REMOTE))
@@ -185,11 +201,25 @@ def start_ours(lab: Lab, params: Mapping[str, str]) -> None:
         lab.figures.setdefault("tunnel_up_s", round(time.monotonic() - t0, 2))  # type: ignore[attr-defined]
     else:
         config = lab.run_dir / "ours-server.toml"
-        config.write_text(server_config(params, tuple(ipsec.server_lines(params, lab))
-                                        if ipsec.applies(params) else ()))
+        extra = tuple(ipsec.server_lines(params, lab)) if ipsec.applies(params) else ()
+        if params["provider"] == "radius":
+            extra += _start_radius(lab)
+        config.write_text(server_config(params, extra))
         ours.start_daemon("vpnserver", _cli("server", "--config", str(config), "--json",
                                             "--status", str(lab.run_dir / "ours-status.json")),
                           ready=r'"event": "listening"', timeout=15)
+
+
+def _start_radius(lab: Lab) -> tuple[str, ...]:
+    """FreeRADIUS in our server's namespace on loopback, knowing the one user; the server's
+    [authentication] lines for it (placed after [server]'s own keys)."""
+    from testbed.freeradius import FreeRadius, FreeRadiusSpec, RadiusClientSpec, RadiusUser
+
+    spec = FreeRadiusSpec(address="127.0.0.1", users=(RadiusUser(USER, PASSWORD),),
+                          clients=(RadiusClientSpec("127.0.0.1", RADIUS_SECRET),))
+    lab.freeradius = FreeRadius.on_node(lab.node("ours"), spec).start()  # type: ignore[attr-defined]
+    return ("", "[authentication]", 'provider = "radius"', "[[authentication.radius]]",
+            'address = "127.0.0.1"', f'secret = "{RADIUS_SECRET}"')
 
 
 def start(lab: Lab, params: Mapping[str, str]) -> None:
@@ -480,6 +510,8 @@ SCENARIO = Scenario(
         "call": Param("incoming", l2tp.CALLS, "L2TP call: incoming (ICRQ) or outgoing (OCRQ)"),
         "cipher": Param("", ("", *ipsec.CIPHERS), "L2TP/IPsec (strongswan-*): PSK with 3DES or "
                         "AES proposals at both ends"),
+        "provider": Param("local", ("local", "radius"), "our server's authentication "
+                          "(peers that dial our server): radius = FreeRADIUS beside it"),
         "nat": Param("none", ipsec.NATS, "L2TP/IPsec: nat-t = a NAT router in front of the "
                      "initiator (NAT-T, UDP 4500)"),
     },
