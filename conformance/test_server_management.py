@@ -97,6 +97,9 @@ def test_the_session_timeout_of_the_profile_ends_the_call():
         _all_pass(lab)
         down = _wait_server_event(lab, "session-down", 15)
         assert "session timeout" in down["reason"]
+        deadline = time.monotonic() + 10  # the client hears the Terminate-Request a moment later
+        while ra.status(lab, "client").get("state") == "up" and time.monotonic() < deadline:
+            time.sleep(0.1)
         assert ra.status(lab, "client").get("state") in ("down", "reconnecting")
 
 
