@@ -29,6 +29,7 @@ def hash_nt_password_hash(password_hash: bytes) -> bytes:
     return MD4.new(password_hash).digest()
 
 
+@functools.lru_cache(maxsize=4096)  # the keys are thirds of a password's hash: few, reused
 def des_key_with_parity(key7: bytes) -> bytes:
     """RFC 2759 §8.6 / RFC 2433 §A.8: spread 56 key bits over 8 octets, each with odd parity
     in its low bit (DES ignores parity; RFC 2433 B.3 and RFC 2759 §9.3 print it this way)."""
