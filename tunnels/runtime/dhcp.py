@@ -24,7 +24,6 @@ hold port 68 on that interface (a DHCP client such as dhclient does).
 from __future__ import annotations
 
 import asyncio
-import errno
 import fcntl
 import socket
 import struct
@@ -34,6 +33,7 @@ from typing import Any
 
 from tunnels.dhcp.leases import AcquireFailed, DHCPAddressSource, Event
 from tunnels.dhcp.messages import CLIENT_PORT
+from tunnels.runtime.udp import UDPSocket
 
 _SIOCGIFHWADDR = 0x8927
 _BATCH = 64
@@ -57,58 +57,16 @@ def interface_mac(interface: str) -> bytes:
     return info[18:24]
 
 
-class DHCPSocket:
+class DHCPSocket(UDPSocket):
     """UDP 0.0.0.0:68 on one interface; errors are counted and affect one datagram."""
 
     def __init__(self, interface: str, port: int = CLIENT_PORT):
         self.interface = interface
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         try:
-            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
-            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE,
-                                 interface.encode() + b"\0")
-            self.sock.bind(("0.0.0.0", port))
-            self.sock.setblocking(False)
+            super().__init__("0.0.0.0", port, device=interface, broadcast=True)
         except OSError as exc:
-            self.sock.close()
             raise DHCPUnavailable(f"cannot open UDP port {port} on {interface}: "
                                   f"{exc.strerror or exc}") from None
-        self.counters = {"received": 0, "sent": 0, "send_errors": 0, "receive_errors": 0}
-        self.last_error = ""
-
-    def fileno(self) -> int:
-        return self.sock.fileno()
-
-    def receive(self) -> tuple[tuple[str, int], bytes] | None:
-        while True:
-            try:
-                data, src = self.sock.recvfrom(65535)
-            except BlockingIOError:
-                return None
-            except InterruptedError:
-                continue
-            except OSError as exc:
-                self._failed("receive_errors", exc)
-                if exc.errno in (errno.EBADF, errno.ENOTSOCK):
-                    return None
-                continue
-            self.counters["received"] += 1
-            return src, data
-
-    def send(self, dst: tuple[str, int], data: bytes) -> None:
-        try:
-            self.sock.sendto(data, dst)
-            self.counters["sent"] += 1
-        except OSError as exc:
-            self._failed("send_errors", exc)
-
-    def _failed(self, counter: str, exc: OSError) -> None:
-        self.counters[counter] += 1
-        self.last_error = f"{counter.replace('_', ' ')[:-1]}: {exc.strerror or exc}"
-
-    def close(self) -> None:
-        self.sock.close()
 
 
 class DHCPAddressPool:

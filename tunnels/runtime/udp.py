@@ -16,9 +16,19 @@ L2TP_PORT = 1701
 
 
 class UDPSocket:
-    def __init__(self, bind_address: str, port: int = L2TP_PORT, rcvbuf: int = 4 << 20):
+    """`device`: bound to that interface too (SO_BINDTODEVICE: DHCP's broadcasts leave there
+    and only its datagrams come in); `broadcast`: may send to 255.255.255.255."""
+
+    def __init__(self, bind_address: str, port: int = L2TP_PORT, rcvbuf: int = 4 << 20,
+                 device: str | None = None, broadcast: bool = False):
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         try:
+            if device is not None:
+                self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE,
+                                     device.encode() + b"\0")
+            if broadcast:
+                self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
             self.sock.bind((bind_address, port))
             self.sock.setblocking(False)
             self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)

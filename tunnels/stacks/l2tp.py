@@ -46,7 +46,7 @@ from tunnels.ppp.config import PPPConfig
 from tunnels.ppp.engine import PPPEngine
 from tunnels.stacks.deadlines import DeadlineHeap
 from tunnels.stacks.pptp import _DATA_PROTOCOLS, ControlClosed, SessionDown, SessionEvent, SessionUp
-from tunnels.ppp.auth.base import Verdict
+from tunnels.stacks.sessions import SessionTable
 
 Address = tuple[str, int]
 L2TP_PORT = 1701
@@ -87,7 +87,7 @@ class _TunnelEntry:
     key: tuple[str, int, int] | None = None  # (address, port, peer's Assigned Tunnel ID)
 
 
-class _Stack:
+class _Stack(SessionTable):
     def __init__(self, tunnel_config: TunnelConfig, random: Callable[[int], bytes]):
         self.tunnel_config = tunnel_config
         self.random = random
@@ -153,39 +153,6 @@ class _Stack:
 
     receive_gre = receive_datagram
 
-    def send_datagram(self, packet: bytes, now: float) -> None:
-        """An IPv4 packet from the TUN device, routed to the session owning its destination."""
-        if len(packet) < 20:
-            return
-        session = self._by_packed.get(packet[16:20]) or self._default_session()
-        if session is None or not session.up:
-            self.counters["tun_no_session"] += 1
-            return
-        session.ppp.send_datagram(packet, now)
-        self._pump(session, now)
-
-    def complete_authentication(self, call_id: int, verdict: Verdict, now: float) -> bool:
-        """A verifier's later answer (RADIUS) for one call; False when the call is gone."""
-        s = self.sessions.get(call_id)
-        if s is None:
-            return False
-        s.ppp.complete_authentication(verdict, now)
-        self._pump(s, now)
-        return True
-
-    def disconnect(self, call_id: int, reason: str, now: float) -> bool:
-        """The server hangs one call up (LCP Terminate, then the call is cleared)."""
-        s = self.sessions.get(call_id)
-        if s is None:
-            return False
-        s.ppp.close(now, reason)
-        self._pump(s, now)
-        return True
-
-    @property
-    def by_packed_address(self) -> dict[bytes, L2TPSession]:
-        """Sessions up, by the client's tunnel address (4 octets): the TUN fan-out's lookup."""
-        return self._by_packed
 
     def get_timer(self) -> float | None:
         return self._deadlines.next()

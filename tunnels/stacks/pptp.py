@@ -54,7 +54,7 @@ from tunnels.ppp.engine import PPPEngine
 from tunnels.stacks.deadlines import DeadlineHeap
 from tunnels.pptp.control import ControlConnection, ControlEvent
 from tunnels.pptp.messages import ControlStream, StopReason
-from tunnels.ppp.auth.base import Verdict
+from tunnels.stacks.sessions import SessionTable
 
 _DATA_PROTOCOLS = (b"\x00\xfd", b"\x00\x21")  # PPP protocol fields of MPPE and IP frames
 NO_GRE_REASON = ("control connection up, no GRE received: is GRE (IP protocol 47) filtered or "
@@ -124,7 +124,7 @@ class _Connection:
     peer: str
 
 
-class _Stack:
+class _Stack(SessionTable):
     def __init__(self, random: Callable[[int], bytes], gre_timeout: float):
         self.random = random
         self.gre_timeout = gre_timeout
@@ -202,39 +202,6 @@ class _Stack:
             session.ppp.receive_frame(frame, now)
         self._pump(session, now)
 
-    def send_datagram(self, packet: bytes, now: float) -> None:
-        """An IPv4 packet from the TUN device, routed to the session owning its destination."""
-        if len(packet) < 20:
-            return
-        session = self._by_packed.get(packet[16:20]) or self._default_session()
-        if session is None or not session.up:
-            self.counters["tun_no_session"] += 1
-            return
-        session.ppp.send_datagram(packet, now)
-        self._pump(session, now)
-
-    def complete_authentication(self, call_id: int, verdict: Verdict, now: float) -> bool:
-        """A verifier's later answer (RADIUS) for one call; False when the call is gone."""
-        s = self.sessions.get(call_id)
-        if s is None:
-            return False
-        s.ppp.complete_authentication(verdict, now)
-        self._pump(s, now)
-        return True
-
-    def disconnect(self, call_id: int, reason: str, now: float) -> bool:
-        """The server hangs one call up (LCP Terminate, then the call is cleared)."""
-        s = self.sessions.get(call_id)
-        if s is None:
-            return False
-        s.ppp.close(now, reason)
-        self._pump(s, now)
-        return True
-
-    @property
-    def by_packed_address(self) -> dict[bytes, Session]:
-        """Sessions up, by the client's tunnel address (4 octets): the TUN fan-out's lookup."""
-        return self._by_packed
 
     def _default_session(self) -> Session | None:
         return None

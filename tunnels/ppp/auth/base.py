@@ -213,6 +213,31 @@ class AuthOutcome:
                    verdict.authorization)
 
 
+class AwaitsVerdict:
+    """The authenticator side's wait for its verifier: `_ask` hands the credentials over and
+    concludes at once when the verdict is immediate; `conclude(verdict, now)` (each method's
+    wording on the wire) takes them back with `_answered()`."""
+
+    _verifying: Credentials | None = None
+
+    @property
+    def awaiting_verdict(self) -> bool:
+        return self._verifying is not None
+
+    def _ask(self, verifier: Verifier, credentials: Credentials, now: float) -> None:
+        self._verifying = credentials
+        verdict = verifier.verify(credentials)
+        if verdict is not None:
+            self.conclude(verdict, now)
+
+    def _answered(self) -> Credentials | None:
+        credentials, self._verifying = self._verifying, None
+        return credentials
+
+    def conclude(self, verdict: Verdict, now: float) -> None:
+        raise NotImplementedError
+
+
 class Verifier(Protocol):
     def verify(self, credentials: Credentials) -> Verdict | None:
         """The verdict now, or None when it comes later through

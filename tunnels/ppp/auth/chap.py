@@ -19,6 +19,7 @@ from tunnels.ppp.auth.base import (
     PPP_CHAP,
     AuthMethod,
     AuthOutcome,
+    AwaitsVerdict,
     Credentials,
     MPPEMaterial,
     Random,
@@ -194,7 +195,7 @@ class _Exchange:
         self.deadline = None
 
 
-class ChapAuthenticator(_Exchange):
+class ChapAuthenticator(_Exchange, AwaitsVerdict):
     """Sends the challenge, judges the response, answers Success or Failure."""
 
     def __init__(self, method: AuthMethod, verifier: Verifier, name: str, random: Random,
@@ -247,22 +248,13 @@ class ChapAuthenticator(_Exchange):
             _RESPONSES[self.method].decode(packet.value)  # malformed: raises, discarded
         self._awaiting = False
         self.deadline = None
-        self._verifying = Credentials(self.method, packet.name.decode("utf-8", "replace"),
-                                      self._id, self._challenge, packet.value)
-        verdict = self.verifier.verify(self._verifying)
-        if verdict is not None:
-            self.conclude(verdict, now)
+        self._ask(self.verifier, Credentials(self.method, packet.name.decode("utf-8", "replace"),
+                                             self._id, self._challenge, packet.value), now)
 
     _last_answer = b""
-    _verifying: Credentials | None = None
-
-    @property
-    def awaiting_verdict(self) -> bool:
-        return self._verifying is not None
-
     def conclude(self, verdict: Verdict, now: float) -> None:
         """The verifier's answer (at once or later): Success or Failure on the wire."""
-        credentials, self._verifying = self._verifying, None
+        credentials = self._answered()
         if credentials is None:
             return  # no response is waiting (a late answer after the link went)
         ok = verdict.success

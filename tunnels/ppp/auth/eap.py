@@ -20,6 +20,7 @@ from tunnels.ppp.auth.base import (
     PPP_EAP,
     AuthMethod,
     AuthOutcome,
+    AwaitsVerdict,
     Credentials,
     Random,
     Verdict,
@@ -126,7 +127,7 @@ class _Base:
         return self.deadline
 
 
-class EapAuthenticator(_Base):
+class EapAuthenticator(_Base, AwaitsVerdict):
     def __init__(self, verifier: Verifier, random: Random,
                  method: int | Sequence[int] = EapType.MD5_CHALLENGE,
                  restart: float = 3.0, max_tries: int = 10):
@@ -188,21 +189,12 @@ class EapAuthenticator(_Base):
         elif packet.type == self.method.type and self._verifying is None:
             assert self._request is not None
             self.deadline = None
-            self._verifying = self.method.credentials(self.identity, packet.identifier,
-                                                      self._request.data, packet.data)
-            verdict = self.verifier.verify(self._verifying)
-            if verdict is not None:
-                self.conclude(verdict, now)
-
-    _verifying: Credentials | None = None
-
-    @property
-    def awaiting_verdict(self) -> bool:
-        return self._verifying is not None
+            self._ask(self.verifier, self.method.credentials(
+                self.identity, packet.identifier, self._request.data, packet.data), now)
 
     def conclude(self, verdict: Verdict, now: float) -> None:
         """The verifier's answer (at once or later): EAP Success or Failure."""
-        credentials, self._verifying = self._verifying, None
+        credentials = self._answered()
         if credentials is None:
             return
         text = "Access granted" if verdict.success else (verdict.message or "bad credentials")

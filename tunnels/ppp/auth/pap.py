@@ -12,6 +12,7 @@ from tunnels.ppp.auth.base import (
     PPP_PAP,
     AuthMethod,
     AuthOutcome,
+    AwaitsVerdict,
     Credentials,
     Random,
     Verdict,
@@ -153,7 +154,7 @@ class PapPeer:
         return self.deadline
 
 
-class PapAuthenticator:
+class PapAuthenticator(AwaitsVerdict):
     protocol = PPP_PAP
 
     def __init__(self, verifier: Verifier, wait: float = 30.0):
@@ -183,22 +184,13 @@ class PapAuthenticator:
         if self._verifying is not None:
             return  # the verifier is still out: its answer will be the answer
         request = AuthenticateRequest.from_body(ident, body)
-        self._verifying = Credentials(AuthMethod.PAP, request.peer_id.decode("utf-8", "replace"),
-                                      ident, password=request.password)
         self.deadline = None
-        verdict = self.verifier.verify(self._verifying)
-        if verdict is not None:
-            self.conclude(verdict, now)
-
-    _verifying: Credentials | None = None
-
-    @property
-    def awaiting_verdict(self) -> bool:
-        return self._verifying is not None
+        self._ask(self.verifier, Credentials(AuthMethod.PAP, request.peer_id.decode(
+            "utf-8", "replace"), ident, password=request.password), now)
 
     def conclude(self, verdict: Verdict, now: float) -> None:
         """The verifier's answer (at once or later): Authenticate-Ack or -Nak on the wire."""
-        credentials, self._verifying = self._verifying, None
+        credentials = self._answered()
         if credentials is None:
             return
         ok = verdict.success
