@@ -638,3 +638,15 @@ def test_radius_server_errors_give_the_line_in_the_right_entry(tmp_path):
     with pytest.raises(ConfigError, match=rf"authentication\.radius\[2\]\.secret: got 7; "
                                           rf".* \(line {line}\)$"):
         ServerConfig.load(write(tmp_path, text))
+
+
+def test_policies_apply_with_a_radius_provider_too(tmp_path):
+    """Our own policies after a RADIUS Accept (tunnels/admission.py): allowed, and loaded."""
+    path = tmp_path / "srv.toml"
+    path.write_text("\n".join([
+        "[server]", 'listen = "203.0.113.2"', 'pool = "10.10.100.0/24"', 'auth = ["mschapv2"]',
+        "[authentication]", 'provider = "radius"', "[[authentication.radius]]",
+        'address = "10.10.0.3"', 'secret = "s"', "[[policies]]", 'name = "p"',
+        'groups = ["VPN_Users"]', 'permission = "grant"', ""]))
+    config = ServerConfig.load(path)
+    assert config.authentication.provider == "radius" and [p.name for p in config.policies] == ["p"]

@@ -53,8 +53,9 @@ before anything is created (no socket, TUN device or route), so a bad file chang
     dhcp_block = 10                # dhcp: addresses leased at a time
 
     [authentication]
-    provider = "local"             # local ([users]) | radius; with radius the RADIUS server
-                                   #   applies its policies and [[policies]] are refused
+    provider = "local"             # local ([users]) | radius; RADIUS users' groups are the
+                                   #   Accept's Filter-Id values; [[policies]] apply to them
+                                   #   too (under the default policy the Accept admits)
     [[authentication.radius]]      # radius: one or two servers, in fail-over order
     address = "10.10.0.3"
     port = 1812
