@@ -132,9 +132,15 @@ def _wire_report(report: dict, client_pcap: Path, server_pcap: Path, client: str
     cdn = {"client": _acknowledged(at_client, client, CDN),
            "server": _acknowledged(at_server, server, CDN)}
     report["cdn_sent_by"] = [end for end, acked in cdn.items() if acked is not None]
-    report["cdn_acked"] = bool(report["cdn_sent_by"]) and all(
-        acked for acked in cdn.values() if acked is not None)
     report["stopccn_acked"] = _acknowledged(at_client, client, STOPCCN)
+    # The two CDNs may cross, and the client's StopCCN follows its own CDN at once: when the
+    # server's CDN was lost, the client's acknowledged StopCCN ends the tunnel with every
+    # session in it (RFC 2661 §5.7, §6.4), so that CDN is settled without an ack of its own.
+    settled = {end: acked or (end == "server" and bool(report["stopccn_acked"]))
+               for end, acked in cdn.items() if acked is not None}
+    report["cdn_settled_by_stopccn"] = [end for end, acked in cdn.items()
+                                        if acked is False and settled.get(end)]
+    report["cdn_acked"] = bool(settled) and all(settled.values())
     return cdn
 
 
