@@ -34,6 +34,9 @@ from tunnels.stacks.pptp import ControlClosed, PPTPClient, SessionDown, SessionE
 
 TUN_MTU = 1400  # GRE + PPP + MPPE overhead inside a 1500-byte path
 HANG_UP_GRACE = 3.0  # seconds to wait for the server's answers to our Terminate/Stop
+# L2TP: then up to this long for the StopCCN's acknowledgement, so a lost one is sent again
+# (RFC 2661 §5.8 back-off: 1, 2, 4 s); a server that is gone costs this much on hang-up
+L2TP_STOP_GRACE = 8.0
 
 
 class VPNClient:
@@ -331,7 +334,7 @@ class VPNClient:
         try:
             await self.done.wait()
             # the StopCCN is acknowledged and the SAs deleted (or given up) before we go
-            for _ in range(int(HANG_UP_GRACE / 0.05)):
+            for _ in range(int(L2TP_STOP_GRACE / 0.05)):
                 if stack.done:
                     break
                 await asyncio.sleep(0.05)
