@@ -186,7 +186,7 @@ def test_radius_access_on_the_wire_with_mschapv2_and_mppe_keys():
         assert _message_authenticator_ok(bytes(req), None)
         assert _message_authenticator_ok(bytes(acc), bytes(req.authenticator))
         assert _vsas(acc, 26)  # MS-CHAP2-Success
-        # MS-MPPE-Recv-Key is what the NAS receives with (the client's send key, RFC 2548)
+        # MS-MPPE-Send-Key (vendor type 16) encrypts what the NAS sends (RFC 2548 §2.4.2)
         send = _salt_decrypt(_vsas(acc, 16)[0], bytes(req.authenticator))
         nt_response = response[26:50]
         master = master_key_v2(mscrypto.nt_password_hash(ra.PASSWORD), nt_response)

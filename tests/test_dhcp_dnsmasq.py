@@ -8,15 +8,13 @@ within seconds."""
 
 from __future__ import annotations
 
-import shutil
-import subprocess
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 
 from testbed.dnsmasq import DNSMASQ, start_dnsmasq
-from tests.test_runtime_netns import Namespace, join
+from tests.test_runtime_netns import Namespace, join, namespace_skip_reason
 
 pytestmark = pytest.mark.netns
 FIRST, LAST = "10.77.0.100", "10.77.0.107"
@@ -26,13 +24,7 @@ RANGE = {f"10.77.0.{n}" for n in range(100, 108)}
 def _skip_reason() -> str | None:
     if not Path(DNSMASQ).exists():
         return f"dnsmasq is not installed (Debian package dnsmasq-base): {DNSMASQ} missing"
-    if shutil.which("unshare") is None or shutil.which("mnexec") is None:
-        return "unshare (util-linux) or mnexec (mininet) missing"
-    try:
-        subprocess.run(["unshare", "--net", "true"], check=True, capture_output=True, timeout=10)
-    except (subprocess.CalledProcessError, OSError) as exc:
-        return f"cannot create a network namespace (needs root): {exc}"
-    return None
+    return namespace_skip_reason()
 
 
 @pytest.fixture

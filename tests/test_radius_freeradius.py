@@ -14,9 +14,7 @@ sends only with EAP, so the helper's site adds it to every reply as 3.2.5 does."
 
 from __future__ import annotations
 
-import shutil
 import statistics
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -29,7 +27,7 @@ from testbed.freeradius import (
     skip_reason,
     values,
 )
-from tests.test_runtime_netns import Namespace
+from tests.test_runtime_netns import Namespace, namespace_skip_reason
 from tunnels.radius.access import NO_LM_KEY
 
 pytestmark = pytest.mark.netns
@@ -44,16 +42,7 @@ USERS = (
 
 
 def _skip() -> str | None:
-    reason = skip_reason()
-    if reason:
-        return reason
-    if shutil.which("unshare") is None or shutil.which("mnexec") is None:
-        return "unshare (util-linux) or mnexec (mininet) missing"
-    try:
-        subprocess.run(["unshare", "--net", "true"], check=True, capture_output=True, timeout=10)
-    except (subprocess.CalledProcessError, OSError) as exc:
-        return f"cannot create a network namespace (needs root): {exc}"
-    return None
+    return skip_reason() or namespace_skip_reason()
 
 
 @pytest.fixture

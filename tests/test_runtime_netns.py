@@ -13,6 +13,7 @@ import json
 import os
 import re
 import signal
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -25,6 +26,17 @@ import pytest
 
 pytestmark = pytest.mark.netns
 REPO = Path(__file__).resolve().parents[1]
+
+
+def namespace_skip_reason() -> str | None:
+    """Why `Namespace` cannot be used here (None when it can): the tools, and root."""
+    if shutil.which("unshare") is None or shutil.which("mnexec") is None:
+        return "unshare (util-linux) or mnexec (mininet) missing"
+    try:
+        subprocess.run(["unshare", "--net", "true"], check=True, capture_output=True, timeout=10)
+    except (subprocess.CalledProcessError, OSError) as exc:
+        return f"cannot create a network namespace (needs root): {exc}"
+    return None
 
 
 class Namespace:

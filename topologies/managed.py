@@ -14,6 +14,7 @@ policies say should happen (`expected`), on the client, in the server's status, 
 
 from __future__ import annotations
 
+import datetime
 import ipaddress
 import json
 import time
@@ -110,10 +111,7 @@ def expected(params: Mapping[str, str], now: float | None = None) -> tuple[bool,
                 "Allow access if dial-in permission is enabled")
     tunnel = "pptp" if params["protocol"] == "pptp" else "l2tp"
     groups = user.groups if not (radius and user.dialin == "deny") else ()
-    when = time.localtime(now)
-    import datetime
-
-    stamp = datetime.datetime(*when[:6])
+    stamp = datetime.datetime.fromtimestamp(time.time() if now is None else now)
     if "VPN_Users" in groups:
         policy = PPTP_POLICY if tunnel == "pptp" else L2TP_POLICY
     elif "Contractors" in groups and TimeWindow.parse(params["contractor_hours"]).contains(stamp):
@@ -126,8 +124,8 @@ def expected(params: Mapping[str, str], now: float | None = None) -> tuple[bool,
         return False, 649, policy
     if policy == L2TP_POLICY and (params["cipher"] or "3des-cbc") == "des-cbc":
         return False, 742, policy
-    if policy == PPTP_POLICY and params["encryption"] in ("none", "basic"):
-        return True, None, policy  # granted; MPPE then fails (the profile wants 56 or 128)
+    # granted; with PPTP encryption none or basic the MPPE negotiation then fails (the
+    # profile wants 56 or 128 bits), after the policy's decision
     return True, None, policy
 
 
@@ -188,17 +186,17 @@ def _radius_addresses(params: Mapping[str, str]) -> list[str]:
 
 def radius_users(params: Mapping[str, str]) -> tuple:
     """The same people in FreeRADIUS: groups as Filter-Id, a Class to echo in accounting, the
-    static address as Framed-IP-Address; a denied dial-in is RADIUS's Auth-Type := Reject."""
+    static address as Framed-IP-Address. A denied dial-in is accepted in no group: with the
+    chapter's policies none matches (649)."""
     from testbed.freeradius import RadiusUser
 
     out = []
     for user in USERS.values():
-        reply: list[tuple[str, str | int]] = [("Filter-Id", g) for g in user.groups]
+        groups = () if user.dialin == "deny" else user.groups
+        reply: list[tuple[str, str | int]] = [("Filter-Id", g) for g in groups]
         reply.append(("Class", f"vpnlab-{user.name}"))
         if user.static_address:
             reply.append(("Framed-IP-Address", user.static_address))
-        if user.dialin == "deny":
-            reply = [("Class", f"vpnlab-{user.name}")]  # accepted, but in no group
         out.append(RadiusUser(user.name, ra.PASSWORD, tuple(reply)))
     return tuple(out)
 

@@ -182,9 +182,6 @@ class _CallVerifier:
             admission.from_radius(self.call, credentials, verdict, groups)))
         return None
 
-    def lookup(self, username: str) -> Any:  # the older Verifier interface, for status tools
-        return self.admission.accounts.lookup_sent(username)
-
 
 def _shorter(a: float | None, b: float | None) -> float | None:
     values = [v for v in (a, b) if v]

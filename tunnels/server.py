@@ -155,8 +155,8 @@ class VPNServer:
         protocol = call_id[0]
         call = Call(protocol, call_id[1], peer,
                     esp_cipher=self._esp_ciphers.get(peer) if protocol == "l2tp-ipsec" else None)
-        limit = self.config.ports.get(call.tunnel_type)
-        if limit is not None and self._calls_of(call.tunnel_type) >= limit:
+        limit = self.config.port_limit(call.tunnel_type)
+        if self._calls_of(call.tunnel_type) >= limit:
             self.totals["ports_exhausted"] += 1
             return self._refused(call, f"all {limit} {call.tunnel_type.upper()} ports are in "
                                        "use")
@@ -213,7 +213,7 @@ class VPNServer:
             "protocols": list(self.stacks), "listen": self.config.listen,
             "pool": str(self.config.pool) if self.config.pool else "dhcp",
             "max_ports": self.config.max_ports,
-            "ports": {t: {"limit": self.config.ports.get(t), "in_use": self._calls_of(t)}
+            "ports": {t: {"limit": self.config.port_limit(t), "in_use": self._calls_of(t)}
                       for t in ("pptp", "l2tp")},
             "addresses": self.pool.status(), "admission": dict(self.admission.counters),
             "sessions": [self._live_info(k, v) for k, v in self.sessions.items()],

@@ -324,8 +324,9 @@ class ControlConnection:
 
     def _on_cdn(self, msg: m.CallDisconnectNotify, now: float) -> None:
         """§3.2.6: the CDN carries the PAC's Call ID. Linux's NAT PPTP helper rewrites that
-        field as if it were ours (nf_nat_pptp translates the CDN's call ID to the PNS's), so
-        behind such a NAT the CDN names our own Call ID: accepted too, and counted."""
+        field as if it were ours (nf_nat_pptp.c pptp_inbound_pkt: for CALL_DISCONNECT_NOTIFY
+        `pcid = &disc.callID`, the PNS's Call ID put back), so behind such a NAT the CDN
+        names our own Call ID: accepted too, and counted."""
         calls = [c for c in self.calls.values() if c.peer_call_id == msg.call_id]
         if not calls and msg.call_id in self.calls:
             calls = [self.calls[msg.call_id]]

@@ -10,7 +10,6 @@ which is what the RADIUS server's client list matches on.
 from __future__ import annotations
 
 import asyncio
-import socket
 from collections.abc import Callable
 from typing import Any
 
@@ -21,16 +20,7 @@ from tunnels.radius.access import NasInfo, access_request, groups_from, verdict_
 from tunnels.radius.attributes import TunnelType
 from tunnels.radius.client import AccessAccepted, RadiusClient
 from tunnels.runtime.radius import RadiusRuntime
-
-
-def source_address_towards(address: str, port: int) -> str:
-    """The local address the kernel picks for `address` (a UDP connect sends nothing)."""
-    probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    try:
-        probe.connect((address, port))
-        return str(probe.getsockname()[0])
-    finally:
-        probe.close()
+from tunnels.runtime.udp import local_address_toward
 
 
 class RadiusLink:
@@ -41,7 +31,7 @@ class RadiusLink:
         first = (servers or accounting)[0]
         self.loop = loop
         self.nas_identifier = first.nas_identifier or config.name
-        self.nas_ip = source_address_towards(first.address, first.port)
+        self.nas_ip = local_address_toward(first.address, first.port)
         self.listen = config.listen
         client = RadiusClient([(s.address, s.port, s.secret) for s in servers or accounting],
                               timeout=first.timeout, retries=first.retries,

@@ -30,7 +30,6 @@ with StopCCN result 2 / error 1 ("no control connection exists yet", §4.4.2) an
 
 from __future__ import annotations
 
-import ipaddress
 import os
 from collections import deque
 from collections.abc import Callable
@@ -105,7 +104,7 @@ class _Stack(SessionTable):
         self.counters = {"datagrams_in": 0, "malformed": 0, "unknown_tunnel": 0,
                          "unknown_session": 0, "wrong_source": 0, "data_in": 0,
                          "data_out": 0, "tun_no_session": 0, "data_out_of_order": 0,
-                         "control_in": 0, "zlb_in": 0, "data_held_early": 0}
+                         "control_in": 0, "data_held_early": 0}
 
     # -- outputs -------------------------------------------------------------------------------
     def datagrams_to_send(self) -> list[tuple[Address, bytes]]:
@@ -348,9 +347,7 @@ class _Stack(SessionTable):
             moved = True
             self._events.append(SessionEvent(s.tunnel.tunnel_id, s.session_id, event))
             if isinstance(event, pev.NetworkOpened):
-                s.up, s.address = True, event.peer_address
-                self.by_address[event.peer_address] = s
-                self._by_packed[ipaddress.IPv4Address(event.peer_address).packed] = s
+                self._address_up(s, event.peer_address)
                 self._events.append(SessionUp(s.tunnel.tunnel_id, s.session_id,
                                               f"{s.peer[0]}:{s.peer[1]}", s.ppp.username,
                                               event.local_address, event.peer_address,
@@ -371,9 +368,7 @@ class _Stack(SessionTable):
             return
         self._schedule(("s", s.session_id), None)
         s.reason = reason
-        if s.address is not None and self.by_address.get(s.address) is s:
-            del self.by_address[s.address]
-            self._by_packed.pop(ipaddress.IPv4Address(s.address).packed, None)
+        self._address_down(s)
         if s.ppp.phase.value != "dead":
             s.ppp.lower_layer_down(now, reason)
             for frame in s.ppp.frames_to_send():

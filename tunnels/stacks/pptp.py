@@ -38,7 +38,6 @@ API (all times are the caller's clock in seconds; nothing here reads a clock or 
 
 from __future__ import annotations
 
-import ipaddress
 import os
 import struct
 from collections import deque
@@ -329,9 +328,7 @@ class _Stack(SessionTable):
             control = True
             self._events.append(SessionEvent(s.conn_id, s.call_id, event))
             if isinstance(event, pev.NetworkOpened):
-                s.up, s.address = True, event.peer_address
-                self.by_address[event.peer_address] = s
-                self._by_packed[ipaddress.IPv4Address(event.peer_address).packed] = s
+                self._address_up(s, event.peer_address)
                 self._events.append(SessionUp(s.conn_id, s.call_id, s.peer, s.ppp.username,
                                               event.local_address, event.peer_address,
                                               event.dns, event.nbns))
@@ -361,9 +358,7 @@ class _Stack(SessionTable):
             return
         self._schedule(("s", s.call_id), None)
         s.reason = reason
-        if s.address is not None and self.by_address.get(s.address) is s:
-            del self.by_address[s.address]
-            self._by_packed.pop(ipaddress.IPv4Address(s.address).packed, None)
+        self._address_down(s)
         if s.ppp.phase.value != "dead":
             s.ppp.lower_layer_down(now, reason)
             for frame in s.ppp.frames_to_send():

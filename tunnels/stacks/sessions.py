@@ -1,11 +1,12 @@
 """What the PPTP and L2TP stacks share around their calls (each `Session` has a `ppp` engine
 and an `up` flag): routing a TUN datagram to its call by destination address, a verifier's
 later answer, the server hanging a call up, and the public address lookup the server's TUN
-fan-out uses. Each stack supplies `sessions`, `_by_packed`, `_pump(session, now)`,
-`_default_session()` and `counters`."""
+fan-out uses, and the address index both keep. Each stack supplies `sessions`,
+`by_address`, `_by_packed`, `_pump(session, now)`, `_default_session()` and `counters`."""
 
 from __future__ import annotations
 
+import ipaddress
 from typing import Any
 
 from tunnels.ppp.auth.base import Verdict
@@ -13,6 +14,7 @@ from tunnels.ppp.auth.base import Verdict
 
 class SessionTable:
     sessions: dict[int, Any]
+    by_address: dict[str, Any]
     _by_packed: dict[bytes, Any]
     counters: dict[str, int]
 
@@ -21,6 +23,17 @@ class SessionTable:
 
     def _default_session(self) -> Any:
         return None
+
+    def _address_up(self, s: Any, address: str) -> None:
+        """IPCP gave the call its address: TUN datagrams for it now reach this session."""
+        s.up, s.address = True, address
+        self.by_address[address] = s
+        self._by_packed[ipaddress.IPv4Address(address).packed] = s
+
+    def _address_down(self, s: Any) -> None:
+        if s.address is not None and self.by_address.get(s.address) is s:
+            del self.by_address[s.address]
+            self._by_packed.pop(ipaddress.IPv4Address(s.address).packed, None)
 
     def send_datagram(self, packet: bytes, now: float) -> None:
         """An IPv4 packet from the TUN device, routed to the session owning its destination."""
