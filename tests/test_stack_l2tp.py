@@ -9,6 +9,7 @@ import random as _random
 
 import pytest
 
+from tests.virtual_clock import VirtualClockNet
 from tunnels.l2tp.avp import AVP, AVPType, ResultCode
 from tunnels.l2tp.control import CallMode, TunnelConfig
 from tunnels.l2tp.messages import ControlMessage, ControlPacket, DataPacket, MessageType
@@ -47,7 +48,7 @@ def make_client(tunnel=None, password="s3cret", method=AuthMethod.MSCHAPV2, seed
                       random=rng(seed))
 
 
-class Net:
+class Net(VirtualClockNet):
     """Clients at 198.51.100.(2+i):1701 (or another source port) and one server."""
 
     def __init__(self, server, clients, loss=0.0, reorder=0.0, seed=7, ports=None):
@@ -95,25 +96,6 @@ class Net:
         self._deliver(batch)
         return moved or bool(batch)
 
-    def run(self, until=60.0, stop=None):
-        end = self.now + until
-        for _ in range(200000):
-            if self.step():
-                if stop and stop():
-                    return
-                continue
-            if stop and stop():
-                return
-            timers = [t for t in [self.server.get_timer()] +
-                      [c.get_timer() for c in self.clients] if t is not None]
-            if not timers or min(timers) > end:
-                self.now = end
-                return
-            self.now = max(self.now, min(timers))
-            self.server.handle_timer(self.now)
-            for c in self.clients:
-                c.handle_timer(self.now)
-        raise AssertionError("did not settle")
 
     def ups(self, i):
         return [e for e in self.events[i] if isinstance(e, SessionUp)]

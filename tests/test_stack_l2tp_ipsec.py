@@ -21,6 +21,7 @@ from scapy.layers.l2tp import L2TP
 from scapy.packet import Raw
 
 from tests.test_ike_certs import pki  # noqa: F401 - the fixture
+from tests.virtual_clock import VirtualClockNet
 from tunnels.ipsec.ike import IKEConfig
 from tunnels.l2tp.control import TunnelConfig
 from tunnels.ppp.auth.base import Account, AuthMethod, LocalAccounts
@@ -73,7 +74,7 @@ def make_client(local, ike_config=None, user="alice", password="s3cret", seed=2,
                            local, random=rng(seed))
 
 
-class Net:
+class Net(VirtualClockNet):
     """Clients and one server. With `nat=True` the clients sit at 10.0.0.(2+i) behind a NAPT
     with the public address NAT_PUBLIC that maps each private (address, UDP port) to a port
     of its own and drops ESP (IP protocol 50 has no port to map); otherwise client i is at
@@ -142,26 +143,6 @@ class Net:
             stack.receive_datagram(src, data, self.now)
         return bool(batch)
 
-    def run(self, until=60.0, stop=None):
-        end = self.now + until
-        for _ in range(100000):
-            if self.step():
-                if stop and stop():
-                    return
-                continue
-            if stop and stop():
-                return
-            stacks = [self.server, *self.clients]
-            timers = [t for s in stacks if (t := s.get_timer()) is not None]
-            if not timers or min(timers) > end:
-                self.now = end
-                return
-            self.now = max(self.now, min(timers))
-            for s in stacks:
-                t = s.get_timer()
-                if t is not None and t <= self.now:
-                    s.handle_timer(self.now)
-        raise AssertionError("did not settle")
 
     def of(self, i, cls):
         for k, c in enumerate(self.clients):
