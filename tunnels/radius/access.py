@@ -72,6 +72,8 @@ CHALLENGED = ("RADIUS Access-Challenge: this server does not relay challenge exc
               "(EAP methods other than MD5 are not proxied)")
 NO_LM_KEY = ("{bits}-bit MPPE after MS-CHAP v1 needs the LM key, and the RADIUS server sent "
              "none (MS-CHAP-MPPE-Keys with an all-zero LM key)")
+# RFC 2865 §5.8: 0xFFFFFFFE "the NAS should select an address"; 0xFFFFFFFF "allow the user to
+# select" (negotiated), which this server does not offer: the pool's address either way
 NAS_CHOOSES = {ipaddress.IPv4Address("255.255.255.254"), ipaddress.IPv4Address("255.255.255.255")}
 _S = re.compile(r"S=[0-9A-Fa-f]{40}")
 AccessEvent = AccessAccepted | AccessRejected | AccessChallenged | RequestFailed
