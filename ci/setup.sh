@@ -13,6 +13,9 @@ fi
 
 apt_packages=(mininet iproute2 iptables tcpdump tshark dnsmasq-base iperf3 bridge-utils ethtool
               procps iputils-ping python3-venv python3-pip conntrack util-linux
+              # the compiled data path (setup.py: tunnels/mppe/_fastmppe.c,
+              # tunnels/ipsec/_fastesp.c over libcrypto)
+              gcc python3-dev libssl-dev
               # reference peers (testbed/refpeer.py): user-mode Linux, kmod for its module
               # tree (depmod -b, modprobe -d), pppd with pptpd and pptp-linux, xl2tpd, and
               # strongSwan with the plugins its IKEv1 PSK set needs (openssl: modp, 3DES;
@@ -57,7 +60,10 @@ if [ ! -x .venv/bin/python ] || ! .venv/bin/python -c 'import mininet.net' 2>/de
   /usr/bin/python3 -m venv --system-site-packages .venv
 fi
 stamp=.venv/.vpnlab-installed
-if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
+# re-installed when the metadata or a C source of the compiled data path changed (an editable
+# install builds the extensions in place, next to their Python modules)
+if [ ! -f "$stamp" ] || [ -n "$(find pyproject.toml setup.py -newer "$stamp")" ] || \
+   [ -n "$(find tunnels -name '*.c' -newer "$stamp" | head -1)" ]; then
   echo "vpnlab set-up: installing Python dependencies"
   .venv/bin/pip install -q --disable-pip-version-check -e . ruff 2>&1 | { grep -v "is ignored: it is neither" || true; }
   touch "$stamp"
