@@ -20,6 +20,7 @@ pytestmark = pytest.mark.netns
                          ids=["wrong-password", "unknown-user", "no-dialin-permission"])
 def test_bad_credentials_get_691_and_server_keeps_serving(user, password, code):
     with start_scenario("remote-access", nat="pptp-helper", clients="2") as lab:
+        assert ra.status(lab, "client2").get("state") == "up", _trace(lab, "client2")
         lab.node("client").daemons["vpnclient"].stop()
         ra.connect(lab, "client", lab.params, user=user, password=password)
         daemon = lab.node("client").daemons["vpnclient"]
@@ -30,7 +31,16 @@ def test_bad_credentials_get_691_and_server_keeps_serving(user, password, code):
         assert failed and str(failed[-1]["error_code"]) == code
         assert not lab.node("client").run(["ip", "link", "show", "vpn0"]).ok
         # the other client is still served
-        assert lab.node("client2").run(["ping", "-c1", "-W2", ra.FILESERVER]).ok
+        assert lab.node("client2").run(["ping", "-c1", "-W2", ra.FILESERVER]).ok, \
+            _trace(lab, "client2")
+
+
+def _trace(lab, name: str) -> str:
+    """What a failure needs to be understood from CI's output alone: the client's status and
+    its last events, and the server's last events."""
+    tail = [e for e in w.events(lab, name)][-8:]
+    server = [e for e in w.events(lab, "vpnsrv")][-12:]
+    return f"{name} status {ra.status(lab, name)}\n{name} events {tail}\nserver events {server}"
 
 
 @pytest.fixture(scope="module")
