@@ -13,12 +13,19 @@ packet is chained onto it:
   the first block and `P1..Pn` after it, since `Pi = D(Ci) xor C(i-1)`;
 - encrypting `P1 xor IV xor L, P2..Pn`, where L is the context's chaining value (the last
   ciphertext block it produced), gives `E(P1 xor IV), ...`: exactly CBC under IV.
+
+The compiled path: when tunnels/ipsec/_fastesp.c is built (setup.py), `fast_context` gives an
+SA one C object doing ESP's whole per packet cryptography (framing, padding, CBC, HMAC, the
+inner UDP checksum) in one call each way; esp.py uses it and keeps the classes below as the
+pure-Python path, byte for byte the same (tests/test_esp_fast.py). `FAST` says whether the
+extension is in use; VPNLAB_NO_ACCEL=1 at import turns it off (the MPPE path's convention).
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -28,6 +35,33 @@ from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from Crypto.Cipher import DES
 
 from tunnels.errors import LocalProtocolError
+
+
+def _accelerator() -> Any:
+    """tunnels.ipsec._fastesp, or None when not built or VPNLAB_NO_ACCEL=1."""
+    if os.environ.get("VPNLAB_NO_ACCEL") == "1":
+        return None
+    try:
+        from tunnels.ipsec import _fastesp  # type: ignore[attr-defined]
+    except ImportError:
+        return None
+    return _fastesp
+
+
+ACCEL: Any = _accelerator()
+FAST: bool = ACCEL is not None  # the compiled ESP path is in use (module docstring)
+
+
+def fast_context(cipher: str, enc_key: bytes, integrity: str, auth_key: bytes) -> Any:
+    """One SA's compiled seal/open (`_fastesp.Context`), or None: no extension, or a
+    transform this libcrypto cannot run (DES needs OpenSSL 3's legacy provider). Keys
+    are checked by the pure-Python classes first, which the SA builds anyway."""
+    if ACCEL is None:
+        return None
+    try:
+        return ACCEL.Context(cipher, enc_key, integrity, auth_key)
+    except NotImplementedError:
+        return None
 
 
 class _Context(Protocol):

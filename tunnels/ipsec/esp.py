@@ -14,6 +14,7 @@ on the SA, raised as an `EspError` whose `wire_answer` is DISCARD.
 
 from __future__ import annotations
 
+import os
 import struct
 
 from tunnels.errors import DISCARD, LocalProtocolError, RemoteProtocolError
@@ -103,49 +104,71 @@ def _trailer(sa: SecurityAssociation, payload_len: int) -> bytes:
     return trailers[pad_len] if trailers else _PADDING[:pad_len] + bytes([pad_len])
 
 
-def _seal(sa: SecurityAssociation, plaintext: bytearray, payload_len: int, iv: bytes,
-          now: float | None) -> bytes:
-    """Encrypt `plaintext` (payload and trailer, whole blocks) and frame it: header, IV,
-    ciphertext, ICV over the three (§3.3.4, integrity after encryption)."""
-    enc = sa.enc
-    if len(iv) != enc.block_size:
-        raise LocalProtocolError(f"{sa.cipher} needs a {enc.block_size}-octet IV, got {len(iv)}")
-    counters = sa.counters
-    if (0 < sa.lifetime_bytes <= counters.bytes) or (now is not None and sa.expired(now)):
+def _begin(sa: SecurityAssociation, iv: bytes | None, now: float | None) -> int:
+    """The checks before sealing (the IV's size, the hard lifetime), then the sequence
+    number the packet takes."""
+    if iv is not None and len(iv) != sa.enc.block_size:
+        raise LocalProtocolError(f"{sa.cipher} needs a {sa.enc.block_size}-octet IV, "
+                                 f"got {len(iv)}")
+    if (0 < sa.lifetime_bytes <= sa.counters.bytes) or (now is not None and sa.expired(now)):
         raise SAExpired(f"SPI {sa.spi:#010x} is past its hard lifetime; rekey")
-    seq = sa.next_sequence()
-    head = _HEADER.pack(sa.spi, seq) + iv
-    ciphertext = enc.encrypt(iv, plaintext)
-    icv = sa.auth.icv(head, ciphertext)
+    return sa.next_sequence()
+
+
+def _count(sa: SecurityAssociation, payload_len: int) -> None:
+    counters = sa.counters
     counters.packets += 1
     counters.bytes += payload_len
-    return b"".join((head, ciphertext, icv))
 
 
-def encapsulate(sa: SecurityAssociation, next_header: int, payload: bytes, iv: bytes,
-                now: float | None = None) -> bytes:
+def _seal(sa: SecurityAssociation, plaintext: bytearray, seq: int, iv: bytes | None) -> bytes:
+    """The pure-Python path: encrypt `plaintext` (payload and trailer, whole blocks) and
+    frame it: header, IV, ciphertext, ICV over the three (§3.3.4, integrity after
+    encryption)."""
+    if iv is None:
+        iv = os.urandom(sa.enc.block_size)
+    head = _HEADER.pack(sa.spi, seq) + iv
+    ciphertext = sa.enc.encrypt(iv, plaintext)
+    return b"".join((head, ciphertext, sa.auth.icv(head, ciphertext)))
+
+
+def encapsulate(sa: SecurityAssociation, next_header: int, payload: bytes,
+                iv: bytes | None, now: float | None = None) -> bytes:
     """The ESP packet carrying `payload` (what follows the IP header, of protocol
-    `next_header`). `iv` must be one fresh unpredictable block (RFC 3602 §3). With `now` the
-    time lifetime is checked too; bytes and sequence space are checked always."""
-    plaintext = bytearray(payload)
-    plaintext += _trailer(sa, len(payload))
-    plaintext.append(next_header)
-    return _seal(sa, plaintext, len(payload), iv, now)
+    `next_header`). `iv` must be one fresh unpredictable block (RFC 3602 §3); None draws
+    one here. With `now` the time lifetime is checked too; bytes and sequence space are
+    checked always."""
+    seq = _begin(sa, iv, now)
+    if sa.fast is not None:
+        packet = sa.fast.seal(sa.spi, seq, iv, next_header, payload)
+    else:
+        plaintext = bytearray(payload)
+        plaintext += _trailer(sa, len(payload))
+        plaintext.append(next_header)
+        packet = _seal(sa, plaintext, seq, iv)
+    _count(sa, len(payload))
+    return packet
 
 
 def encapsulate_udp(sa: SecurityAssociation, sport: int, dport: int, udp_payload: bytes,
-                    addresses: int, iv: bytes, now: float | None = None) -> bytes:
+                    addresses: int, iv: bytes | None, now: float | None = None) -> bytes:
     """`encapsulate` of a UDP datagram (next header 17) built in the plaintext buffer
     itself: the UDP header with its checksum over `addresses` (ipv4.address_sum of the SA's
     addresses, RFC 768's pseudo-header), the payload, then the ESP trailer. One buffer, no
-    intermediate segment."""
+    intermediate segment; with the compiled path, one call."""
+    seq = _begin(sa, iv, now)
     length = 8 + len(udp_payload)
-    plaintext = bytearray(_UDP.pack(sport, dport, length, 0))
-    plaintext += udp_payload
-    plaintext[6:8] = checksum_with(addresses, PROTO_UDP, plaintext).to_bytes(2, "big")
-    plaintext += _trailer(sa, length)
-    plaintext.append(PROTO_UDP)
-    return _seal(sa, plaintext, length, iv, now)
+    if sa.fast is not None:
+        packet = sa.fast.seal_udp(sa.spi, seq, iv, sport, dport, addresses, udp_payload)
+    else:
+        plaintext = bytearray(_UDP.pack(sport, dport, length, 0))
+        plaintext += udp_payload
+        plaintext[6:8] = checksum_with(addresses, PROTO_UDP, plaintext).to_bytes(2, "big")
+        plaintext += _trailer(sa, length)
+        plaintext.append(PROTO_UDP)
+        packet = _seal(sa, plaintext, seq, iv)
+    _count(sa, length)
+    return packet
 
 
 def open_esp(sa: SecurityAssociation, data: bytes | memoryview,
@@ -154,10 +177,8 @@ def open_esp(sa: SecurityAssociation, data: bytes | memoryview,
     caller to slice once (see `decapsulate`, which is this and the slice; module docstring
     for the order of the checks)."""
     size = len(data)
-    enc = sa.enc
-    block = enc.block_size
-    icv_at = size - sa.auth.icv_size
-    body = icv_at - 8  # IV + ciphertext
+    block = sa.enc.block_size
+    body = size - sa.auth.icv_size - 8  # IV + ciphertext
     if size < 8 or body < 2 * block or body % block:
         raise _drop(sa, EspMalformed(f"ESP of {size} octets for {sa.cipher}/{sa.integrity}"))
     spi, seq = _HEADER.unpack_from(data)
@@ -169,21 +190,42 @@ def open_esp(sa: SecurityAssociation, data: bytes | memoryview,
     if not window.check(seq):
         raise _drop(sa, EspReplayed(f"SPI {spi:#010x} seq {seq} replayed or outside the "
                                     f"window (highest {window.highest})"))
+    if sa.fast is not None:
+        opened = sa.fast.open(data)  # ICV, decryption and padding in one call
+        if type(opened) is int:
+            raise _drop(sa, _FAST_ERRORS[opened](f"SPI {spi:#010x} seq {seq}: "
+                                                 f"{_FAST_TEXT[opened]}"))
+        next_header, plain = opened
+        start, end = 0, len(plain)
+    else:
+        next_header, plain, start, end = _open(sa, data, spi, seq)
+    window.update(seq)
+    if next_header == NO_NEXT_HEADER:
+        raise _drop(sa, EspDummy(f"SPI {spi:#010x} seq {seq}: dummy packet"))
+    _count(sa, end - start)
+    return next_header, plain, start, end
+
+
+_FAST_ERRORS: dict[int, type[EspError]] = {1: EspMalformed, 2: EspAuthenticationFailed,
+                                            3: EspBadPadding}  # _fastesp's statuses
+_FAST_TEXT = {1: "malformed", 2: "ICV mismatch",
+              3: "pad length or padding that is not 1, 2, 3, ..."}
+
+
+def _open(sa: SecurityAssociation, data: bytes | memoryview, spi: int,
+          seq: int) -> tuple[int, bytes, int, int]:
+    """The pure-Python path of `open_esp`: ICV, decryption, padding."""
     view = memoryview(data)
+    icv_at = len(data) - sa.auth.icv_size
     if not sa.auth.verify(view[:icv_at], view[icv_at:]):
         raise _drop(sa, EspAuthenticationFailed(f"SPI {spi:#010x} seq {seq}: ICV mismatch"))
-    plain = enc.decrypt_blocks(view[8:icv_at])  # the IV's block first: garbage, skipped
+    plain = sa.enc.decrypt_blocks(view[8:icv_at])  # the IV's block first: garbage, skipped
     pad_len, next_header = plain[-2], plain[-1]
+    block = sa.enc.block_size
     end = len(plain) - 2 - pad_len
     if end < block or (pad_len and plain[end:-2] != _PADDING[:pad_len]):
         raise _drop(sa, EspBadPadding(f"SPI {spi:#010x} seq {seq}: pad length {pad_len} "
                                       f"with padding that is not 1, 2, 3, ..."))
-    window.update(seq)
-    if next_header == NO_NEXT_HEADER:
-        raise _drop(sa, EspDummy(f"SPI {spi:#010x} seq {seq}: dummy packet"))
-    counters = sa.counters
-    counters.packets += 1
-    counters.bytes += end - block
     return next_header, plain, block, end
 
 

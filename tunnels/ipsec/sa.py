@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from tunnels.errors import LocalProtocolError
-from tunnels.ipsec.crypto import CbcCipher, Hmac96
+from tunnels.ipsec.crypto import CbcCipher, Hmac96, fast_context
 from tunnels.ipsec.replay import DEFAULT_WINDOW, MAX_SEQ, ReplayWindow
 
 # Names the two independent decoders use for our transforms (keys_for_export).
@@ -106,6 +106,7 @@ class SecurityAssociation:
     window: ReplayWindow = field(init=False, repr=False)
     enc: CbcCipher = field(init=False, repr=False)
     auth: Hmac96 = field(init=False, repr=False)
+    fast: Any = field(init=False, repr=False)  # compiled seal/open (crypto.fast_context)
     src_packed: bytes = field(init=False, repr=False)  # for pseudo-header checksums
     dst_packed: bytes = field(init=False, repr=False)
 
@@ -124,6 +125,7 @@ class SecurityAssociation:
             raise LocalProtocolError(f"SA addresses: {exc}") from None
         self.enc = CbcCipher(self.cipher, self.enc_key)
         self.auth = Hmac96(self.integrity, self.auth_key)
+        self.fast = fast_context(self.cipher, self.enc_key, self.integrity, self.auth_key)
         self.window = ReplayWindow(self.replay_window)
         self.counters = SACounters()
 
