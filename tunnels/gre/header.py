@@ -38,6 +38,25 @@ def encode_data(call_id: int, payload: bytes, sequence: int, ack: int | None) ->
                           sequence, ack) + payload
 
 
+def decode_data(data: bytes) -> tuple[int, int, int | None, bytes] | None:
+    """(call ID, sequence, ack or None, payload) of a well-formed data packet, the two shapes
+    encode_data writes, in one struct call and no object; None for any other input, which
+    GREPacket.decode then parses (or names what is wrong with)."""
+    if len(data) < 12 or data[0] != _K | _S:
+        return None
+    f2 = data[1]
+    if f2 == _A | VERSION:
+        if len(data) >= 16:
+            _, _, protocol, length, call_id, seq, ack = _DATA_ACK.unpack_from(data)
+            if protocol == PROTOCOL_PPP and len(data) >= 16 + length:
+                return call_id, seq, ack, data[16:16 + length]
+    elif f2 == VERSION:
+        _, _, protocol, length, call_id, seq = _DATA.unpack_from(data)
+        if protocol == PROTOCOL_PPP and len(data) >= 12 + length:
+            return call_id, seq, None, data[12:12 + length]
+    return None
+
+
 @dataclass(frozen=True, slots=True)
 class GREPacket:
     call_id: int  # the receiver's Call ID (RFC 2637 §4.1 "Key (LW)")
@@ -58,19 +77,13 @@ class GREPacket:
 
     @classmethod
     def decode(cls, data: bytes) -> GREPacket:
-        """The packet, or RemoteProtocolError. Well-formed headers take one struct call; any
-        other input goes through the cursor reader, which names what is wrong."""
-        if len(data) >= 12 and data[0] == _K | _S:  # one struct call, the flags read first
-            f2 = data[1]
-            if f2 == _A | VERSION:
-                if len(data) >= 16:
-                    _, _, protocol, length, call_id, seq, ack = _DATA_ACK.unpack_from(data)
-                    if protocol == PROTOCOL_PPP and len(data) >= 16 + length:
-                        return cls(call_id, data[16:16 + length], seq, ack)
-            elif f2 == VERSION:
-                _, _, protocol, length, call_id, seq = _DATA.unpack_from(data)
-                if protocol == PROTOCOL_PPP and len(data) >= 12 + length:
-                    return cls(call_id, data[12:12 + length], seq)
+        """The packet, or RemoteProtocolError. Well-formed data packets take one struct
+        call (decode_data); any other input goes through the cursor reader, which names what
+        is wrong."""
+        fields = decode_data(data)
+        if fields is not None:
+            call_id, seq, ack, payload = fields
+            return cls(call_id, payload, seq, ack)
         return cls._decode(data)
 
     @classmethod

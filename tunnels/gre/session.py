@@ -56,39 +56,49 @@ class GRESession:
         return (self.next_seq - self.last_acked_by_peer - 1) & 0xFFFFFFFF
 
     def encapsulate(self, ppp_frame: bytes) -> bytes | None:
-        """The GRE packet for one PPP frame (None: dropped, peer's window full)."""
-        if self.peer_window and self.in_flight() >= self.peer_window:
+        """The GRE packet for one PPP frame (None: dropped, peer's window full). Every data
+        packet comes through here: in_flight() and _owed_ack() are written out inline."""
+        seq, peer_acked = self.next_seq, self.last_acked_by_peer
+        in_flight = seq if peer_acked is None else (seq - peer_acked - 1) & 0xFFFFFFFF
+        if self.peer_window and in_flight >= self.peer_window:
             if self.enforce_window:
                 self.counters["window_full"] += 1
                 return None
             self.counters["window_exceeded"] += 1
-        ack = self._owed_ack()
-        if ack is not None:
+        ack = self.last_received
+        if ack is None or ack == self.last_acked_by_us:
+            ack = None
+        else:
             self.last_acked_by_us, self.ack_deadline, self.unacked_in = ack, None, 0
-        packet = encode_data(self.peer_call_id, ppp_frame, self.next_seq, ack)
-        self.next_seq = (self.next_seq + 1) & 0xFFFFFFFF
+        self.next_seq = (seq + 1) & 0xFFFFFFFF
         self.counters["sent"] += 1
-        return packet
+        return encode_data(self.peer_call_id, ppp_frame, seq, ack)
 
     def receive(self, packet: GREPacket, now: float) -> bytes | None:
         """The PPP frame to deliver, or None (ack-only, duplicate or late)."""
-        if packet.ack is not None:
-            if self.last_acked_by_peer is None or _newer(packet.ack, self.last_acked_by_peer):
-                self.last_acked_by_peer = packet.ack
-        if packet.sequence is None:
+        return self.receive_data(packet.sequence, packet.ack, packet.payload, now)
+
+    def receive_data(self, sequence: int | None, ack: int | None, payload: bytes,
+                     now: float) -> bytes | None:
+        """receive() on a packet's fields (header.decode_data's), without the object."""
+        if ack is not None:
+            if self.last_acked_by_peer is None or _newer(ack, self.last_acked_by_peer):
+                self.last_acked_by_peer = ack
+        if sequence is None:
             return None
-        if self.last_received is not None and not _newer(packet.sequence, self.last_received):
-            key = "duplicates" if packet.sequence == self.last_received else "out_of_order"
+        last = self.last_received
+        if last is not None and not 0 < (sequence - last) & 0xFFFFFFFF < 0x80000000:
+            key = "duplicates" if sequence == last else "out_of_order"
             self.counters[key] += 1
             return None
-        self.last_received = packet.sequence
+        self.last_received = sequence
         self.counters["received"] += 1
-        self.unacked_in += 1
-        if self.unacked_in >= max(1, self.own_window // 2):
+        self.unacked_in = unacked = self.unacked_in + 1
+        if unacked >= max(1, self.own_window // 2):
             self.ack_deadline = now  # ack at the next timer tick, not after ack_delay
         elif self.ack_deadline is None:
             self.ack_deadline = now + self.ack_delay
-        return packet.payload
+        return payload
 
     def get_timer(self) -> float | None:
         return self.ack_deadline if self._owed_ack() is not None else None

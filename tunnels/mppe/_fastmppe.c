@@ -223,7 +223,8 @@ static PyObject *seal(State *s, const unsigned char *head, Py_ssize_t head_n,
     if (out == NULL)
         return NULL;
     unsigned char *o = (unsigned char *)PyBytes_AS_STRING(out);
-    memcpy(o, head, head_n);
+    if (head_n)
+        memcpy(o, head, head_n);
     o += head_n;
     unsigned int header = next_header(s);
     o[0] = header >> 8;
@@ -235,12 +236,24 @@ static PyObject *seal(State *s, const unsigned char *head, Py_ssize_t head_n,
     return out;
 }
 
-static PyObject *State_encrypt(State *s, PyObject *data) {
-    In in;
-    if (in_get(data, &in) < 0)
+/* encrypt(data[, prefix[, head]]): head | MPPE header | RC4(prefix | data). The PPP engine
+ * passes the protocol field as prefix and address/control/0x00FD as head, so the frame it
+ * sends is built here in one buffer rather than by two concatenations of the packet. */
+static PyObject *State_encrypt(State *s, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs < 1 || nargs > 3) {
+        PyErr_SetString(PyExc_TypeError, "encrypt(data[, prefix[, head]])");
         return NULL;
-    PyObject *out = seal(s, NULL, 0, NULL, 0, in.p, in.n);
-    in_release(&in);
+    }
+    In in[3] = {{NULL, 0}, {NULL, 0}, {NULL, 0}};  /* absent: empty */
+    int got = 0;
+    PyObject *out = NULL;
+    for (; got < nargs; got++)
+        if (in_get(args[got], &in[got]) < 0)
+            goto done;
+    out = seal(s, in[2].p, in[2].n, in[1].p, in[1].n, in[0].p, in[0].n);
+done:
+    while (got-- > 0)
+        in_release(&in[got]);
     return out;
 }
 
@@ -394,8 +407,9 @@ static PyGetSetDef State_getset[] = {
 };
 
 static PyMethodDef State_methods[] = {
-    {"encrypt", (PyCFunction)State_encrypt, METH_O,
-     "encrypt(protocol_and_payload) -> header + ciphertext (the next count, key changes)"},
+    {"encrypt", (PyCFunction)(void (*)(void))State_encrypt, METH_FASTCALL,
+     "encrypt(data, prefix=b'', head=b'') -> head + MPPE header + RC4(prefix + data), "
+     "at the next count with the key changes due"},
     {"decrypt_next", (PyCFunction)State_decrypt_next, METH_O,
      "decrypt_next(info) -> protocol field + payload, or None: not the in-order case"},
     {"next_key", (PyCFunction)State_next_key, METH_NOARGS,

@@ -62,9 +62,11 @@ class MPPEEncryptor(_State):
     # would leave the two ends one key change apart for good (a later Reset-Request cannot
     # repair that). Stateless packets are all flushed anyway.
 
-    def encrypt(self, protocol_and_payload: bytes) -> bytes:
-        """The information field of a PPP frame with protocol 0x00FD."""
-        return self.keys.encrypt(protocol_and_payload)  # type: ignore[no-any-return]
+    def encrypt(self, payload: bytes, protocol: bytes = b"", head: bytes = b"") -> bytes:
+        """`head` and the information field of a PPP frame with protocol 0x00FD, which
+        encrypts `protocol + payload` (the protocol field apart, so the data path's frame is
+        built without concatenating the packet first)."""
+        return self.keys.encrypt(payload, protocol, head)  # type: ignore[no-any-return]
 
     def reset(self) -> None:
         """A CCP Reset-Request arrived: the next packet changes key and is flushed. Several

@@ -95,19 +95,23 @@ class PyState:
     def crypt(self, key: bytes, data: bytes) -> bytes:
         return self.rekey(key).update(data)
 
-    def encrypt(self, data: bytes) -> bytes:
-        """The next count, a key change when due (every packet when stateless, flag packets
-        and after a Reset-Request when stateful), the header and the ciphertext."""
+    def encrypt(self, data: bytes, prefix: bytes = b"", head: bytes = b"") -> bytes:
+        """head | MPPE header | RC4(prefix | data), at the next count with the key change due
+        (every packet when stateless, flag packets and after a Reset-Request when stateful).
+        The PPP engine passes the protocol field as prefix and address/control/0x00FD as
+        head: the compiled type builds the frame in one buffer."""
         self.count = count = (self.count + 1) & 0x0FFF
+        if prefix:
+            data = prefix + data
         if self._reused is not None:  # stateless with libcrypto: every packet flushed, re-keyed
-            head = (_STATELESS | count).to_bytes(2, "big")
+            head += (_STATELESS | count).to_bytes(2, "big")
             return head + self._reused.crypt(self.next_key(), data)
         flushed = self.stateless or (count & 0xFF) == 0xFF or self.flush_next
         if flushed:
             self.change_key()
             self.flush_next = False
         header = (FLUSHED if flushed else 0) | ENCRYPTED | count
-        return header.to_bytes(2, "big") + self._stream.update(data)
+        return head + header.to_bytes(2, "big") + self._stream.update(data)
 
     def decrypt_next(self, info: bytes) -> bytes | None:
         """The in-order case (the next count; stateless: A and D set, B and C clear;

@@ -156,28 +156,65 @@ class PPPEngine:
         except RemoteProtocolError:
             self.counters["discarded"] += 1
 
+    def receive_data(self, frame: bytes, now: float) -> bytes | None:
+        """receive_frame for the carrier's data path: the IPv4 datagram of an MPPE or IP
+        frame received in order, returned rather than queued as a DatagramReceived event
+        (the same counters move). Anything else goes through receive_frame and gives None:
+        the caller then drains frames_to_send and next_event as after receive_frame."""
+        decryptor = self.decryptor
+        head = frame[:4]
+        if (head != (_MPPE_HEAD if decryptor is not None else _IP_HEAD)
+                or self.lcp.state is not State.OPENED or self.ipcp.state is not State.OPENED
+                or (decryptor is None and self._encryption_required())):
+            self.receive_frame(frame, now)
+            return None
+        counters = self.counters
+        counters["frames_in"] += 1
+        self._now = now
+        if decryptor is None:
+            counters["ip_in"] += 1
+            counters["ip_in_octets"] += len(frame) - 4
+            return frame[4:]
+        try:
+            plain = decryptor.decrypt(frame[4:])
+        except RemoteProtocolError as exc:
+            self._mppe_failed(exc)
+            return None
+        if plain[:2] != b"\x00\x21":
+            counters["discarded"] += 1
+            return None
+        counters["ip_in"] += 1
+        counters["ip_in_octets"] += len(plain) - 2
+        return plain[2:]
+
     def send_datagram(self, packet: bytes, now: float) -> bool:
         """Queue an IPv4 packet; False (and counted) when the network phase is not open."""
+        frame = self.seal_datagram(packet)
+        if frame is None:
+            return False
+        self._frames.append(frame)
+        return True
+
+    def seal_datagram(self, packet: bytes) -> bytes | None:
+        """send_datagram's frame, returned instead of queued (None: dropped and counted).
+        The carrier's data path sends it at once: a datagram moves no PPP timer and queues
+        nothing else, so it needs no pass through frames_to_send and the events."""
         if not packet or packet[0] >> 4 != 4:  # 0x0021 is IPv4 (RFC 1332); no IPV6CP here
             self.counters["not_ipv4_dropped"] += 1  # e.g. the kernel's IPv6 RS on the TUN
-            return False
+            return None
         if self.ipcp.state is not State.OPENED:
             self.counters["discarded"] += 1
-            return False
-        if self.encryptor is not None:
-            counters = self.counters
-            counters["ip_out"] += 1
-            counters["ip_out_octets"] += len(packet)  # accounting (RFC 2866 Acct-Output-Octets)
-            counters["frames_out"] += 1  # build_frame's result, without its call
-            self._frames.append(_MPPE_HEAD + self.encryptor.encrypt(b"\x00\x21" + packet))
-            return True
-        if self._encryption_required():
-            self.counters["unencrypted_dropped"] += 1  # never in clear when policy says no
-            return False
-        self.counters["ip_out"] += 1
-        self.counters["ip_out_octets"] += len(packet)
-        self._send(PPP_IP, packet)
-        return True
+            return None
+        counters, encryptor = self.counters, self.encryptor
+        if encryptor is None and self._encryption_required():
+            counters["unencrypted_dropped"] += 1  # never in clear when policy says no
+            return None
+        counters["ip_out"] += 1
+        counters["ip_out_octets"] += len(packet)  # accounting (RFC 2866 Acct-Output-Octets)
+        counters["frames_out"] += 1
+        if encryptor is not None:  # build_frame's result, in one buffer
+            return encryptor.encrypt(packet, b"\x00\x21", _MPPE_HEAD)
+        return _IP_HEAD + packet
 
     def _encryption_required(self) -> bool:
         return self.ccp_policy is not None and self.ccp_policy.required
@@ -471,12 +508,7 @@ class PPPEngine:
         try:
             plain = self.decryptor.decrypt(info)
         except RemoteProtocolError as exc:
-            self.counters["mppe_errors"] += 1
-            if exc.wire_answer is not None and exc.wire_answer.kind == "ccp-reset-request":
-                # RFC 3078 §8.2 / RFC 1962 §2.1: ask the sender for a flushed packet
-                assert self.ccp is not None
-                self.counters["ccp_resets_sent"] += 1
-                self.ccp.send_code(Code.RESET_REQUEST)
+            self._mppe_failed(exc)
             return
         if plain[:2] == b"\x00\x21" and self.ipcp.state is State.OPENED:
             self.counters["ip_in"] += 1
@@ -484,6 +516,14 @@ class PPPEngine:
             self._events.append(ev.DatagramReceived(plain[2:]))
         else:
             self.counters["discarded"] += 1
+
+    def _mppe_failed(self, exc: RemoteProtocolError) -> None:
+        self.counters["mppe_errors"] += 1
+        if exc.wire_answer is not None and exc.wire_answer.kind == "ccp-reset-request":
+            # RFC 3078 §8.2 / RFC 1962 §2.1: ask the sender for a flushed packet
+            assert self.ccp is not None
+            self.counters["ccp_resets_sent"] += 1
+            self.ccp.send_code(Code.RESET_REQUEST)
 
     def _ccp_extra(self, packet: ControlPacket, now: float) -> bool:
         """CCP's Reset-Request/Reset-Ack (RFC 1962 §2.1)."""
@@ -631,8 +671,9 @@ class PPPEngine:
 
 
 _MPPE_HEAD = b"\xff\x03\x00\xfd"  # address, control, protocol 0x00FD (build_frame's output)
+_IP_HEAD = b"\xff\x03\x00\x21"  # the same for 0x0021
 _DATA_RECEIVERS: dict[bytes, Callable[[PPPEngine, bytes, float], bool]] = {
-    _MPPE_HEAD: PPPEngine._data_mppe, b"\xff\x03\x00\x21": PPPEngine._data_ip}
+    _MPPE_HEAD: PPPEngine._data_mppe, _IP_HEAD: PPPEngine._data_ip}
 _RECEIVERS: dict[int, Callable[[PPPEngine, int, bytes, float], bool]] = {
     PPP_LCP: PPPEngine._rx_lcp, PPP_PAP: PPPEngine._rx_auth, PPP_CHAP: PPPEngine._rx_auth,
     PPP_EAP: PPPEngine._rx_auth, PPP_IPCP: PPPEngine._rx_ipcp, PPP_CCP: PPPEngine._rx_ccp,

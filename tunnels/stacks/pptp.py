@@ -45,7 +45,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from tunnels.errors import RemoteProtocolError
-from tunnels.gre.header import GREPacket
+from tunnels.gre.header import GREPacket, decode_data
 from tunnels.gre.session import GRESession
 from tunnels.ppp import events as pev
 from tunnels.ppp.config import PPPConfig
@@ -181,14 +181,18 @@ class _Stack(SessionTable):
 
     def receive_gre(self, src: str, packet: bytes, now: float) -> None:
         self.counters["gre_in"] += 1
-        try:
-            gre = GREPacket.decode(packet)
-        except RemoteProtocolError:
-            self.counters["gre_malformed"] += 1
-            return
-        session = self.sessions.get(gre.call_id)
+        fields = decode_data(packet)
+        if fields is None:
+            try:
+                gre = GREPacket.decode(packet)
+            except RemoteProtocolError:
+                self.counters["gre_malformed"] += 1
+                return
+            fields = gre.call_id, gre.sequence, gre.ack, gre.payload
+        call_id, seq, ack, payload = fields
+        session = self.sessions.get(call_id)
         if session is None:
-            if self._hold_early(gre.call_id, src, packet):
+            if self._hold_early(call_id, src, packet):
                 return
             self.counters["gre_unknown_call"] += 1
             return
@@ -196,11 +200,24 @@ class _Stack(SessionTable):
             self.counters["gre_wrong_source"] += 1
             return
         session.last_gre = now
-        frame = session.gre.receive(gre, now)
+        frame = session.gre.receive_data(seq, ack, payload, now)
         if frame is not None:
-            session.ppp.receive_frame(frame, now)
+            datagram = session.ppp.receive_data(frame, now)
+            if datagram is not None:  # in order, nothing else happened: no pump needed
+                self._tun_out.append(datagram)
+                self._reschedule(session, False)
+                return
         self._pump(session, now)
 
+    def _send_on(self, s: Session, packet: bytes, now: float) -> None:
+        """A datagram straight into GRE: sealing it queues no other frame nor event and moves
+        no PPP timer, and a piggybacked ack only moves GRE's deadline later (the heap's early
+        entry is a no-op), so neither the pump nor a reschedule is needed."""
+        frame = s.ppp.seal_datagram(packet)
+        if frame is not None:
+            gre = s.gre.encapsulate(frame)
+            if gre is not None:
+                self._gre_out.append((s.peer, gre))
 
     def _default_session(self) -> Session | None:
         return None

@@ -43,8 +43,12 @@ class SessionTable:
         if session is None or not session.up:
             self.counters["tun_no_session"] += 1
             return
-        session.ppp.send_datagram(packet, now)
-        self._pump(session, now)
+        self._send_on(session, packet, now)
+
+    def _send_on(self, s: Any, packet: bytes, now: float) -> None:
+        """One datagram into a session that is up; a stack may carry it without the pump."""
+        s.ppp.send_datagram(packet, now)
+        self._pump(s, now)
 
     def complete_authentication(self, call_id: int, verdict: Verdict, now: float) -> bool:
         """A verifier's later answer (RADIUS) for one call; False when the call is gone."""
