@@ -35,6 +35,8 @@ CONTROL_HEADER_LENGTH = 12  # flags, Length, Tunnel ID, Session ID, Ns, Nr
 _CONTROL = struct.Struct("!HHHHHH")
 _U16 = struct.Struct("!H")
 _IDS = struct.Struct("!HH")
+_DATA = struct.Struct("!HHH")  # flags, Tunnel ID, Session ID
+_DATA_NS = struct.Struct("!HHHHH")  # flags (S), Tunnel ID, Session ID, Ns, Nr
 
 
 class MessageType(IntEnum):
@@ -312,6 +314,33 @@ def decode_packet(data: bytes) -> ControlPacket | DataPacket:
         pos += 2 + offset
     return DataPacket(tunnel_id, session_id, data[pos:end], ns, nr, bool(flags & _L), offset,
                       bool(flags & _P), bool(flags & _O))
+
+
+def encode_data(tunnel_id: int, session_id: int, payload: bytes, ns: int | None = None) -> bytes:
+    """`DataPacket(tunnel_id, session_id, payload, ns, 0).encode()` in one struct call, for
+    the data path (what the stacks send: no Length, no Offset, Nr 0)."""
+    try:
+        if ns is None:
+            return _DATA.pack(VERSION, tunnel_id, session_id) + payload
+        return _DATA_NS.pack(VERSION | _S, tunnel_id, session_id, ns, 0) + payload
+    except struct.error as err:
+        raise LocalProtocolError(f"data packet field out of range: {err}") from None
+
+
+def decode_data(data: bytes) -> tuple[int, int, int | None, bytes] | None:
+    """(Tunnel ID, Session ID, Ns or None, PPP frame) of a data packet without Length,
+    Offset or Priority, with or without Ns/Nr (what peers send on the data path); None for
+    anything else, which `decode_packet` then decodes or refuses with the same result."""
+    if len(data) < 6:
+        return None
+    flags = data[0] << 8 | data[1]
+    if flags == VERSION:
+        _, tunnel_id, session_id = _DATA.unpack_from(data)
+        return tunnel_id, session_id, None, data[6:]
+    if flags == VERSION | _S and len(data) >= 10:
+        _, tunnel_id, session_id, ns, _ = _DATA_NS.unpack_from(data)
+        return tunnel_id, session_id, ns, data[10:]
+    return None
 
 
 def peek_tunnel_id(data: bytes) -> int:

@@ -39,7 +39,7 @@ from tunnels.errors import RemoteProtocolError
 from tunnels.l2tp.avp import AVP, AVPType, GeneralError, ResultCode, StopCCNResult
 from tunnels.l2tp.control import CallMode, Session, Tunnel, TunnelConfig, TunnelEvent
 from tunnels.l2tp.messages import ControlMessage, ControlPacket, DataPacket, MessageType
-from tunnels.l2tp.messages import decode_packet
+from tunnels.l2tp.messages import decode_data, decode_packet, encode_data
 from tunnels.ppp import events as pev
 from tunnels.ppp.config import PPPConfig
 from tunnels.ppp.engine import PPPEngine
@@ -48,6 +48,7 @@ from tunnels.stacks.pptp import _DATA_PROTOCOLS, ControlClosed, SessionDown, Ses
 from tunnels.stacks.sessions import SessionTable
 
 Address = tuple[str, int]
+DataFields = tuple[int, int, "int | None", bytes]  # Tunnel ID, Session ID, Ns, PPP frame
 L2TP_PORT = 1701
 NO_REPLY_REASON = ("no answer from the L2TP server on UDP 1701: is UDP 1701 filtered, or "
                    "does the server expect IPsec (L2TP/IPsec) first?")
@@ -96,7 +97,7 @@ class _Stack(SessionTable):
         self._by_packed: dict[bytes, L2TPSession] = {}
         self._by_peer: dict[tuple[str, int, int], int] = {}  # SCCRQ retransmissions
         self._session_ids: set[int] = set()  # allocated, up or not
-        self._early: dict[int, list[tuple[Address, DataPacket]]] = {}  # see _hold_early
+        self._early: dict[int, list[tuple[Address, DataFields]]] = {}  # see _hold_early
         self._out: list[tuple[Address, bytes]] = []
         self._tun_out: list[bytes] = []
         self._events: deque = deque()
@@ -127,16 +128,26 @@ class _Stack(SessionTable):
         return self._events.popleft() if self._events else None
 
     # -- inputs --------------------------------------------------------------------------------
-    def receive_datagram(self, src: Address, data: bytes, now: float) -> None:
+    def receive_datagram(self, src: Address, data: bytes, now: float) -> bool:
+        """One UDP 1701 payload. True when only data moved (a datagram for the TUN device,
+        or a drop counted): no output, no event, no timer; a carrier (the L2TP/IPsec stack)
+        may then skip its own drain."""
         self.counters["datagrams_in"] += 1
+        fields = decode_data(data)  # the data path's common headers, in one struct call
+        if fields is not None:
+            return self._receive_data(src, fields, now)
         try:
             packet = decode_packet(data)
         except RemoteProtocolError:
             self.counters["malformed"] += 1
-            return
+            return True
         if isinstance(packet, DataPacket):
-            self._receive_data(src, packet, now)
-            return
+            return self._receive_data(
+                src, (packet.tunnel_id, packet.session_id, packet.ns, packet.payload), now)
+        self._receive_control(src, packet, now)
+        return False
+
+    def _receive_control(self, src: Address, packet: ControlPacket, now: float) -> None:
         self.counters["control_in"] += 1
         entry = self.tunnels.get(packet.tunnel_id) if packet.tunnel_id else \
             self._sccrq_tunnel(src, packet, now)
@@ -283,63 +294,79 @@ class _Stack(SessionTable):
         self.sessions[session_id] = session
         session.ppp.open(now)
         self._pump(session, now)
-        for src, packet in self._early.pop(session_id, []):
-            self._receive_data(src, packet, now)
+        for src, fields in self._early.pop(session_id, []):
+            self._receive_data(src, fields, now)
 
-    def _hold_early(self, src: Address, packet: DataPacket) -> bool:
+    def _hold_early(self, src: Address, fields: DataFields) -> bool:
         """Data for a session whose ICCN (or OCCN) has not been delivered yet: the peer's PPP
         starts when it sends ICCN, and the ICCN may wait behind the control channel's window
         or be lost. A few frames are kept and replayed when the session comes up (as PPTP
         holds GRE that overtakes its Outgoing-Call-Reply), not lost to a 3 s LCP restart."""
-        entry = self.tunnels.get(packet.tunnel_id)
-        control = entry.tunnel.sessions.get(packet.session_id) if entry else None
+        tunnel_id, session_id = fields[0], fields[1]
+        entry = self.tunnels.get(tunnel_id)
+        control = entry.tunnel.sessions.get(session_id) if entry else None
         if control is None or src[0] != entry.peer[0]:  # type: ignore[union-attr]
             return False
-        held = self._early.setdefault(packet.session_id, [])
+        held = self._early.setdefault(session_id, [])
         if len(held) < 8:
-            held.append((src, packet))
+            held.append((src, fields))
             self.counters["data_held_early"] += 1
         return True
 
-    def _receive_data(self, src: Address, packet: DataPacket, now: float) -> None:
+    def _receive_data(self, src: Address, fields: DataFields, now: float) -> bool:
+        """A data message; True when only data moved (see receive_datagram)."""
         self.counters["data_in"] += 1
-        session = self.sessions.get(packet.session_id)
-        if session is None or session.tunnel.tunnel_id != packet.tunnel_id:
-            if not self._hold_early(src, packet):
+        tunnel_id, session_id, ns, frame = fields
+        session = self.sessions.get(session_id)
+        if session is None or session.tunnel.tunnel_id != tunnel_id:
+            if not self._hold_early(src, fields):
                 self.counters["unknown_session"] += 1
-            return
+            return True
         if src[0] != session.peer[0]:
             self.counters["wrong_source"] += 1
-            return
+            return True
         control = session.control
-        if packet.ns is not None:
+        if ns is not None:
             # §5.4 data sequencing: an older Ns is out of order and dropped (as GRE's "newest
             # wins"); the peer sends sequence numbers, so we do too from now on.
-            if control.data_nr and (control.data_nr - packet.ns) & 0xFFFF < 0x8000 and \
-                    packet.ns != control.data_nr:
+            if control.data_nr and (control.data_nr - ns) & 0xFFFF < 0x8000 and \
+                    ns != control.data_nr:
                 control.counters["data_out_of_order"] += 1
                 self.counters["data_out_of_order"] += 1
-                return
-            control.data_nr = (packet.ns + 1) & 0xFFFF
+                return True
+            control.data_nr = (ns + 1) & 0xFFFF
             control.sequencing = True
         control.counters["data_in"] += 1
-        session.ppp.receive_frame(packet.payload, now)
+        datagram = session.ppp.receive_data(frame, now)
+        if datagram is not None:  # an IP frame in order: no event, no frame, no PPP timer
+            self._tun_out.append(datagram)
+            return True
         self._pump(session, now)
+        return False
+
+    def _send_on(self, s: L2TPSession, packet: bytes, now: float) -> None:
+        """A TUN datagram straight into a data message: sealing it queues no other frame
+        nor event and moves no PPP timer, so neither the pump nor a reschedule is needed."""
+        frame = s.ppp.seal_datagram(packet)
+        if frame is not None:
+            self._out.append((s.peer, self._data_message(s, frame)))
+
+    def _data_message(self, s: L2TPSession, frame: bytes) -> bytes:
+        """A data message for the peer's session, with Ns when sequencing is on (§5.4)."""
+        control = s.control
+        control.counters["data_out"] += 1
+        if not control.sequencing:
+            return encode_data(s.tunnel.peer_tunnel_id, control.peer_session_id, frame)
+        ns = control.data_ns
+        control.data_ns = (ns + 1) & 0xFFFF
+        return encode_data(s.tunnel.peer_tunnel_id, control.peer_session_id, frame, ns)
 
     def _pump(self, s: L2TPSession, now: float) -> None:
-        control = s.control
         moved = False  # did PPP do anything but carry datagrams? (then its timer may move)
         for frame in s.ppp.frames_to_send():
             if frame[2:4] not in _DATA_PROTOCOLS:
                 moved = True
-            if control.sequencing:
-                packet = DataPacket(s.tunnel.peer_tunnel_id, control.peer_session_id, frame,
-                                    control.data_ns, 0)
-                control.data_ns = (control.data_ns + 1) & 0xFFFF
-            else:
-                packet = DataPacket(s.tunnel.peer_tunnel_id, control.peer_session_id, frame)
-            control.counters["data_out"] += 1
-            self._out.append((s.peer, packet.encode()))
+            self._out.append((s.peer, self._data_message(s, frame)))
         while (event := s.ppp.next_event()) is not None:
             if type(event) is pev.DatagramReceived:
                 self._tun_out.append(event.packet)
@@ -372,9 +399,8 @@ class _Stack(SessionTable):
         if s.ppp.phase.value != "dead":
             s.ppp.lower_layer_down(now, reason)
             for frame in s.ppp.frames_to_send():
-                self._out.append((s.peer, DataPacket(s.tunnel.peer_tunnel_id,
-                                                     s.control.peer_session_id,
-                                                     frame).encode()))
+                self._out.append((s.peer, encode_data(s.tunnel.peer_tunnel_id,
+                                                      s.control.peer_session_id, frame)))
         self._events.append(SessionDown(s.tunnel.tunnel_id, s.session_id, reason))
         entry = self.tunnels.get(s.tunnel.tunnel_id)
         if entry is not None:
