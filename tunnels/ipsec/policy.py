@@ -230,13 +230,23 @@ class TransportPolicy:
     def outbound(self, dst: Peer, sport: int, dport: int, udp_payload: bytes,
                  now: float) -> Transmit:
         """What to send for a UDP datagram (L2TP) to `dst` (the `peer` of what it sent)."""
-        sa = self.outbound_sas.get(dst)
-        if sa is None:
-            if self.require_protection:
-                self.counters["no_outbound_sa"] += 1
-                raise NoSecurityAssociation(f"no SA to {dst}: L2TP is not sent in clear")
+        if dst not in self.outbound_sas and not self.require_protection:
             self.counters["cleartext_l2tp_out"] += 1
             return Transmit("udp1701", dst[0], sport, dport, udp_payload)
+        sa, esp = self.protect(dst, sport, dport, udp_payload, now)
+        encap = sa.encap
+        if encap is None:
+            return Transmit("esp", sa.dst, None, None, esp)
+        return Transmit("udp4500", sa.dst, encap[0], encap[1], esp)
+
+    def protect(self, dst: Peer, sport: int, dport: int, udp_payload: bytes,
+                now: float) -> tuple[SecurityAssociation, bytes]:
+        """`outbound` when an SA is required (the L2TP/IPsec stacks' data path): the SA and
+        the ESP packet, without a Transmit; NoSecurityAssociation when there is none."""
+        sa = self.outbound_sas.get(dst)
+        if sa is None:
+            self.counters["no_outbound_sa"] += 1
+            raise NoSecurityAssociation(f"no SA to {dst}: L2TP is not sent in clear")
         try:  # the UDP header, its checksum and ESP built in one buffer (esp.py)
             iv = None if self._iv_drawn_by_esp else self._iv(sa.enc.block_size)
             esp = encapsulate_udp(sa, sport, dport, udp_payload, self._address_sums[dst], iv,
@@ -245,10 +255,7 @@ class TransportPolicy:
             self.counters["outbound_sa_expired"] += 1  # IKE missed the soft lifetime
             raise
         self.counters["l2tp_out"] += 1
-        encap = sa.encap
-        if encap is None:
-            return Transmit("esp", sa.dst, None, None, esp)
-        return Transmit("udp4500", sa.dst, encap[0], encap[1], esp)
+        return sa, esp
 
     # Lifetimes ---------------------------------------------------------------------------
     def get_timer(self, now: float) -> float | None:

@@ -70,10 +70,8 @@ from tunnels.ipsec.policy import (
     Dropped,
     IkePacket,
     L2tpDatagram,
-    NoSecurityAssociation,
     Peer,
     RekeyDue,
-    Transmit,
     TransportPolicy,
 )
 from tunnels.ipsec.sa import SecurityAssociation
@@ -271,26 +269,38 @@ class _IPsecStack:
 
     # -- the L2TP stacks' interface --------------------------------------------------------
     def receive_datagram(self, src: Transport, data: bytes, now: float) -> None:
-        self._now = max(self._now, now)
+        if now > self._now:
+            self._now = now
         self.counters["received"] += 1
         kind, address, port, local_port = src
+        quiet = False  # True: only data moved, nothing for _drain to do
         if kind == "esp":
-            self._inbound(self.policy.inbound((address, None), "esp", data, now), now)
+            quiet = self._inbound(self.policy.inbound((address, None), "esp", data, now), now)
         elif local_port == IKE_PORT:
             self._receive_ike(bytes(data), (address, port), now)
         elif local_port == NAT_T_PORT:
-            self._inbound(self.policy.inbound((address, port), "udp4500", data, now), now)
+            quiet = self._inbound(self.policy.inbound((address, port), "udp4500", data, now),
+                                  now)
         elif local_port == self.policy.l2tp_port:
-            self._inbound(self.policy.inbound((address, port), "udp1701", data, now), now)
+            quiet = self._inbound(self.policy.inbound((address, port), "udp1701", data, now),
+                                  now)
         else:
             self.counters["unknown_port"] += 1
-        self._drain(now)
+        if not quiet or self._ike_dirty:
+            self._drain(now)
 
     receive_gre = receive_datagram
 
     def send_datagram(self, ip_packet: bytes, now: float) -> None:
+        """A TUN datagram: the L2TP stack only queues its data message (no event, no
+        control), so it goes through the SA at once, without a whole `_drain`."""
+        if now > self._now:
+            self._now = now
         self.l2tp.send_datagram(ip_packet, now)
-        self._drain(now)
+        if self._ike_dirty:
+            self._drain(now)
+        else:
+            self._flush_l2tp(now)
 
     def complete_authentication(self, call_id: int, verdict: Verdict, now: float) -> bool:
         done = self.l2tp.complete_authentication(call_id, verdict, now)
@@ -393,14 +403,17 @@ class _IPsecStack:
         }
 
     # -- inbound ---------------------------------------------------------------------------
-    def _inbound(self, event: L2tpDatagram | IkePacket | Dropped, now: float) -> None:
-        if isinstance(event, IkePacket):
-            self._receive_ike(event.data, (event.peer[0], event.peer[1] or NAT_T_PORT), now)
-        elif isinstance(event, L2tpDatagram):
+    def _inbound(self, event: L2tpDatagram | IkePacket | Dropped, now: float) -> bool:
+        """Hand what the policy opened on; True when only data moved (see receive_datagram
+        of the L2TP stack)."""
+        if type(event) is L2tpDatagram:
             address = self._l2tp_address(event)
             self._routes[address] = (event.peer, event.src_port)
-            self.l2tp.receive_datagram(address, event.payload, now)
-        # Dropped: the policy counted it under its reason
+            return self.l2tp.receive_datagram(address, event.payload, now)
+        if isinstance(event, IkePacket):
+            self._receive_ike(event.data, (event.peer[0], event.peer[1] or NAT_T_PORT), now)
+            return False
+        return True  # Dropped: the policy counted it under its reason
 
     def _l2tp_address(self, datagram: L2tpDatagram) -> Address:
         raise NotImplementedError
@@ -421,37 +434,33 @@ class _IPsecStack:
                 self._ike_dirty = moved  # an event handled may have made IKE act again
                 self._ike_deadline = self._ike_timer()
                 self._sa_deadline = self._sa_timer(self._now)
-            for dst, data in self.l2tp.datagrams_to_send():
-                self._l2tp_out(dst, data, now)
+            self._flush_l2tp(now)
             if self._l2tp_events(now):
                 self._ike_dirty = moved = True
             if not moved:
                 break
 
-    def _l2tp_out(self, dst: Address, data: bytes, now: float) -> None:
-        route = self._routes.get(dst)
-        if route is None:
-            route = self._default_route(dst)
-        if route is None:
-            self.counters["l2tp_no_sa"] += 1
-            return
-        try:
-            sent = self.policy.outbound(route[0], self.policy.l2tp_port, route[1], data, now)
-        except (NoSecurityAssociation, LocalProtocolError):
-            self.counters["l2tp_no_sa"] += 1  # never in clear (RFC 3193 §4)
-            return
-        self._transmit(sent)
+    def _flush_l2tp(self, now: float) -> None:
+        """Each L2TP datagram queued, through its peer's SA (RFC 3193 §4: never in clear),
+        onto the wire as IP protocol 50 or UDP 4500."""
+        policy, out = self.policy, self._out
+        for dst, data in self.l2tp.datagrams_to_send():
+            route = self._routes.get(dst) or self._default_route(dst)
+            if route is None:
+                self.counters["l2tp_no_sa"] += 1
+                continue
+            try:
+                sa, esp = policy.protect(route[0], policy.l2tp_port, route[1], data, now)
+            except LocalProtocolError:  # no SA (NoSecurityAssociation), or it is used up
+                self.counters["l2tp_no_sa"] += 1
+                continue
+            self.counters["esp_out"] += 1
+            encap = sa.encap
+            out.append((("esp", sa.dst, 0, 0) if encap is None else
+                        ("udp", sa.dst, encap[1], encap[0]), esp))
 
     def _default_route(self, dst: Address) -> tuple[Peer, int] | None:
         return None
-
-    def _transmit(self, sent: Transmit) -> None:
-        self.counters["esp_out"] += 1
-        if sent.kind == "esp":
-            self._out.append((("esp", sent.dst, 0, 0), sent.payload))
-        else:
-            self._out.append((("udp", sent.dst, sent.dst_port or 0, sent.src_port or 0),
-                              sent.payload))
 
     def _ike_out(self, datagrams: list[tuple[Address, int, bytes]]) -> bool:
         for dst, src_port, data in datagrams:
