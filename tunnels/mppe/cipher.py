@@ -7,6 +7,11 @@ and when a CCP Reset-Request asked for a flushed packet; a receiver that sees a 
 until the next flushed packet and asks for one with a Reset-Request (§8.2). The counting
 conventions follow practice (Linux ppp_mppe, Windows): the first packet has count 0 and has
 already been through one key change.
+
+The per-packet work is one call into `keys` (stream.py: the compiled `_fastmppe.State`, or its
+pure-Python twin): `encrypt`, and `decrypt_next` for the in-order packet. What is left here is
+what is rare and where the RFC's decisions are: gaps, the stateless reorder window, stateful
+discarding and resynchronisation, malformed headers; they work on the same state.
 """
 
 from __future__ import annotations

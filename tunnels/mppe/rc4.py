@@ -9,6 +9,10 @@ at import, per-packet keys use it through ctypes; otherwise everything stays on 
 Long streams (stateful MPPE, one key for 256 packets) stay on cryptography's context, whose
 update is the faster of the two. Same OpenSSL algorithm either way; the RFC vectors in
 tests/test_mppe*.py run on whichever is in use.
+
+This is the pure-Python path (stream.PyState): when the compiled `_fastmppe` is built and not
+disabled (stream.ACCEL), the data path's RC4 and key changes run there and only keys.py's
+one-off `rc4()` comes here.
 """
 
 from __future__ import annotations
