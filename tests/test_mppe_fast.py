@@ -195,6 +195,8 @@ def test_attributes_are_checked():
         state.crypt(b"", b"data")
     with pytest.raises(TypeError):
         state.update("text")
+    with pytest.raises(ValueError):  # __init__ never ran: no key schedule over 0 octets
+        _fastmppe.State.__new__(_fastmppe.State).decrypt_next(b"\x90\x00xyz")
     state.session_key = bytes(8)
     state.flush_next = True
     assert state.session_key == bytes(8) and state.flush_next and state.key_bits == 40

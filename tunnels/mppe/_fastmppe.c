@@ -96,6 +96,15 @@ static void next_key(State *s) {
     s->key_changes++;
 }
 
+/* A State whose __init__ never ran (or failed) has no key length: refuse it rather than
+ * run a key schedule over zero octets. */
+static int ready(State *s) {
+    if (s->length)
+        return 1;
+    PyErr_SetString(PyExc_ValueError, "State not initialised");
+    return 0;
+}
+
 static void rekey_session(State *s) {
     RC4_set_key(&s->rc4, s->length, s->session);
 }
@@ -192,11 +201,15 @@ static PyObject *State_crypt(State *s, PyObject *const *args, Py_ssize_t nargs) 
 /* -- MPPE ----------------------------------------------------------------------------- */
 
 static PyObject *State_next_key(State *s, PyObject *unused) {
+    if (!ready(s))
+        return NULL;
     next_key(s);
     return PyBytes_FromStringAndSize((const char *)s->session, s->length);
 }
 
 static PyObject *State_change_key(State *s, PyObject *unused) {
+    if (!ready(s))
+        return NULL;
     next_key(s);
     rekey_session(s);
     Py_RETURN_NONE;
@@ -244,6 +257,8 @@ static PyObject *State_encrypt(State *s, PyObject *const *args, Py_ssize_t nargs
         PyErr_SetString(PyExc_TypeError, "encrypt(data[, prefix[, head]])");
         return NULL;
     }
+    if (!ready(s))
+        return NULL;
     In in[3] = {{NULL, 0}, {NULL, 0}, {NULL, 0}};  /* absent: empty */
     int got = 0;
     PyObject *out = NULL;
@@ -307,6 +322,8 @@ static int accept_next(State *s, const unsigned char *p, Py_ssize_t n) {
 }
 
 static PyObject *State_decrypt_next(State *s, PyObject *info) {
+    if (!ready(s))
+        return NULL;
     In in;
     if (in_get(info, &in) < 0)
         return NULL;
