@@ -9,7 +9,7 @@ from scapy.layers.pptp import PPTP
 
 from tunnels.gre.header import GREPacket
 from tunnels.ppp.auth.base import Account, AuthMethod, LocalAccounts
-from tunnels.ppp.config import PPPConfig
+from tunnels.ppp.config import EncryptionLevel, PPPConfig
 from tunnels.pptp import messages as m
 from tunnels.stacks.pptp import (
     NO_GRE_REASON,
@@ -331,3 +331,49 @@ def test_a_call_cleared_in_the_same_read_as_its_reply_leaves_no_session():
         if downstream:
             client.receive_control(0, downstream, 0.0)
     assert "ports are in use" in client.reason and not client.sessions
+
+
+@pytest.mark.parametrize("level, stateless", [
+    (EncryptionLevel.STRONGEST, True), (EncryptionLevel.STRONGEST, False),
+    (EncryptionLevel.NONE, True)], ids=["mppe-stateless", "mppe-stateful", "none"])
+def test_data_path_counts_every_datagram_and_never_misses_a_deadline(level, stateless):
+    """The data path skips the pump (stacks/pptp.py _send_on, receive_gre): the counters
+    accounting reads still move per datagram, acks still piggyback, and the timer heap is
+    never later than the sessions' own earliest deadline."""
+    def config(call_id, peer):
+        return PPPConfig(True, (AuthMethod.MSCHAPV2,), verifier=USERS, encryption=level,
+                         mppe_stateless=stateless, local_address="10.10.100.1",
+                         peer_address="10.10.100.2")
+    server = PPTPServer(config, random=rng(1))
+    client = PPTPClient(PPPConfig(False, (AuthMethod.MSCHAPV2,), username="alice",
+                                  password="s3cret", encryption=level,
+                                  mppe_stateless=stateless), SERVER_IP, random=rng(2))
+    net = Net(server, [client])
+    up(net)
+    s, c = next(iter(server.sessions.values())), client.sessions[client.call_id]
+    assert (s.ppp.encryptor is not None) == (level is EncryptionLevel.STRONGEST)
+    before = dict(s.ppp.counters), dict(c.ppp.counters), dict(s.gre.counters)
+    c_ip, s_ip = bytes([10, 10, 100, 2]), bytes([10, 10, 0, 20])
+    for n in range(300):
+        client.send_datagram(ip_packet(c_ip, s_ip, n), net.now)
+        for _, data in client.gre_to_send():
+            server.receive_gre(CLIENT_IP, data, net.now)
+        if n % 3 == 0:  # a reply now and then carries the server's ack
+            server.send_datagram(ip_packet(s_ip, c_ip, n), net.now)
+            replies = server.gre_to_send()
+            assert GREPacket.decode(replies[0][1]).ack == s.gre.last_received
+            client.receive_gre(SERVER_IP, replies[0][1], net.now)
+        for stack in (server, client):
+            due = brute_force_deadline(stack)
+            assert due is None or stack.get_timer() <= due
+        net.now += 0.01
+    assert len(server.datagrams_to_tun()) == 300 and len(client.datagrams_to_tun()) == 100
+    s_ppp, c_ppp, s_gre = before
+    moved = {k: s.ppp.counters[k] - s_ppp[k] for k in ("ip_in", "frames_in", "ip_out")}
+    assert moved == {"ip_in": 300, "frames_in": 300, "ip_out": 100}
+    assert s.ppp.counters["ip_in_octets"] - s_ppp["ip_in_octets"] == 300 * 32
+    assert c.ppp.counters["ip_out_octets"] - c_ppp["ip_out_octets"] == 300 * 32
+    assert s.gre.counters["received"] - s_gre["received"] == 300
+    assert s.gre.counters["sent"] - s_gre["sent"] == 100
+    net.run(net.now + 1)  # timers still fire: the owed ack goes out alone
+    assert s.gre.last_acked_by_us == s.gre.last_received
