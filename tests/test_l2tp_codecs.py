@@ -39,7 +39,9 @@ from tunnels.l2tp.messages import (
     ControlPacket,
     DataPacket,
     MessageType,
+    decode_data,
     decode_packet,
+    encode_data,
     peek_tunnel_id,
 )
 
@@ -640,3 +642,30 @@ def test_codec_modules_stay_sans_io():
             names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
                 [node.module or ""] if isinstance(node, ast.ImportFrom) else []
             assert not {n.split(".")[0] for n in names} & forbidden, (name, names)
+
+
+# -- the data path's shortcuts (decode_data/encode_data) agree with the codec ---------------
+@settings(max_examples=400, deadline=None)
+@given(st.binary(max_size=40), st.sampled_from([b"", b"\x00\x02", b"\x08\x02", b"\x40\x02",
+                                                b"\xc8\x02", b"\x02\x02", b"\x08\x03"]))
+def test_decode_data_is_decode_packet_or_declines(data, lead):
+    data = lead + data
+    fields = decode_data(data)
+    if fields is None:
+        return  # decode_packet decides (it is the receiver's next step)
+    packet = decode_packet(data)
+    assert isinstance(packet, DataPacket)
+    assert fields == (packet.tunnel_id, packet.session_id, packet.ns, packet.payload)
+
+
+@given(st.integers(0, 0xFFFF), st.integers(0, 0xFFFF), st.binary(max_size=30),
+       st.none() | st.integers(0, 0xFFFF))
+def test_encode_data_is_the_data_packet_encoding(tunnel_id, session_id, payload, ns):
+    expected = DataPacket(tunnel_id, session_id, payload, ns, None if ns is None else 0)
+    assert encode_data(tunnel_id, session_id, payload, ns) == expected.encode()
+    assert decode_data(expected.encode()) == (tunnel_id, session_id, ns, payload)
+
+
+def test_encode_data_refuses_fields_out_of_range():
+    with pytest.raises(LocalProtocolError, match="out of range"):
+        encode_data(0x10000, 1, b"")

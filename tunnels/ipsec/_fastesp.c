@@ -28,8 +28,10 @@
 #include <string.h>
 
 #include <openssl/crypto.h>
+#include <openssl/err.h>
 #include <openssl/evp.h>
 #include <openssl/md5.h>
+#include <openssl/provider.h>
 #include <openssl/rand.h>
 #include <openssl/sha.h>
 
@@ -187,13 +189,36 @@ static void hmac(const Context *c, const uint8_t *data, size_t n, uint8_t *out)
     hash_final(c->mac, &s, out);
 }
 
+/* OpenSSL 3 keeps single DES in its legacy provider. It is loaded into a library context of
+ * our own, so loading it changes nothing for the process's other libcrypto users (hashlib). */
+static const EVP_CIPHER *legacy_des_cbc(void)
+{
+    static OSSL_LIB_CTX *legacy;
+    static EVP_CIPHER *des;
+    if (des != NULL)
+        return des;
+    if (legacy == NULL) {
+        legacy = OSSL_LIB_CTX_new();
+        if (legacy == NULL)
+            return NULL;
+        if (OSSL_PROVIDER_load(legacy, "legacy") == NULL
+                || OSSL_PROVIDER_load(legacy, "default") == NULL) {
+            ERR_clear_error();
+            return NULL; /* no DES here: each later Context only retries the fetch */
+        }
+    }
+    des = EVP_CIPHER_fetch(legacy, "DES-CBC", NULL);
+    if (des == NULL)
+        ERR_clear_error();
+    return des;
+}
+
 static const EVP_CIPHER *cipher_by_name(const char *name)
 {
     if (!strcmp(name, "aes-cbc-128")) return EVP_aes_128_cbc();
     if (!strcmp(name, "aes-cbc-192")) return EVP_aes_192_cbc();
     if (!strcmp(name, "aes-cbc-256")) return EVP_aes_256_cbc();
     if (!strcmp(name, "3des-cbc")) return EVP_des_ede3_cbc();
-    if (!strcmp(name, "des-cbc")) return EVP_des_cbc(); /* legacy provider in OpenSSL 3 */
     return NULL;
 }
 
@@ -229,6 +254,8 @@ static int Context_init(Context *self, PyObject *args, PyObject *kwds)
         return -1;
     int rc = -1, key_size = 0, icv_size = 0;
     const EVP_CIPHER *cipher = cipher_by_name(cipher_name);
+    if (cipher == NULL && !strcmp(cipher_name, "des-cbc"))
+        cipher = legacy_des_cbc();
     int mac = integrity_by_name(integrity_name, &key_size, &icv_size);
     if (cipher == NULL || mac == 0) {
         PyErr_Format(PyExc_NotImplementedError, "no compiled ESP for %s/%s", cipher_name,
@@ -245,7 +272,7 @@ static int Context_init(Context *self, PyObject *args, PyObject *kwds)
     self->enc = keyed(cipher, ekey.buf, 1);
     self->dec = keyed(cipher, ekey.buf, 0);
     if (self->enc == NULL || self->dec == NULL) {
-        /* e.g. DES under OpenSSL 3 without the legacy provider: the caller falls back */
+        ERR_clear_error(); /* the caller falls back to the pure-Python path */
         PyErr_Format(PyExc_NotImplementedError, "libcrypto cannot run %s", cipher_name);
         goto done;
     }

@@ -10,6 +10,12 @@ decrypting: a forged packet is never decrypted), (3) decryption, (4) the padding
 receiver SHOULD check it), (5) only then the window moves. Every failure is a silent discard
 (§3.4.3, §3.4.4.1: "the receiver MUST discard the received IP datagram as invalid"), counted
 on the SA, raised as an `EspError` whose `wire_answer` is DISCARD.
+
+Steps (2)-(4) and the sealing (header, padding, CBC, ICV and, for `encapsulate_udp`, the UDP
+header and checksum) run in one call of the SA's compiled context (`sa.fast`,
+crypto.fast_context) when tunnels/ipsec/_fastesp.c is built, else in the pure-Python path
+below; both give the same bytes and the same outcome. Sequence numbers, the window,
+lifetimes and counters are here either way.
 """
 
 from __future__ import annotations
