@@ -25,7 +25,4 @@ def test_no_io_imports(path):
             assert name.split(".")[0] not in FORBIDDEN, f"{path.name} imports {name}"
         if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name):
             if node.value.id == "os":
-                # stream.py reads VPNLAB_NO_ACCEL once at import (configuration, not I/O:
-                # the same switch as tunnels/ipsec/crypto.py's)
-                allowed = {"urandom", "environ"} if path.name == "stream.py" else {"urandom"}
-                assert node.attr in allowed, f"{path.name} uses os.{node.attr}"
+                assert node.attr == "urandom", f"{path.name} uses os.{node.attr}"

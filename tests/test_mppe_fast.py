@@ -5,7 +5,6 @@ and the compiled one actually in use here (CI and the README's set-up build it).
 from __future__ import annotations
 
 import json
-import os
 import random as _random
 from pathlib import Path
 
@@ -13,6 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from tests.accel import require_compiled
 from tunnels.errors import RemoteProtocolError
 from tunnels.mppe import keys, stream
 from tunnels.mppe.cipher import MPPEDecryptor, MPPEEncryptor
@@ -47,11 +47,7 @@ def pair(cls, start: bytes, bits: int, stateless: bool):
 
 
 def test_compiled_path_is_in_use():
-    if os.environ.get("VPNLAB_NO_ACCEL") == "1":
-        pytest.skip("VPNLAB_NO_ACCEL=1: the pure-Python path was asked for")
-    assert _fastmppe is not None, (
-        "tunnels/mppe/_fastmppe.c did not build: run `VPNLAB_EXT=tunnels.mppe._fastmppe "
-        ".venv/bin/python setup.py build_ext --inplace` (needs gcc, python3-dev, libssl-dev)")
+    require_compiled(_fastmppe, "tunnels/mppe/_fastmppe.c", "tunnels.mppe._fastmppe")
     assert stream.ACCEL
     assert type(MPPEEncryptor(KEY, 128, True).keys) is _fastmppe.State
 

@@ -13,16 +13,16 @@ resynchronisation), which stay in Python and exist once. tests/test_mppe_fast.py
 byte for byte.
 
 `ACCEL` says whether the compiled type is in use: the extension built (setup.py, with gcc,
-python3-dev and libssl-dev) and VPNLAB_NO_ACCEL not set to 1 when this module was imported.
+python3-dev and libssl-dev) and VPNLAB_NO_ACCEL not set to 1 when this module was imported
+(tunnels/accel.py).
 """
 
 from __future__ import annotations
 
-import os
 from hashlib import sha1
-from types import ModuleType
 from typing import Any
 
+from tunnels.accel import load
 from tunnels.mppe.keys import SHA_PAD1, SHA_PAD2, initial_session_key, key_length, reduce_key
 from tunnels.mppe.rc4 import RekeyedStream, Stream, cryptography_stream, new_reusable, rc4
 
@@ -32,17 +32,7 @@ ENCRYPTED = 0x1000
 _STATELESS = FLUSHED | ENCRYPTED
 
 
-def _load() -> ModuleType | None:
-    if os.environ.get("VPNLAB_NO_ACCEL") == "1":
-        return None
-    try:
-        from tunnels.mppe import _fastmppe
-    except ImportError:
-        return None
-    return _fastmppe
-
-
-fastmppe = _load()
+fastmppe = load("tunnels.mppe._fastmppe")
 ACCEL = fastmppe is not None
 
 
