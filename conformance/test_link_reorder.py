@@ -33,8 +33,9 @@ SEND = textwrap.dedent("""
     for i in range(count):
         s.sendto(b"vpnlab-seq %06d" % i, (dst, port))
         t += gap
-        if t > time.monotonic():
-            time.sleep(t - time.monotonic())
+        ahead = t - time.monotonic()  # read the clock once: a second read may be past t
+        if ahead > 0:
+            time.sleep(ahead)
 """)
 
 

@@ -433,8 +433,10 @@ def hang_ups(lab: Lab, params: Mapping[str, str]) -> list[CheckResult]:
                             rc == 0 and _pppd_gone(lab), f"our client exited {rc}")
         mark = len(peer.ppp_events())
         start_ours(lab, params)
-        up = status(lab).get("state") == "up" and _wait(lambda: len(peer.ppp_events()) > mark,
-                                                        10)
+        ours_up = status(lab).get("state") == "up"
+        # the peer's ip-up hook runs inside user-mode Linux: slow when the machine is loaded
+        peer_up = _wait(lambda: len(peer.ppp_events()) > mark, 30)
+        up = ours_up and peer_up
         peer.sh("kill $(cat /run/ppp*.pid)")
         daemon = ours.daemons["vpnclient"]
         gone = _wait(lambda: not daemon.running(), 15)
@@ -443,7 +445,8 @@ def hang_ups(lab: Lab, params: Mapping[str, str]) -> list[CheckResult]:
         second = CheckResult(f"{params['peer']}'s pppd hangs up: our client notices, exits, "
                              "removes vpn0",
                              up and gone and no_tun and bool(down),
-                             f"re-dialled {up}, exited {daemon.returncode}, reason "
+                             f"re-dialled {up} (ours up {ours_up}, peer's ip-up {peer_up}), "
+                             f"exited {daemon.returncode}, reason "
                              f"{down[-1]['reason'] if down else None!r}, vpn0 gone {no_tun}")
         return [first, second]
     mark = len(_events(lab))
