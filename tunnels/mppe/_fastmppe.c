@@ -82,6 +82,15 @@ static void reduce(State *s) {
     }
 }
 
+/* SHA-1 of the §7.3 input. SHA1_Init/Update/Final, not the one-shot SHA1(): in OpenSSL 3
+ * that one fetches an EVP digest per call, 0.67 us against 0.15 us here. */
+static void sha_of_input(State *s, unsigned char digest[SHA_DIGEST_LENGTH]) {
+    SHA_CTX c;
+    SHA1_Init(&c);
+    SHA1_Update(&c, s->sha_in, 2 * (s->length + PAD));
+    SHA1_Final(digest, &c);
+}
+
 /* §7.3 key change: interim key from SHA-1 of start key|pad1|session key|pad2, RC4-encrypted
  * under itself, then reduced. A local RC4 state: the stateful stream is not disturbed. */
 static void next_key(State *s) {
@@ -89,7 +98,7 @@ static void next_key(State *s) {
     RC4_KEY k;
     int L = s->length;
     memcpy(session_slot(s), s->session, L);
-    SHA1(s->sha_in, 2 * (L + PAD), digest);
+    sha_of_input(s, digest);
     RC4_set_key(&k, L, digest);
     RC4(&k, L, digest, s->session);
     reduce(s);
@@ -142,7 +151,7 @@ static int State_init(State *s, PyObject *args, PyObject *kwds) {
     /* the initial session key: GetNewKeyFromSHA of the start key with itself, no RC4 step
      * (practice, as tunnels/mppe/keys.py says) */
     unsigned char digest[SHA_DIGEST_LENGTH];
-    SHA1(s->sha_in, 2 * (L + PAD), digest);
+    sha_of_input(s, digest);
     memcpy(s->session, digest, L);
     reduce(s);
     rekey_session(s);
