@@ -273,6 +273,9 @@ static int Context_init(Context *self, PyObject *args, PyObject *kwds)
     self->dec = keyed(cipher, ekey.buf, 0);
     if (self->enc == NULL || self->dec == NULL) {
         ERR_clear_error(); /* the caller falls back to the pure-Python path */
+        EVP_CIPHER_CTX_free(self->enc);
+        EVP_CIPHER_CTX_free(self->dec);
+        self->enc = self->dec = NULL;
         PyErr_Format(PyExc_NotImplementedError, "libcrypto cannot run %s", cipher_name);
         goto done;
     }
@@ -307,7 +310,7 @@ static void Context_dealloc(Context *self)
 
 static int ready(const Context *self)
 {
-    if (self->enc == NULL) {
+    if (self->enc == NULL || self->dec == NULL) {
         PyErr_SetString(PyExc_ValueError, "Context not initialised");
         return 0;
     }
@@ -363,7 +366,7 @@ static PyObject *seal(Context *self, uint32_t spi, uint32_t seq, PyObject *iv_ob
                       const uint32_t *extra, const uint8_t *payload, size_t payload_len)
 {
     const size_t block = (size_t)self->block;
-    if (payload_len > (size_t)PY_SSIZE_T_MAX / 2) {
+    if (payload_len > (size_t)INT_MAX / 2) { /* EVP takes int lengths */
         PyErr_SetString(PyExc_OverflowError, "payload too long");
         return NULL;
     }
@@ -496,7 +499,8 @@ static PyObject *open_packet(Context *self, const uint8_t *p, size_t size)
 {
     const size_t block = (size_t)self->block, icv = (size_t)self->icv_size;
     /* SPI, sequence number, IV, at least one block of ciphertext, the ICV; whole blocks */
-    if (size < 8 + icv || size - 8 - icv < 2 * block || (size - 8 - icv) % block)
+    if (size < 8 + icv || size - 8 - icv < 2 * block || (size - 8 - icv) % block
+            || size > (size_t)INT_MAX / 2)
         return status(ST_MALFORMED);
     const size_t icv_at = size - icv, ct_len = icv_at - 8 - block;
     uint8_t digest[MAX_DIGEST];
