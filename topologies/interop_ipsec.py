@@ -101,7 +101,7 @@ def client_args(params: Mapping[str, str], lab: Lab) -> list[str]:
 
 
 def server_lines(params: Mapping[str, str], lab: Lab) -> list[str]:
-    """The [server] fields of our L2TP/IPsec server (tunnels/config.py)."""
+    """The [server] fields of our L2TP/IPsec server (tunnels/config/server.py)."""
     assert lab.run_dir is not None
     return ['protocols = ["l2tp-ipsec"]', f'psk = "{PSK}"', "nat_t = true",
             f'ipsec_ciphers = ["{CIPHERS[params["cipher"] or "aes"][2]}"]',

@@ -49,7 +49,7 @@ def client_args(params: Mapping[str, str]) -> list[str]:
 
 
 def server_lines(params: Mapping[str, str]) -> list[str]:
-    """The [server] fields of our LNS (tunnels/config.py)."""
+    """The [server] fields of our LNS (tunnels/config/server.py)."""
     lines = ['protocols = ["l2tp"]']
     if params["tunnel"] != "plain":
         lines.append(f'tunnel_secret = "{TUNNEL_SECRET}"')

@@ -82,7 +82,7 @@ def _credentials(args: argparse.Namespace) -> dict:
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("server", help="run our VPN server in the current network namespace")
-    p.add_argument("--config", required=True, help="TOML file (see tunnels/config.py)")
+    p.add_argument("--config", required=True, help="TOML file (see tunnels/config/server.py)")
     p.add_argument("--json", action="store_true", help="JSON lines on stdout")
     p.add_argument("--status", help="keep a JSON status file here")
     p.set_defaults(func=cmd_server)
@@ -92,8 +92,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_status)
     p = sub.add_parser("connect", help="connect our VPN client from the current namespace")
     p.add_argument("--protocol", default="pptp", choices=["pptp", "l2tp", "l2tp-ipsec"])
-    p.add_argument("--config", help="TOML file with a [client] table (see tunnels/config.py) "
-                   "instead of the options below")
+    p.add_argument("--config", help="TOML file with a [client] table (see "
+                   "tunnels/config/client.py) instead of the options below")
     p.add_argument("--server", help="the VPN server's address")
     p.add_argument("--user")
     p.add_argument("--password")
