@@ -9,7 +9,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 import itertools
-import os
 import random
 import struct
 
@@ -17,6 +16,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from tests.accel import require_compiled
 from tunnels.ipsec import crypto
 from tunnels.ipsec.crypto import CIPHERS, INTEGRITY, CbcCipher, Hmac96
 from tunnels.ipsec.esp import (EspAuthenticationFailed, EspBadPadding, EspError, EspMalformed,
@@ -56,11 +56,7 @@ def ip_packet(payload: bytes, proto: int = 17) -> bytes:
 
 
 def test_compiled_path_is_in_use():
-    if os.environ.get("VPNLAB_NO_ACCEL") == "1":
-        pytest.skip("VPNLAB_NO_ACCEL=1: the pure-Python path was asked for")
-    assert _fastesp is not None, (
-        "tunnels/ipsec/_fastesp.c did not build: run `VPNLAB_EXT=tunnels.ipsec._fastesp "
-        ".venv/bin/python setup.py build_ext --inplace` (needs gcc, python3-dev, libssl-dev)")
+    require_compiled(_fastesp, "tunnels/ipsec/_fastesp.c", "tunnels.ipsec._fastesp")
     assert crypto.FAST
     from tunnels.ipsec import ipv4
     assert ipv4.ones_sum is _fastesp.checksum

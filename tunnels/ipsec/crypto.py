@@ -18,14 +18,14 @@ The compiled path: when tunnels/ipsec/_fastesp.c is built (setup.py), `fast_cont
 SA one C object doing ESP's whole per packet cryptography (framing, padding, CBC, HMAC, the
 inner UDP checksum) in one call each way; esp.py uses it and keeps the classes below as the
 pure-Python path, byte for byte the same (tests/test_esp_fast.py). `FAST` says whether the
-extension is in use; VPNLAB_NO_ACCEL=1 at import turns it off (the MPPE path's convention).
+extension is in use; VPNLAB_NO_ACCEL=1 at import turns it off (tunnels/accel.py, the one
+switch for the MPPE path too).
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
-import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -34,21 +34,11 @@ from cryptography.hazmat.decrepit.ciphers.algorithms import TripleDES
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from Crypto.Cipher import DES
 
+from tunnels.accel import load
 from tunnels.errors import LocalProtocolError
 
 
-def _accelerator() -> Any:
-    """tunnels.ipsec._fastesp, or None when not built or VPNLAB_NO_ACCEL=1."""
-    if os.environ.get("VPNLAB_NO_ACCEL") == "1":
-        return None
-    try:
-        from tunnels.ipsec import _fastesp  # type: ignore[attr-defined]
-    except ImportError:
-        return None
-    return _fastesp
-
-
-ACCEL: Any = _accelerator()
+ACCEL: Any = load("tunnels.ipsec._fastesp")  # None: not built, or VPNLAB_NO_ACCEL=1
 FAST: bool = ACCEL is not None  # the compiled ESP path is in use (module docstring)
 
 
