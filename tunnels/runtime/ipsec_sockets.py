@@ -87,26 +87,36 @@ class MultiSocket:
         return self._epoll.fileno()
 
     def receive(self) -> tuple[Transport, bytes] | None:
-        """The next datagram of any socket, or None when none has anything now."""
-        while True:
-            if not self._ready:
+        """The next datagram of any socket, or None when none has anything now.
+
+        One epoll_wait per wake-up of the pump: the sockets found ready are read in turn until
+        each is empty, then None ends the pump's batch without polling again. Whatever
+        arrived meanwhile keeps the epoll descriptor readable, so the event loop calls the
+        pump again at once (level-triggered)."""
+        ready = self._ready
+        if not ready:
+            while True:
                 try:
-                    # taken from the end: UDP (IKE) before raw ESP, so a Quick Mode's last
-                    # message is handled before the first ESP that follows it on another
-                    # socket (else that ESP meets no SA yet and is lost for a second)
-                    self._ready = sorted((fd for fd, _ in self._epoll.poll(0)),
-                                         key=lambda fd: self._members[fd].port != 0
-                                         if fd in self._members else False)
+                    fds = [fd for fd, _ in self._epoll.poll(0)]
+                    break
                 except InterruptedError:
                     continue
-                if not self._ready:
-                    return None
-            member = self._members.get(self._ready[-1])
+            if not fds:
+                return None
+            if len(fds) > 1:
+                # taken from the end: UDP (IKE) before raw ESP, so a Quick Mode's last
+                # message is handled before the first ESP that follows it on another
+                # socket (else that ESP meets no SA yet and is lost for a second)
+                members = self._members
+                fds.sort(key=lambda fd: fd in members and members[fd].port != 0)
+            self._ready = ready = fds
+        while ready:
+            member = self._members.get(ready[-1])
             got = self._read(member) if member is not None else None
-            if got is None:
-                self._ready.pop()  # that socket is empty now: the next ready one
-                continue
-            return got
+            if got is not None:
+                return got
+            ready.pop()  # that socket is empty now: the next ready one
+        return None
 
     def _read(self, member: _Member) -> tuple[Transport, bytes] | None:
         while True:
