@@ -26,12 +26,22 @@ SCCRQ_HEX = ("009c00011a2b3c4d00010000" + "0100" + "0000" + "00000003" + "000000
 
 
 def control(lab, node: str = "vpnsrv", peer: str = "isp") -> list[tuple[str, PPTP]]:
-    """(source address, scapy PPTP message) for each TCP 1723 segment with data."""
+    """(source address, scapy PPTP message) for each message sent on TCP 1723, once: a
+    kernel retransmission of a segment (seen on loaded machines) is not a second message."""
     out = []
+    sent: dict[tuple, int] = {}  # per direction of a connection: where its data ends so far
     for p in pcap.read(lab.capture_path(node, peer)):
         if TCP in p and 1723 in (p[TCP].sport, p[TCP].dport):
             start = p[IP].ihl * 4 + p[TCP].dataofs * 4
             body = bytes(p[IP])[start:p[IP].len]
+            flow = (p[IP].src, p[TCP].sport, p[IP].dst, p[TCP].dport)
+            if p[TCP].flags & 0x02:  # SYN: a new connection, perhaps from the same port
+                sent.pop(flow, None)
+            seq, end = int(p[TCP].seq), sent.get(flow)
+            if body:
+                sent[flow] = max(end or 0, seq + len(body))
+                if end is not None and seq < end:
+                    body = body[end - seq:]  # already on the wire: only what is new counts
             while len(body) >= 12:  # a segment may carry several messages
                 length = struct.unpack("!H", body[:2])[0]
                 out.append((p[IP].src, PPTP(body[:max(length, 12)])))
