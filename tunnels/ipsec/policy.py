@@ -127,12 +127,14 @@ class TransportPolicy:
         # SA's id can come back as its successor's).
         self._soft_reported: list[SecurityAssociation] = []
         self.counters: Counter[str] = Counter()
+        self.version = 0  # moves with every change of the SA tables (caches of SAs check it)
 
     # SA table ----------------------------------------------------------------------------
     def add_inbound(self, sa: SecurityAssociation) -> None:
         if sa.spi in self.inbound_sas:
             raise LocalProtocolError(f"inbound SPI {sa.spi:#010x} already in use")
         self.inbound_sas[sa.spi] = sa
+        self.version += 1
 
     def add_outbound(self, sa: SecurityAssociation) -> None:
         """Install (or, after a rekey, replace) the SA used to send to its peer."""
@@ -142,6 +144,7 @@ class TransportPolicy:
             self._forget(replaced)
         self.outbound_sas[peer] = sa
         self._address_sums[peer] = address_sum(sa.src_packed, sa.dst_packed)
+        self.version += 1
 
     def add_pair(self, inbound: SecurityAssociation, outbound: SecurityAssociation) -> None:
         self.add_inbound(inbound)
@@ -155,6 +158,7 @@ class TransportPolicy:
             del self.outbound_sas[peer]
             del self._address_sums[peer]
         self._forget(sa)
+        self.version += 1
 
     def _forget(self, sa: SecurityAssociation) -> None:
         self._soft_reported = [s for s in self._soft_reported if s is not sa]

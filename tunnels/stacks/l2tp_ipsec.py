@@ -78,6 +78,7 @@ from tunnels.ipsec.sa import SecurityAssociation
 from tunnels.l2tp.control import TunnelConfig
 from tunnels.ppp.config import EncryptionLevel, PPPConfig
 from tunnels.stacks.l2tp import NO_REPLY_REASON, L2TP_PORT, L2TPClient, L2TPServer
+from tunnels.stacks.l2tp_ipsec_data import DataPath
 from tunnels.stacks.pptp import ControlClosed
 from tunnels.ppp.auth.base import Verdict
 
@@ -242,9 +243,10 @@ class _Child:
     created: float
 
 
-class _IPsecStack:
+class _IPsecStack(DataPath):
     """What client and server share: the wire (transport tuples), the policy, SA install and
-    removal, L2TP through the SAs, one timer over IKE, L2TP and SA lifetimes."""
+    removal, L2TP through the SAs, one timer over IKE, L2TP and SA lifetimes; the data path's
+    common case is DataPath's (tunnels/stacks/l2tp_ipsec_data.py)."""
 
     l2tp: L2TPServer | L2TPClient
     ike: IKEResponder | IKESession  # the same receive/timer calls; events differ
@@ -266,12 +268,12 @@ class _IPsecStack:
         self._sa_deadline: float | None = None
         self.counters = {"received": 0, "unknown_port": 0, "l2tp_no_sa": 0, "ike_in": 0,
                          "ike_out": 0, "esp_out": 0, "keepalives": 0}
+        self._fast_init()
 
-    # -- the L2TP stacks' interface --------------------------------------------------------
-    def receive_datagram(self, src: Transport, data: bytes, now: float) -> None:
-        if now > self._now:
-            self._now = now
-        self.counters["received"] += 1
+    # -- the L2TP stacks' interface (receive_datagram and send_datagram: l2tp_ipsec_data) ---
+    def _receive_general(self, src: Transport, data: bytes, now: float) -> None:
+        """What DataPath.receive_datagram does not carry itself (it has counted `received`
+        and moved the clock)."""
         kind, address, port, local_port = src
         quiet = False  # True: only data moved, nothing for _drain to do
         if kind == "esp":
@@ -289,13 +291,10 @@ class _IPsecStack:
         if not quiet or self._ike_dirty:
             self._drain(now)
 
-    receive_gre = receive_datagram
-
-    def send_datagram(self, ip_packet: bytes, now: float) -> None:
-        """A TUN datagram: the L2TP stack only queues its data message (no event, no
-        control), so it goes through the SA at once, without a whole `_drain`."""
-        if now > self._now:
-            self._now = now
+    def _send_general(self, ip_packet: bytes, now: float) -> None:
+        """A TUN datagram DataPath.send_datagram does not carry itself: the L2TP stack only
+        queues its data message (no event, no control), so it goes through the SA at once,
+        without a whole `_drain`."""
         self.l2tp.send_datagram(ip_packet, now)
         if self._ike_dirty:
             self._drain(now)
@@ -335,9 +334,12 @@ class _IPsecStack:
         return self._events.popleft() if self._events else None
 
     def get_timer(self) -> float | None:
-        times = [self._ike_deadline, self.l2tp.get_timer(), self._sa_deadline]
-        due = [t for t in times if t is not None]
-        return min(due) if due else None
+        """The earliest of the IKE, L2TP and SA deadlines (asked after every pump batch)."""
+        due = self.l2tp.get_timer()
+        for deadline in (self._ike_deadline, self._sa_deadline):
+            if deadline is not None and (due is None or deadline < due):
+                due = deadline
+        return due
 
     def handle_timer(self, now: float) -> None:
         self._now = max(self._now, now)
@@ -408,7 +410,7 @@ class _IPsecStack:
         of the L2TP stack)."""
         if type(event) is L2tpDatagram:
             address = self._l2tp_address(event)
-            self._routes[address] = (event.peer, event.src_port)
+            self._set_route(address, (event.peer, event.src_port))
             return self.l2tp.receive_datagram(address, event.payload, now)
         if isinstance(event, IkePacket):
             self._receive_ike(event.data, (event.peer[0], event.peer[1] or NAT_T_PORT), now)
@@ -498,6 +500,7 @@ class _IPsecStack:
                     else None)
             for address in [a for a, r in self._routes.items() if r[0] == peer]:
                 del self._routes[address]
+            self._fast_reset()
 
     # -- hooks -----------------------------------------------------------------------------
     def _receive_ike(self, data: bytes, src: Address, now: float) -> None:
@@ -563,6 +566,7 @@ class L2TPIPsecServer(_IPsecStack):
         route = self._routes.get(alias)
         if route is not None and route[0] == old:
             self._routes[alias] = (new, route[1])
+        self._fast_reset()  # the L2TP addresses of the data path's routes moved
 
     def _drain_ike(self, now: float) -> bool:
         handled = False
@@ -699,6 +703,7 @@ class L2TPIPsecClient(_IPsecStack):
             self._install(event, now)
             self._server_peer = (event.remote[0], event.remote[1]
                                  if event.encapsulation == "udp-transport" else None)
+            self._fast_reset()  # the default route's SA peer
             if not self._l2tp_started and not self._hung_up:
                 self._l2tp_started = True
                 self.l2tp.start(now)
