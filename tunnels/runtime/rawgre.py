@@ -74,13 +74,14 @@ class GRESocket:
 
 
 def strip_ip_header(data: bytes) -> bytes | None:
-    """The IPv4 payload, or None when the header is not a plausible IPv4 header."""
-    if len(data) < 20 or data[0] >> 4 != 4:
+    """The IPv4 payload, or None when the header is not a plausible IPv4 header (per packet:
+    the fields read as octets, no slice or int.from_bytes)."""
+    size = len(data)
+    if size < 20 or data[0] >> 4 != 4:
         return None
-    ihl = (data[0] & 0x0F) * 4
-    total = int.from_bytes(data[2:4], "big")
-    if ihl < 20 or len(data) < ihl:
+    ihl = (data[0] & 0x0F) << 2
+    if ihl < 20 or size < ihl:
         return None
     # Linux hands raw sockets the packet as received; trust the total length when it is sane
-    end = total if ihl <= total <= len(data) else len(data)
-    return data[ihl:end]
+    total = data[2] << 8 | data[3]
+    return data[ihl:total if ihl <= total <= size else size]
