@@ -205,3 +205,28 @@ def test_a_rekey_moves_the_data_path_to_the_new_sa():
     a, b = snapshot(fast), snapshot(general)
     assert a == b
     assert len({sa[0] for sa in a["sas"][0]}) >= 2
+
+
+@pytest.mark.parametrize("cipher", ["aes-cbc-128", "3des-cbc"])
+def test_seal_udp_with_a_prefix_is_sealing_the_concatenation(cipher):
+    """_fastesp's seal_udp(..., payload, prefix), the data path's L2TP header in front of
+    its PPP frame: the same packet as the concatenation, whatever the lengths (odd ones
+    too: the UDP checksum is summed over the plaintext as laid out)."""
+    require_compiled(crypto.ACCEL, "tunnels/ipsec/_fastesp.c", "tunnels.ipsec._fastesp")
+    key = bytes(range(32))[: {"aes-cbc-128": 16, "3des-cbc": 24}[cipher]]
+    ctx = crypto.ACCEL.Context(cipher, key, "hmac-sha1-96", bytes(20))
+    iv = bytes(16)[: 16 if cipher.startswith("aes") else 8]
+    data = bytes(range(256)) * 8
+    for prefix_len in (0, 1, 6, 7):
+        for size in (0, 1, 2, 15, 1400, 2000):
+            prefix, payload = data[100 : 100 + prefix_len], data[:size]
+            whole = ctx.seal_udp(0x1234, 7, iv, 1701, 1701, 0xBEEF, prefix + payload)
+            assert ctx.seal_udp(0x1234, 7, iv, 1701, 1701, 0xBEEF, payload, prefix) == whole
+            assert ctx.seal_udp(0x1234, 7, iv, 1701, 1701, 0xBEEF, prefix + payload,
+                                None) == whole
+    with pytest.raises(OverflowError):
+        ctx.seal_udp(1, 1, iv, 1, 1, 0, bytes(0xFFF0), bytes(16))
+    with pytest.raises(TypeError):
+        ctx.seal_udp(1, 1, iv, 1, 1, 0, b"", b"", b"")
+    with pytest.raises(TypeError):
+        ctx.seal_udp(1, 1, iv, 1, 1, 0, b"", 5)

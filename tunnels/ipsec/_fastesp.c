@@ -9,9 +9,11 @@
  *
  * Context(cipher, enc_key, integrity, auth_key), keyed once per SA:
  *   seal(spi, seq, iv, next_header, payload) -> SPI|seq|IV|ciphertext|ICV
- *   seal_udp(spi, seq, iv, sport, dport, addresses, payload) -> the same, the payload being a
- *       UDP header (checksum over RFC 768's pseudo-header, `addresses` = its address part)
- *       followed by `payload`; iv None (both) draws one block from RAND_bytes (see draw_iv)
+ *   seal_udp(spi, seq, iv, sport, dport, addresses, payload[, prefix]) -> the same, the
+ *       payload being a UDP header (checksum over RFC 768's pseudo-header, `addresses` = its
+ *       address part) followed by `prefix` and `payload` (the L2TP data path hands its
+ *       header as `prefix`: no concatenation in Python); iv None (both) draws one block
+ *       from RAND_bytes (see draw_iv)
  *   open(packet) -> (next_header, payload) or an int status (MALFORMED, AUTH, PADDING): the
  *       ICV is verified (CRYPTO_memcmp) before anything is decrypted
  * checksum(data) -> the one's-complement sum of `data` as 16-bit words (ipv4.ones_sum).
@@ -356,21 +358,22 @@ static void put16(uint8_t *p, uint32_t v)
 
 /* -- seal ------------------------------------------------------------------------------- */
 
-/* The ESP packet for a plaintext payload of `head_len` octets (written by `write_head` at
- * the start of the plaintext) followed by `payload`; `iv` NULL draws one. */
-typedef void (*HeadWriter)(uint8_t *plain, const uint8_t *payload, size_t payload_len,
-                           const uint32_t *extra);
+/* The ESP packet for a plaintext of a head of `head_len` octets (written by `write_head` at
+ * the start of the plaintext, once `prefix` and `payload` are in place after it: it may sum
+ * them), `prefix` (`prefix_len` octets, possibly none) and `payload`; `iv` NULL draws one. */
+typedef void (*HeadWriter)(uint8_t *plain, size_t body_len, const uint32_t *extra);
 
 static PyObject *seal(Context *self, uint32_t spi, uint32_t seq, PyObject *iv_obj,
                       uint32_t next_header, size_t head_len, HeadWriter write_head,
-                      const uint32_t *extra, const uint8_t *payload, size_t payload_len)
+                      const uint32_t *extra, const uint8_t *prefix, size_t prefix_len,
+                      const uint8_t *payload, size_t payload_len)
 {
     const size_t block = (size_t)self->block;
-    if (payload_len > (size_t)INT_MAX / 2) { /* EVP takes int lengths */
-        PyErr_SetString(PyExc_OverflowError, "payload too long");
+    if (payload_len > (size_t)INT_MAX / 4 || prefix_len > (size_t)INT_MAX / 4) {
+        PyErr_SetString(PyExc_OverflowError, "payload too long"); /* EVP takes int lengths */
         return NULL;
     }
-    const size_t inner = head_len + payload_len;
+    const size_t inner = head_len + prefix_len + payload_len;
     const size_t pad_len = (block - (inner + 2) % block) % block;
     const size_t ct_len = inner + pad_len + 2;
     const size_t total = 8 + block + ct_len + (size_t)self->icv_size;
@@ -402,9 +405,11 @@ static PyObject *seal(Context *self, uint32_t spi, uint32_t seq, PyObject *iv_ob
         memcpy(iv, ivb.buf, block);
         PyBuffer_Release(&ivb);
     }
-    memcpy(plain + head_len, payload, payload_len);
+    if (prefix_len)
+        memcpy(plain + head_len, prefix, prefix_len);
+    memcpy(plain + head_len + prefix_len, payload, payload_len);
     if (write_head != NULL)
-        write_head(plain, payload, payload_len, extra);
+        write_head(plain, prefix_len + payload_len, extra);
     uint8_t *trailer = plain + inner;
     for (size_t i = 0; i < pad_len; i++) /* RFC 4303 §2.4: 1, 2, 3, ... */
         trailer[i] = (uint8_t)(i + 1);
@@ -441,15 +446,18 @@ static PyObject *Context_seal(Context *self, PyObject *const *args, Py_ssize_t n
     Py_buffer pb;
     if (PyObject_GetBuffer(args[4], &pb, PyBUF_SIMPLE) < 0)
         return NULL;
-    PyObject *r = seal(self, spi, seq, args[2], nh, 0, NULL, NULL, pb.buf, (size_t)pb.len);
+    PyObject *r = seal(self, spi, seq, args[2], nh, 0, NULL, NULL, NULL, 0, pb.buf,
+                       (size_t)pb.len);
     PyBuffer_Release(&pb);
     return r;
 }
 
-/* extra = {sport, dport, address sum}: the UDP header and its checksum (RFC 768) */
-static void write_udp(uint8_t *plain, const uint8_t *payload, size_t payload_len,
-                      const uint32_t *extra)
+/* extra = {sport, dport, address sum}: the UDP header and its checksum (RFC 768) over the
+ * `body_len` octets already after it */
+static void write_udp(uint8_t *plain, size_t body_len, const uint32_t *extra)
 {
+    const uint8_t *payload = plain + 8;
+    const size_t payload_len = body_len;
     const uint32_t length = (uint32_t)(8 + payload_len);
     put16(plain, extra[0]);
     put16(plain + 2, extra[1]);
@@ -466,24 +474,31 @@ static void write_udp(uint8_t *plain, const uint8_t *payload, size_t payload_len
 static PyObject *Context_seal_udp(Context *self, PyObject *const *args, Py_ssize_t nargs)
 {
     uint32_t spi, seq, extra[3];
-    if (nargs != 7) {
+    if (nargs != 7 && nargs != 8) {
         PyErr_SetString(PyExc_TypeError,
-                        "seal_udp(spi, seq, iv, sport, dport, addresses, payload)");
+                        "seal_udp(spi, seq, iv, sport, dport, addresses, payload[, prefix])");
         return NULL;
     }
     if (!ready(self) || !arg_u32(args[0], &spi, "spi") || !arg_u32(args[1], &seq, "seq")
             || !arg_u16(args[3], &extra[0], "sport") || !arg_u16(args[4], &extra[1], "dport")
             || !arg_u16(args[5], &extra[2], "addresses"))
         return NULL;
-    Py_buffer pb;
+    Py_buffer pb, xb = {0};
     if (PyObject_GetBuffer(args[6], &pb, PyBUF_SIMPLE) < 0)
         return NULL;
+    if (nargs == 8 && args[7] != Py_None
+            && PyObject_GetBuffer(args[7], &xb, PyBUF_SIMPLE) < 0) {
+        PyBuffer_Release(&pb);
+        return NULL;
+    }
     PyObject *r = NULL;
-    if (pb.len > 0xFFFF - 8)
+    if (pb.len > 0xFFFF - 8 || xb.len > 0xFFFF - 8 - pb.len)
         PyErr_SetString(PyExc_OverflowError, "UDP payload too long");
     else
-        r = seal(self, spi, seq, args[2], PROTO_UDP, 8, write_udp, extra, pb.buf,
-                 (size_t)pb.len);
+        r = seal(self, spi, seq, args[2], PROTO_UDP, 8, write_udp, extra,
+                 (const uint8_t *)xb.buf, (size_t)xb.len, pb.buf, (size_t)pb.len);
+    if (xb.obj != NULL)
+        PyBuffer_Release(&xb);
     PyBuffer_Release(&pb);
     return r;
 }
@@ -590,8 +605,8 @@ static PyMethodDef Context_methods[] = {
     {"seal", (PyCFunction)(void (*)(void))Context_seal, METH_FASTCALL,
      "seal(spi, seq, iv, next_header, payload) -> ESP packet (iv None: drawn here)"},
     {"seal_udp", (PyCFunction)(void (*)(void))Context_seal_udp, METH_FASTCALL,
-     "seal_udp(spi, seq, iv, sport, dport, addresses, payload) -> ESP packet of a UDP "
-     "datagram whose checksum covers the pseudo-header"},
+     "seal_udp(spi, seq, iv, sport, dport, addresses, payload[, prefix]) -> ESP packet of "
+     "a UDP datagram (prefix + payload) whose checksum covers the pseudo-header"},
     {"open", (PyCFunction)Context_open, METH_O,
      "open(packet) -> (next_header, payload) or a status int (1 malformed, 2 ICV "
      "mismatch, 3 bad padding)"},

@@ -140,11 +140,12 @@ class DataPath:
             if len(iv) != route.block:  # esp._begin's LocalProtocolError, as _flush_l2tp
                 self.counters["l2tp_no_sa"] += 1
                 return None
-        payload = route.header + frame
         sa.seq = seq = seq + 1
-        esp = route.seal(sa.spi, seq, iv, route.sport, route.dport, route.addresses, payload)
+        # the L2TP header is sealed in front of the frame (seal_udp's prefix: no concatenation)
+        esp = route.seal(sa.spi, seq, iv, route.sport, route.dport, route.addresses, frame,
+                         route.header)
         counters.packets += 1
-        counters.bytes += 8 + len(payload)
+        counters.bytes += 14 + len(frame)  # the UDP datagram: 8 + the 6-octet L2TP header
         policy.counters["l2tp_out"] += 1
         self.counters["esp_out"] += 1
         self._out.append((route.transport, esp))
