@@ -328,6 +328,8 @@ class _IPsecStack(DataPath):
         return []
 
     def datagrams_to_tun(self) -> list[bytes]:
+        """The L2TP stack's; each instance binds that method itself (the pump asks after
+        every batch: one call, not two)."""
         return self.l2tp.datagrams_to_tun()
 
     def next_event(self) -> Any:
@@ -536,6 +538,7 @@ class L2TPIPsecServer(_IPsecStack):
                  random: Callable[[int], bytes] = os.urandom):
         super().__init__(ike_config, local_address, random)
         self.l2tp = L2TPServer(ppp_config_for, tunnel_config, max_sessions, random)
+        self.datagrams_to_tun = self.l2tp.datagrams_to_tun  # type: ignore[method-assign]
         self.ike = IKEResponder(ike_config, (local_address, IKE_PORT), random=random)
         self.counters["nat_without_nat_t_refused"] = 0
         self.counters["remote_address_changed"] = 0
@@ -622,6 +625,7 @@ class L2TPIPsecClient(_IPsecStack):
         super().__init__(ike_config, local_address, random)
         self.server = server
         self.l2tp = L2TPClient(ppp_config, server, tunnel_config, L2TP_PORT, random)
+        self.datagrams_to_tun = self.l2tp.datagrams_to_tun  # type: ignore[method-assign]
         self.ike = IKESession(ike_config, "initiator", (local_address, IKE_PORT),
                               (server, IKE_PORT), random=random)
         self._server_peer: Peer | None = None
