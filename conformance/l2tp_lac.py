@@ -18,7 +18,7 @@ import sys
 import time
 
 from tunnels.l2tp.control import TunnelConfig
-from tunnels.load import echo_request, is_echo_reply
+from tunnels.icmp import echo_request, is_echo_reply
 from tunnels.ppp.auth.base import AuthMethod
 from tunnels.ppp.config import EncryptionLevel, PPPConfig
 from tunnels.stacks.l2tp import L2TPClient

@@ -7,7 +7,8 @@ import random as _random
 
 from scapy.layers.inet import ICMP, IP
 
-from tunnels.load import LoadClient, ManyClients, echo_request, is_echo_reply
+from tunnels.icmp import echo_request, is_echo_reply
+from tunnels.load import LoadClient, ManyClients
 from tunnels.ppp.auth.base import Account, AuthMethod, LocalAccounts
 from tunnels.ppp.config import EncryptionLevel, PPPConfig
 from tunnels.stacks.pptp import PPTPServer, SessionUp

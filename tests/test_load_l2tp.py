@@ -9,9 +9,9 @@ import struct
 
 from scapy.layers.inet import ICMP, IP
 
+from tunnels.icmp import echo_reply_ident, echo_request
 from tunnels.l2tp.control import TunnelConfig
-from tunnels.load import (LoadLAC, ManyClients, echo_reply_ident, echo_request,
-                          l2tp_tunnel_id)
+from tunnels.load import LoadLAC, ManyClients, l2tp_tunnel_id
 from tunnels.ppp.auth.base import Account, AuthMethod, LocalAccounts
 from tunnels.ppp.config import EncryptionLevel, PPPConfig
 from tunnels.stacks.l2tp import L2TPServer

@@ -35,10 +35,8 @@ import argparse
 import asyncio
 import collections
 import heapq
-import ipaddress
 import json
 import resource
-import struct
 import sys
 import time
 from dataclasses import dataclass, field
@@ -46,6 +44,7 @@ from typing import Any
 
 from collections.abc import Callable
 
+from tunnels.icmp import echo_reply_ident, echo_request
 from tunnels.l2tp.control import TunnelConfig, TunnelState
 from tunnels.ppp.auth.base import AuthMethod
 from tunnels.ppp.config import EncryptionLevel, PPPConfig
@@ -293,39 +292,6 @@ class ManyClients:
     def next_event(self) -> tuple[int, Any] | None:
         self._collect()
         return self._events.popleft() if self._events else None
-
-
-def echo_request(src: str, dst: str, ident: int, payload: bytes = b"vpnlab-load") -> bytes:
-    """An IPv4 ICMP echo request (RFC 792) with correct checksums."""
-    icmp = struct.pack("!BBHHH", 8, 0, 0, ident & 0xFFFF, 1) + payload
-    icmp = icmp[:2] + struct.pack("!H", _checksum(icmp)) + icmp[4:]
-    header = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(icmp), ident & 0xFFFF, 0, 64, 1, 0,
-                         ipaddress.IPv4Address(src).packed, ipaddress.IPv4Address(dst).packed)
-    header = header[:10] + struct.pack("!H", _checksum(header)) + header[12:]
-    return header + icmp
-
-
-def is_echo_reply(packet: bytes, ident: int) -> bool:
-    return echo_reply_ident(packet) == ident & 0xFFFF
-
-
-def echo_reply_ident(packet: bytes) -> int | None:
-    """The identifier of an IPv4 ICMP echo reply (RFC 792), None for any other packet."""
-    if len(packet) < 28 or packet[9] != 1:
-        return None
-    ihl = (packet[0] & 0x0F) * 4
-    if len(packet) < ihl + 8 or packet[ihl] != 0:
-        return None
-    return int.from_bytes(packet[ihl + 4:ihl + 6], "big")
-
-
-def _checksum(data: bytes) -> int:
-    if len(data) % 2:
-        data += b"\0"
-    total = sum(struct.unpack(f"!{len(data) // 2}H", data))
-    while total >> 16:
-        total = (total & 0xFFFF) + (total >> 16)
-    return ~total & 0xFFFF
 
 
 class _Control(asyncio.Protocol):
