@@ -330,15 +330,30 @@ static int accept_next(State *s, const unsigned char *p, Py_ssize_t n) {
     return 1;
 }
 
-static PyObject *State_decrypt_next(State *s, PyObject *info) {
+/* decrypt_next(info[, offset]): the MPPE packet at info[offset:], so the PPTP data path hands
+ * the whole GRE packet over without slicing its payload out first. */
+static PyObject *State_decrypt_next(State *s, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs < 1 || nargs > 2) {
+        PyErr_SetString(PyExc_TypeError, "decrypt_next(info[, offset])");
+        return NULL;
+    }
+    Py_ssize_t offset = 0;
+    if (nargs == 2) {
+        offset = PyLong_AsSsize_t(args[1]);
+        if (offset == -1 && PyErr_Occurred())
+            return NULL;
+    }
     if (!ready(s))
         return NULL;
     In in;
-    if (in_get(info, &in) < 0)
+    if (in_get(args[0], &in) < 0)
         return NULL;
     PyObject *out;
-    if (accept_next(s, in.p, in.n)) {
-        out = open_into(s, in.p + 2, in.n - 2);
+    if (offset < 0 || offset > in.n) {
+        PyErr_SetString(PyExc_ValueError, "decrypt_next: offset outside info");
+        out = NULL;
+    } else if (accept_next(s, in.p + offset, in.n - offset)) {
+        out = open_into(s, in.p + offset + 2, in.n - offset - 2);
     } else {
         out = Py_None;
         Py_INCREF(out);
@@ -436,8 +451,9 @@ static PyMethodDef State_methods[] = {
     {"encrypt", (PyCFunction)(void (*)(void))State_encrypt, METH_FASTCALL,
      "encrypt(data, prefix=b'', head=b'') -> head + MPPE header + RC4(prefix + data), "
      "at the next count with the key changes due"},
-    {"decrypt_next", (PyCFunction)State_decrypt_next, METH_O,
-     "decrypt_next(info) -> protocol field + payload, or None: not the in-order case"},
+    {"decrypt_next", (PyCFunction)(void (*)(void))State_decrypt_next, METH_FASTCALL,
+     "decrypt_next(info, offset=0) -> protocol field + payload of info[offset:], or None: "
+     "not the in-order case"},
     {"next_key", (PyCFunction)State_next_key, METH_NOARGS,
      "one §7.3 key change of session_key (the packet stream is not re-keyed)"},
     {"change_key", (PyCFunction)State_change_key, METH_NOARGS,

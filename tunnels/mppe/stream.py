@@ -5,7 +5,7 @@ Why two: stateless MPPE changes key before every packet, so a packet costs a SHA
 key schedules and the RC4 of its data; the C type does that and writes the header in one call
 per packet, where Python needs six calls and the bytes glue around them. Both have the same
 interface, which is the whole contract cipher.py relies on: `encrypt(data)` (header and
-ciphertext), `decrypt_next(info)` (the in-order case, or None having changed nothing), the key
+ciphertext), `decrypt_next(info[, offset])` (the in-order case, or None having changed nothing), the key
 change `next_key()` / `change_key()`, the stream `rekey(key)` / `update(data)` /
 `crypt(key, data)`, and the attributes `count`, `session_key`, `key_changes` and
 `flush_next`, read and written by cipher.py's slow paths (gaps, the reorder window, stateful
@@ -103,10 +103,14 @@ class PyState:
         header = (FLUSHED if flushed else 0) | ENCRYPTED | count
         return head + header.to_bytes(2, "big") + self._stream.update(data)
 
-    def decrypt_next(self, info: bytes) -> bytes | None:
-        """The in-order case (the next count; stateless: A and D set, B and C clear;
+    def decrypt_next(self, info: bytes, offset: int = 0) -> bytes | None:
+        """The in-order case of info[offset:] (the next count; stateless: A and D set, B and C clear;
         stateful: D set, B and C clear, a flag packet flushed): the plaintext with its
         protocol field (PFC undone). None for anything else, nothing changed."""
+        if offset:
+            if not 0 <= offset <= len(info):
+                raise ValueError("decrypt_next: offset outside info")
+            info = info[offset:]
         if len(info) < 3:
             return None
         header = int.from_bytes(info[:2], "big")
