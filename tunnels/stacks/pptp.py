@@ -192,8 +192,8 @@ class _Stack(SessionTable):
 
     def send_datagram(self, packet: bytes, now: float) -> None:
         """SessionTable.send_datagram with the common case in one method: session up, IPv4,
-        IPCP open, the peer's window not full. GRE header, PPP framing and MPPE are built in
-        one buffer (the MPPE state's encrypt takes them as its head); GRESession's fields and
+        IPCP open, the peer's window not full or not enforced. GRE header, PPP framing and
+        MPPE are built in one buffer (the MPPE state's encrypt takes them as its head); GRESession's fields and
         every counter move exactly as encapsulate() and seal_datagram() move them. Anything
         else goes the general way (_send_on), which counts it."""
         if len(packet) < 20:
@@ -205,12 +205,15 @@ class _Stack(SessionTable):
         ppp, gre = s.ppp, s.gre
         seq, peer_acked, window = gre.next_seq, gre.last_acked_by_peer, gre.peer_window
         encryptor = ppp.encryptor
+        full = window and (seq if peer_acked is None
+                           else (seq - peer_acked - 1) & 0xFFFFFFFF) >= window
         if (packet[0] >> 4 != 4 or ppp.ipcp.state is not _OPENED
-                or (window and (seq if peer_acked is None
-                                else (seq - peer_acked - 1) & 0xFFFFFFFF) >= window)
-                or (encryptor is None and ppp._encryption_required())):
+                or (full and gre.enforce_window)
+                or (encryptor is None and (ccp := ppp.ccp_policy) is not None and ccp.required)):
             self._send_on(s, packet, now)
             return
+        if full:  # sent anyway, as encapsulate() does without enforce_window
+            gre.counters["window_exceeded"] += 1
         n = len(packet)
         length = n + 8 if encryptor is not None else n + 4  # PPP head (+ MPPE header, protocol)
         ack = gre.last_received
@@ -272,7 +275,7 @@ class _Stack(SessionTable):
                 self._receive_gre(src, packet, now)
                 return
             decryptor.counters["decrypted"] += 1
-        elif ppp_head != _PPP_IP_U32 or ppp._encryption_required():
+        elif ppp_head != _PPP_IP_U32 or ((ccp := ppp.ccp_policy) is not None and ccp.required):
             self._receive_gre(src, packet, now)
             return
         else:
@@ -288,7 +291,7 @@ class _Stack(SessionTable):
         gre.counters["received"] += 1
         gre.unacked_in = unacked = gre.unacked_in + 1
         deadline = gre.ack_deadline
-        if unacked >= max(1, gre.own_window // 2):
+        if unacked >= (gre.own_window // 2 or 1):
             gre.ack_deadline = now
         elif deadline is None:
             gre.ack_deadline = now + gre.ack_delay
