@@ -5,8 +5,8 @@ Why two: stateless MPPE changes key before every packet, so a packet costs a SHA
 key schedules and the RC4 of its data; the C type does that and writes the header in one call
 per packet, where Python needs six calls and the bytes glue around them. Both have the same
 interface, which is the whole contract cipher.py relies on: `encrypt(data)` (header and
-ciphertext), `decrypt_next(info[, offset])` (the in-order case, or None having changed nothing), the key
-change `next_key()` / `change_key()`, the stream `rekey(key)` / `update(data)` /
+ciphertext), `decrypt_next(info[, offset])` (the in-order case, or None having changed
+nothing), the key change `next_key()` / `change_key()`, the stream `rekey(key)` / `update(data)` /
 `crypt(key, data)`, and the attributes `count`, `session_key`, `key_changes` and
 `flush_next`, read and written by cipher.py's slow paths (gaps, the reorder window, stateful
 resynchronisation), which stay in Python and exist once. tests/test_mppe_fast.py pairs the two
@@ -104,8 +104,8 @@ class PyState:
         return head + header.to_bytes(2, "big") + self._stream.update(data)
 
     def decrypt_next(self, info: bytes, offset: int = 0) -> bytes | None:
-        """The in-order case of info[offset:] (the next count; stateless: A and D set, B and C clear;
-        stateful: D set, B and C clear, a flag packet flushed): the plaintext with its
+        """The in-order case of info[offset:] (the next count; stateless: A and D set, B and
+        C clear; stateful: D set, B and C clear, a flag packet flushed): the plaintext with its
         protocol field (PFC undone). None for anything else, nothing changed."""
         if offset:
             if not 0 <= offset <= len(info):

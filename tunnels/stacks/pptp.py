@@ -193,9 +193,10 @@ class _Stack(SessionTable):
     def send_datagram(self, packet: bytes, now: float) -> None:
         """SessionTable.send_datagram with the common case in one method: session up, IPv4,
         IPCP open, the peer's window not full or not enforced. GRE header, PPP framing and
-        MPPE are built in one buffer (the MPPE state's encrypt takes them as its head); GRESession's fields and
-        every counter move exactly as encapsulate() and seal_datagram() move them. Anything
-        else goes the general way (_send_on), which counts it."""
+        MPPE are built in one buffer (the MPPE state's encrypt takes them as its head);
+        GRESession's fields and every counter move exactly as encapsulate() and
+        seal_datagram() move them. Anything else goes the general way (_send_on), which
+        counts it."""
         if len(packet) < 20:
             return
         s = self._by_packed.get(packet[16:20]) or self._default_session()
