@@ -152,6 +152,7 @@ class _Stack(SessionTable):
         # kept in a heap with lazy deletion: get_timer() and handle_timer() touch only what
         # is due, never every session (the per-packet path stays O(1) in the session count).
         self._deadlines = DeadlineHeap()
+        self.timer_moves = 0  # bumped on every schedule: the pump re-arms only after a move
         self.counters = {"gre_in": 0, "gre_unknown_call": 0, "gre_wrong_source": 0,
                          "gre_malformed": 0, "tun_no_session": 0}
 
@@ -174,6 +175,16 @@ class _Stack(SessionTable):
 
     def next_event(self) -> StackEvent | None:
         return self._events.popleft() if self._events else None
+
+    def drain_data(self) -> tuple[list[tuple[str, bytes]], list[bytes]] | None:
+        """gre_to_send() and datagrams_to_tun() in one call when they are all that is queued
+        (the pump's common wake-up, runtime/pump.py); None, taking nothing, when a control
+        message, an event or a connection to close waits too."""
+        if self._control_out or self._events or self._close:
+            return None
+        gre, self._gre_out = self._gre_out, []
+        tun, self._tun_out = self._tun_out, []
+        return gre, tun
 
     # -- inputs --------------------------------------------------------------------------------
     def receive_control(self, conn_id: int, data: bytes, now: float) -> None:
@@ -370,6 +381,7 @@ class _Stack(SessionTable):
         return self._deadlines.next()
 
     def _schedule(self, key: tuple[str, int], deadline: float | None) -> None:
+        self.timer_moves += 1
         self._deadlines.schedule(key, deadline)
 
     def _session_deadline(self, s: Session) -> float | None:
@@ -381,6 +393,7 @@ class _Stack(SessionTable):
         return s.started + self.gre_timeout if s.last_gre is None and self.gre_timeout else None
 
     def handle_timer(self, now: float) -> None:
+        self.timer_moves += 1  # due() clears what it returns
         for kind, ident in self._deadlines.due(now):
             if kind == "c":
                 conn = self.connections.get(ident)
