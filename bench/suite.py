@@ -20,6 +20,8 @@ from typing import Any
 from bench.common import PROJECT, format_table
 
 _DURATION = re.compile(r"^([\d.]+)s (setup|call|teardown)\s+(\S+)", re.M)
+# -ra's short summary: "FAILED conformance/x.py::case[id] - AssertionError: ..." (or ERROR)
+_FAILED = re.compile(r"^(?:FAILED|ERROR) (\S+)", re.M)
 # "75 passed, 4 skipped in 244.91s (0:04:04)", with or without -q's "=" decorations
 _SUMMARY = re.compile(r"^=* ?(\d+ (?:passed|failed|error|skipped|xfailed|xpassed|deselected|"
                       r"warnings?)[\w, ]*) in ([\d.]+)s", re.M)
@@ -46,7 +48,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     return {"argv": argv[1:], "exit_status": done.returncode, "wall_seconds": round(wall, 1),
             "pytest_seconds": float(summary[-1][1]) if summary else None,
             "outcome": summary[-1][0] if summary else out[-500:], "slowest": slowest,
-            "goal_seconds": 600}
+            "failed": _FAILED.findall(out), "goal_seconds": 600}
 
 
 def table(result: dict[str, Any]) -> str:
@@ -54,4 +56,5 @@ def table(result: dict[str, Any]) -> str:
             f"{result['wall_seconds']} s (pytest: {result['pytest_seconds']} s; goal <= "
             f"{result['goal_seconds']} s), exit {result['exit_status']}")
     rows = [[f"{r['seconds']:.2f}", r["phase"], r["case"]] for r in result["slowest"]]
-    return head + "\n" + format_table(["seconds", "phase", "case (ten slowest)"], rows)
+    failed = "".join(f"\nfailed: {case}" for case in result.get("failed", []))
+    return head + failed + "\n" + format_table(["seconds", "phase", "case (ten slowest)"], rows)
