@@ -91,7 +91,12 @@ def test_xl2tpd_decrypts_hidden_avps_of_sccrq_sccrp_with_an_empty_secret(peer, m
         peer_node = lab.node("peer").peer
         pattern = re.compile(r"Decrypted length is too long \((\d+) > 20\)")
         deadline = time.monotonic() + 30  # a loaded machine
-        while not pattern.search(peer_node.log("xl2tpd.log")) and time.monotonic() < deadline:
+
+        def logged() -> bool:  # both lines: xl2tpd writes the second a moment after the first
+            log = peer_node.log("xl2tpd.log")
+            return bool(pattern.search(log)) and "Invalid Hidden AVP" in log
+
+        while not logged() and time.monotonic() < deadline:
             time.sleep(0.1)
         log = peer_node.log("xl2tpd.log")
         found = pattern.search(log)
