@@ -41,6 +41,15 @@ POLICY_CASES = [
                                               cipher="des-cbc")),
     ("default-policy-refuses-policy-accounts", dict(user="alice", policies="default")),
     ("default-policy-admits-allow-accounts", dict(user="erin", policies="default")),
+    ("erin-pap-default-policy", dict(user="erin", auth="pap", encryption="none",
+                                     policies="default")),
+    ("erin-chap-default-policy", dict(user="erin", auth="chap", encryption="none",
+                                      policies="default")),
+    ("erin-eap-md5-default-policy", dict(user="erin", auth="eap-md5", encryption="none",
+                                         policies="default")),
+    ("carol-l2tp-ipsec-dialin-denied", dict(user="carol", protocol="l2tp-ipsec")),
+    ("alice-l2tp-ipsec-bad-password", dict(user="alice", protocol="l2tp-ipsec",
+                                           password="not-her-password")),
 ]
 RADIUS_CASES = [
     ("alice-mschapv2", dict(user="alice")),
@@ -55,6 +64,8 @@ RADIUS_CASES = [
     ("carol-no-group-from-radius", dict(user="carol")),
     ("frank-framed-ip-address", dict(user="frank")),
     ("bob-l2tp-ipsec", dict(user="bob", protocol="l2tp-ipsec")),
+    ("alice-l2tp-ipsec-bad-password", dict(user="alice", protocol="l2tp-ipsec",
+                                           password="not-her-password")),
     ("fail-over-to-the-second-server", dict(user="alice", radius_failover="yes")),
 ]
 
@@ -108,6 +119,42 @@ def test_the_idle_timeout_of_the_profile_ends_an_idle_call():
         _all_pass(lab)
         down = _wait_server_event(lab, "session-down", 15)
         assert "idle timeout" in down["reason"]
+
+
+@pytest.mark.parametrize("timeout, reason, cause", [
+    ("radius_session_timeout", "session timeout", "Session-Timeout"),
+    ("radius_idle_timeout", "idle timeout", "Idle-Timeout"),
+], ids=["session-timeout", "idle-timeout"])
+def test_timeouts_from_the_access_accept_end_the_call(timeout, reason, cause):
+    """RFC 2865 §5.27/§5.28: the Access-Accept's Session-Timeout and Idle-Timeout are applied
+    (shorter than the profile's 900 s idle timeout), and the Stop names the cause (RFC 2866
+    §5.10)."""
+    with start_scenario("managed-server", provider="radius", accounting="radius", user="alice",
+                        **{timeout: "3"}) as lab:
+        _all_pass(lab)
+        down = _wait_server_event(lab, "session-down", 20)
+        assert reason in down["reason"], down
+        stop = _freeradius_stop(lab)
+        from testbed.freeradius import values
+
+        assert values(stop, "Acct-Terminate-Cause")[0] == cause, stop
+        assert 2 <= int(values(stop, "Acct-Session-Time")[0]) <= 10, stop
+
+
+def _freeradius_stop(lab, timeout: float = 5.0) -> dict:
+    """FreeRADIUS's detail records, once one is the Stop; that Stop."""
+    from testbed.freeradius import values
+
+    deadline = time.monotonic() + timeout
+    while True:
+        records = lab.freeradius.detail_records()
+        stops = [r for r in records if values(r, "Acct-Status-Type")[0] == "Stop"]
+        if stops:
+            return stops[-1]
+        if time.monotonic() > deadline:
+            raise AssertionError(f"no Stop in FreeRADIUS's detail files within {timeout}s: "
+                                 f"{[values(r, 'Acct-Status-Type') for r in records]}")
+        time.sleep(0.2)
 
 
 # -- RADIUS on the wire ----------------------------------------------------------------------
@@ -219,54 +266,57 @@ def _traffic_and_hang_up(lab, count=5, size=200):
     return count * (size + 28)  # ICMP echo datagrams each way (IP 20 + ICMP 8 + data)
 
 
-def test_local_accounting_records_one_start_and_one_stop_with_the_traffic():
-    with start_scenario("managed-server", accounting="local", user="alice") as lab:
+PROTOCOLS = pytest.mark.parametrize("protocol", ["pptp", "l2tp-ipsec"])
+PINGS, PING_SIZE = 5, 200
+
+
+@PROTOCOLS
+def test_local_accounting_records_one_start_and_one_stop_with_the_traffic(protocol):
+    with start_scenario("managed-server", accounting="local", user="alice",
+                        protocol=protocol) as lab:
         _all_pass(lab)
-        carried = _traffic_and_hang_up(lab)
+        carried = _traffic_and_hang_up(lab, PINGS, PING_SIZE)
         log = lab.run_dir / managed.ACCOUNTING_LOG
         records = [json.loads(line) for line in log.read_text().splitlines()]
-        kinds = [r.get("event") or r.get("status") for r in records]
-        assert len(records) == 2 and kinds[0].lower().startswith("start") and \
-            kinds[1].lower().startswith("stop"), records
-        stop = records[1]
-        assert stop["session_id"] == records[0]["session_id"] and stop["username"] == "alice"
+        assert [r["event"] for r in records] == ["start", "stop"], records
+        start, stop = records
+        assert stop["session_id"] == start["session_id"] and stop["username"] == "alice"
+        assert stop["tunnel_type"] == ("pptp" if protocol == "pptp" else "l2tp")
+        assert stop["framed_address"] == start["framed_address"] is not None
         for field in ("input_octets", "output_octets"):
-            value = stop.get(field, stop.get("counters", {}).get(field))
-            assert carried <= value <= carried + 2000, (field, value, carried)
-        assert "user" in str(stop.get("terminate_cause", "")).lower()
+            assert carried <= stop[field] <= carried + 2000, (field, stop[field], carried)
+        for field in ("input_packets", "output_packets"):
+            # the echoes, the checks' few probes
+            assert PINGS <= stop[field] <= PINGS + 20, (field, stop[field])
+        assert 0 < stop["session_time"] < 60
+        assert stop["terminate_cause"] == "user-request", stop
 
 
-def test_radius_accounting_start_interim_stop_in_freeradius_detail_files():
+@PROTOCOLS
+def test_radius_accounting_start_interim_stop_in_freeradius_detail_files(protocol):
     with start_scenario("managed-server", provider="radius", accounting="radius",
-                        interim="1", user="alice") as lab:
+                        interim="1", user="alice", protocol=protocol) as lab:
         _all_pass(lab)
         time.sleep(1.5)
-        carried = _traffic_and_hang_up(lab)
+        carried = _traffic_and_hang_up(lab, PINGS, PING_SIZE)
         from testbed.freeradius import values
 
-        server = _freeradius(lab)
-        deadline = time.monotonic() + 5
-        while True:
-            records = server.detail_records()
-            kinds = [values(r, "Acct-Status-Type")[0] for r in records]
-            if "Stop" in kinds or time.monotonic() > deadline:
-                break
-            time.sleep(0.2)
+        stop = _freeradius_stop(lab)
+        records = lab.freeradius.detail_records()
+        kinds = [values(r, "Acct-Status-Type")[0] for r in records]
         assert kinds[0] == "Start" and kinds[-1] == "Stop" and kinds.count("Start") == 1 \
             and kinds.count("Stop") == 1 and "Interim-Update" in kinds, kinds
-        ids = {values(r, "Acct-Session-Id")[0] for r in records}
-        assert len(ids) == 1
-        stop = records[-1]
-        assert [v.strip('"') for v in values(stop, "Class")] and \
-            "vpnlab-alice" in json.dumps(values(stop, "Class")) or \
-            "0x76706e6c61622d616c696365" in json.dumps(values(stop, "Class")).lower()
-        octets_in = int(values(stop, "Acct-Input-Octets")[0])
-        assert carried <= octets_in <= carried + 2000
+        assert len({values(r, "Acct-Session-Id")[0] for r in records}) == 1
+        # the Access-Accept's Class, echoed unchanged (RFC 2865 §5.25)
+        classes = [v.strip('"').lower() for v in values(stop, "Class")]
+        assert classes in (["vpnlab-alice"], ["0x" + b"vpnlab-alice".hex()]), classes
+        tunnel = values(stop, "Tunnel-Type") or values(stop, "Tunnel-Type:0")
+        assert tunnel == ["PPTP" if protocol == "pptp" else "L2TP"], stop
+        for attr in ("Acct-Input-Octets", "Acct-Output-Octets"):
+            assert carried <= int(values(stop, attr)[0]) <= carried + 2000, (attr, stop)
+        for attr in ("Acct-Input-Packets", "Acct-Output-Packets"):
+            assert PINGS <= int(values(stop, attr)[0]) <= PINGS + 20, (attr, stop)
         assert values(stop, "Acct-Terminate-Cause")[0] == "User-Request"
-
-
-def _freeradius(lab):
-    return lab.freeradius  # the scenario's instance (topologies/managed.py)
 
 
 # -- addresses -------------------------------------------------------------------------------
@@ -289,6 +339,16 @@ def test_dhcp_obtained_addresses_come_from_dnsmasq_and_are_reused():
         ra.connect(lab, "client", managed._ra_params(lab.params), user="bob")
         again = ra.status(lab, "client")["local_address"]
         assert again == first  # the address went back to the server's free leases
+        # stopping the server releases every lease it holds (DHCPRELEASE, RFC 2131 §4.4.6):
+        # dnsmasq drops them from its lease file
+        held = {lease["address"] for lease in managed.dhcp_leases(lab)}
+        assert lab.node("vpnsrv").daemons["vpnserver"].stop() == 0
+        deadline = time.monotonic() + 5
+        while held & {lease["address"] for lease in managed.dhcp_leases(lab)} and \
+                time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not held & {lease["address"] for lease in managed.dhcp_leases(lab)}, \
+            (held, managed.dhcp_leases(lab))
 
 
 def test_an_exhausted_pool_and_the_port_limit_refuse_cleanly():
@@ -300,8 +360,19 @@ def test_an_exhausted_pool_and_the_port_limit_refuse_cleanly():
             _all_pass(lab)
 
 
-def test_vpnlab_status_lists_the_connection():
-    with start_scenario("managed-server", user="alice") as lab:
+def test_ports_are_counted_per_tunnel_type():
+    """With every PPTP port taken, an L2TP/IPsec caller still gets one of the L2TP ports."""
+    with start_scenario("managed-server", nat="pptp-helper", clients="2", ports="1",
+                        l2tp_ports="4", protocol2="l2tp-ipsec") as lab:
+        assert managed.second_refusal(lab.params) is None
+        _all_pass(lab)
+        ports = ra.status(lab, "vpnsrv")["ports"]
+        assert ports["pptp"]["in_use"] == 1 and ports["l2tp"]["in_use"] == 1, ports
+
+
+@PROTOCOLS
+def test_vpnlab_status_lists_the_connection(protocol):
+    with start_scenario("managed-server", user="alice", protocol=protocol) as lab:
         _all_pass(lab)
         lab.node("client").run(["ping", "-c", "2", "-n", "-q", managed.INFRA])
         status_file = lab.run_dir / "vpnsrv-status.json"
@@ -312,9 +383,14 @@ def test_vpnlab_status_lists_the_connection():
         rows = json.loads(out.stdout)["connections"]
         assert len(rows) == 1
         row = rows[0]
-        assert row["user"] == "alice" and row["tunnel_type"] == "pptp"
-        assert row["auth"] == "mschapv2" and row["encryption"] == "mppe-128 stateless"
-        assert row["policy"] == managed.PPTP_POLICY and row["bytes_in"] > 0
+        if protocol == "pptp":
+            assert row["tunnel_type"] == "pptp" and row["encryption"] == "mppe-128 stateless"
+            assert row["policy"] == managed.PPTP_POLICY
+        else:
+            assert row["tunnel_type"] == "l2tp" and row["encryption"] == "esp 3des-cbc", row
+            assert row["policy"] == managed.L2TP_POLICY
+        assert row["user"] == "alice" and row["auth"] == "mschapv2" and row["bytes_in"] > 0
+        assert row["bytes_out"] > 0 and row["duration"] >= 1 and row["peer"], row
         assert row["address"] == ra.status(lab, "client")["local_address"]
         table = subprocess.run([sys.executable, "-m", "testbed.cli", "status",
                                 str(status_file)], capture_output=True, text=True, timeout=30)

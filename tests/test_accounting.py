@@ -132,6 +132,8 @@ def test_accounting_request_encodes_and_scapy_reads_it() -> None:
 
 @pytest.mark.parametrize("reason, cause", [
     ("user hung up", AcctTerminateCause.USER_REQUEST),
+    ("peer disconnected the call: result 3 (ADMINISTRATIVE): user hung up",
+     AcctTerminateCause.USER_REQUEST),
     ("peer stopped the control connection", AcctTerminateCause.USER_REQUEST),
     ("LCP Terminate-Request from the peer", AcctTerminateCause.USER_REQUEST),
     ("TCP connection closed by the peer", AcctTerminateCause.LOST_CARRIER),

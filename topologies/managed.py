@@ -146,7 +146,7 @@ def server_config(params: Mapping[str, str], listen: str, run_dir: Path) -> str:
                 "pool": None if params["addresses"] == "dhcp" else f'pool = "{params["pool"]}"'}
     out = [ln for ln in head.splitlines() if ln.split(" = ")[0] not in replaced]
     out += [v for v in replaced.values() if v is not None]
-    out += ["", "[ports]", f"pptp = {params['ports']}", f"l2tp = {params['ports']}", ""]
+    out += ["", "[ports]", f"pptp = {params['ports']}", f"l2tp = {_l2tp_ports(params)}", ""]
     if params["addresses"] == "dhcp":
         out += ["[addresses]", 'source = "dhcp"', 'dhcp_interface = "eth1"',
                 f'dhcp_server = "{INFRA}"', f"dhcp_block = {params['dhcp_block']}", ""]
@@ -180,14 +180,19 @@ def users_toml(params: Mapping[str, str]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _l2tp_ports(params: Mapping[str, str]) -> str:
+    return params["l2tp_ports"] or params["ports"]
+
+
 def _radius_addresses(params: Mapping[str, str]) -> list[str]:
     return [SILENT_RADIUS, INFRA] if params["radius_failover"] == "yes" else [INFRA]
 
 
 def radius_users(params: Mapping[str, str]) -> tuple:
     """The same people in FreeRADIUS: groups as Filter-Id, a Class to echo in accounting, the
-    static address as Framed-IP-Address. A denied dial-in is accepted in no group: with the
-    chapter's policies none matches (649)."""
+    static address as Framed-IP-Address, and `radius_session_timeout`/`radius_idle_timeout`
+    as Session-Timeout/Idle-Timeout for everyone. A denied dial-in is accepted in no group:
+    with the chapter's policies none matches (649)."""
     from testbed.freeradius import RadiusUser
 
     out = []
@@ -197,6 +202,10 @@ def radius_users(params: Mapping[str, str]) -> tuple:
         reply.append(("Class", f"vpnlab-{user.name}"))
         if user.static_address:
             reply.append(("Framed-IP-Address", user.static_address))
+        for item, param in (("Session-Timeout", "radius_session_timeout"),
+                            ("Idle-Timeout", "radius_idle_timeout")):
+            if int(params[param]):
+                reply.append((item, int(params[param])))
         out.append(RadiusUser(user.name, ra.PASSWORD, tuple(reply)))
     return tuple(out)
 
@@ -206,6 +215,11 @@ def _ra_params(params: Mapping[str, str]) -> dict[str, str]:
     return ra.SCENARIO.resolve({k: params[k] for k in keep})
 
 
+_COUNTS = ("interim", "dhcp_block", "session_timeout", "idle_timeout", "ports", "l2tp_ports",
+           "radius_session_timeout", "radius_idle_timeout")
+_MAY_BE_EMPTY = ("l2tp_ports",)
+
+
 def build(params: Mapping[str, str]) -> LabSpec:
     if params["protocol"] not in ("pptp", "l2tp-ipsec"):
         raise SpecError(f"managed-server: protocol={params['protocol']!r}: expected pptp or "
@@ -213,6 +227,11 @@ def build(params: Mapping[str, str]) -> LabSpec:
     if params["user"] not in USERS:
         raise SpecError(f"managed-server: user={params['user']!r}: expected one of "
                         f"{', '.join(USERS)}")
+    for name in _COUNTS:
+        value = params[name]
+        if not (value.isdigit() or (value == "" and name in _MAY_BE_EMPTY)):
+            raise SpecError(f"managed-server: {name}={value!r}: expected a whole number >= 0"
+                            + (" or empty" if name in _MAY_BE_EMPTY else ""))
     spec = ra.build(_ra_params(params))
     return LabSpec("managed-server", spec.nodes, spec.links,
                    "remote access to a managed VPN server: accounts, RADIUS, policies, "
@@ -245,7 +264,12 @@ def start(lab: Lab, params: Mapping[str, str]) -> None:
     ra.connect(lab, "client", _ra_params(params), user=params["user"],
                password=params["password"])
     if "client2" in lab.nodes:  # a second caller, once the first one is settled
-        ra.connect(lab, "client2", _ra_params(params), user=params["user2"])
+        ra.connect(lab, "client2", second_params(params), user=params["user2"])
+
+
+def second_params(params: Mapping[str, str]) -> dict[str, str]:
+    """The second caller's remote-access parameters: `protocol2` when given."""
+    return {**_ra_params(params), "protocol": params["protocol2"] or params["protocol"]}
 
 
 def dhcp_leases(lab: Lab) -> list[dict]:
@@ -292,8 +316,12 @@ def checks(lab: Lab, params: Mapping[str, str]) -> list[CheckResult]:
 
 
 def second_refusal(params: Mapping[str, str]) -> str | None:
-    """Why the second caller cannot get in (the port limit, an exhausted pool), or None."""
-    if int(params["ports"]) < 2:
+    """Why the second caller cannot get in (its tunnel type's port limit, an exhausted pool),
+    or None. Ports are counted per tunnel type, as RRAS counts its PPTP and L2TP ports."""
+    first = "pptp" if params["protocol"] == "pptp" else "l2tp"
+    second = "pptp" if (params["protocol2"] or params["protocol"]) == "pptp" else "l2tp"
+    limit = int(params["ports"] if second == "pptp" else _l2tp_ports(params))
+    if limit < (2 if first == second else 1):
         return "ports are in use"
     if params["addresses"] == "pool" and \
             ipaddress.IPv4Network(params["pool"]).num_addresses - 3 < 2:
@@ -305,7 +333,9 @@ def _check_second(lab: Lab, params: Mapping[str, str], server: dict) -> list[Che
     st = ra.status(lab, "client2")
     why = second_refusal(params)
     if why is None:
-        return [CheckResult(f"client2 ({params['user2']}): tunnel up", st.get("state") == "up",
+        return [CheckResult(f"client2 ({params['user2']}, "
+                            f"{second_params(params)['protocol']}): tunnel up",
+                            st.get("state") == "up",
                             f"state {st.get('state')}: {st.get('reason')}")]
     recorded = [r for r in server.get("refused", []) if why in str(r.get("reason"))]
     return [CheckResult(f"client2 ({params['user2']}): refused cleanly ({why})",
@@ -351,7 +381,13 @@ SCENARIO = Scenario(
         "contractor_hours": Param("Mon-Sun 00:00-24:00", (), "when contractors may connect"),
         "session_timeout": Param("3600", (), "contractors' session timeout (s)"),
         "idle_timeout": Param("900", (), "PPTP profile's idle timeout (s)"),
-        "ports": Param("16", (), "ports (calls) for the tunnel type"),
+        "ports": Param("16", (), "PPTP ports (calls); also L2TP's unless l2tp_ports is set"),
+        "l2tp_ports": Param("", (), "L2TP ports (calls) when not the same as PPTP's"),
+        "protocol2": Param("", ("", "pptp", "l2tp-ipsec"),
+                           "the second caller's protocol (empty: the first caller's)"),
+        "radius_session_timeout": Param("0", (), "Session-Timeout in every Access-Accept "
+                                        "(s; 0: none)"),
+        "radius_idle_timeout": Param("0", (), "Idle-Timeout in every Access-Accept (s; 0: none)"),
         "radius_failover": Param("no", ("no", "yes"),
                                  "list a silent RADIUS server first: fail-over to the real one"),
     },
