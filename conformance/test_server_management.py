@@ -331,6 +331,10 @@ def test_dhcp_obtained_addresses_come_from_dnsmasq_and_are_reused():
         assert low <= ipaddress.IPv4Address(first) <= high
         leases = managed.dhcp_leases(lab)
         assert first in {lease["address"] for lease in leases}
+        # the server's own address and one block of dhcp_block (4) for callers, each under a
+        # client identity of its own, as RRAS leases them
+        assert len(leases) == 1 + 4 and len({lease["client_id"] for lease in leases}) == 5, \
+            leases
         server = ra.status(lab, "vpnsrv")["addresses"]
         assert server["source"] == "dhcp" and server["server_address"] in \
             {lease["address"] for lease in leases}
@@ -349,6 +353,48 @@ def test_dhcp_obtained_addresses_come_from_dnsmasq_and_are_reused():
             time.sleep(0.1)
         assert not held & {lease["address"] for lease in managed.dhcp_leases(lab)}, \
             (held, managed.dhcp_leases(lab))
+
+
+def _ipcp_from(lab, source: str) -> list:
+    """The IPCP packets `source` sent inside PPTP's GRE, decoded by scapy (IPCP is never
+    MPPE-encrypted: RFC 3078 encrypts protocol 0x0021 datagrams only)."""
+    from scapy.layers.ppp import PPP, PPP_IPCP
+
+    from conformance import pptp_wire
+
+    out = []
+    for src, raw in pptp_wire.gre(lab):
+        payload = pptp_wire.gre_fields(raw)["payload"]
+        if src == source and payload:
+            frame = PPP(payload)
+            if frame.haslayer(PPP_IPCP):
+                out.append(frame[PPP_IPCP])
+    return out
+
+
+@pytest.mark.parametrize("params", [dict(user="frank"), dict(user="alice", addresses="dhcp")],
+                         ids=["static-address-of-the-account", "dhcp-obtained"])
+def test_ipcp_gives_the_address_and_the_name_servers_on_the_wire(params):
+    """RFC 1332 §3.3 and RFC 1877: the server's Configure-Request names its own address (the
+    virtual interface's), its Configure-Ack of the client's last request carries the address
+    the client got (the account's static one, or one leased from dnsmasq), the DNS and the
+    WINS servers of its configuration."""
+    with start_scenario("managed-server", **params) as lab:
+        _all_pass(lab)
+        client = ra.status(lab, "client")
+        addresses = ra.status(lab, "vpnsrv")["addresses"]
+        if params["user"] == "frank":
+            assert client["local_address"] == managed.STATIC_ADDRESS
+        server_ip = lab.address("vpnsrv", "isp")
+        sent = _ipcp_from(lab, server_ip)
+        requests = [p for p in sent if p.code == 1]
+        acks = [p for p in sent if p.code == 2]
+        assert requests and acks, [p.code for p in sent]
+        own = {o.type: o.data for o in requests[-1].options}
+        assert own == {3: addresses["server_address"]}, own
+        given = {o.type: o.data for o in acks[-1].options}
+        assert given == {3: client["local_address"], 129: "10.10.0.53", 130: "10.10.0.54"}, \
+            given
 
 
 def test_an_exhausted_pool_and_the_port_limit_refuse_cleanly():
