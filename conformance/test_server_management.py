@@ -66,7 +66,6 @@ RADIUS_CASES = [
     ("bob-l2tp-ipsec", dict(user="bob", protocol="l2tp-ipsec")),
     ("alice-l2tp-ipsec-bad-password", dict(user="alice", protocol="l2tp-ipsec",
                                            password="not-her-password")),
-    ("fail-over-to-the-second-server", dict(user="alice", radius_failover="yes")),
 ]
 
 
@@ -244,6 +243,30 @@ def test_radius_access_on_the_wire_with_mschapv2_and_mppe_keys():
                               "-e", "radius.code", "-e", "_ws.malformed"],
                              capture_output=True, text=True, timeout=60).stdout.split()
         assert out.count("1") >= 1 and out.count("2") >= 1 and "1" not in out[2::2]
+
+
+def test_radius_retransmits_then_fails_over_to_the_second_server_on_the_wire():
+    """RFC 2865 §2.5 and RFC 5080 §2.2.1: a request that gets no answer is sent again with the
+    same Identifier and Request Authenticator (the same bytes) after the timeout (1 s, 2
+    transmissions per server here), then goes to the next server, whose Accept lets the user
+    in."""
+    from scapy.layers.inet import IP, UDP
+    from scapy.layers.radius import Radius
+
+    with start_scenario("managed-server", provider="radius", user="alice",
+                        radius_failover="yes") as lab:
+        _all_pass(lab)
+        packets = _radius_packets(lab)
+        to_silent = [p for p in packets if p[IP].dst == managed.SILENT_RADIUS]
+        to_real = [p for p in packets if p[IP].dst == managed.INFRA and p[Radius].code == 1]
+        answers = [p for p in packets if p[IP].src == managed.INFRA and p[Radius].code == 2]
+        assert len(to_silent) == 2, [(p[IP].dst, p[Radius].code) for p in packets]
+        assert bytes(to_silent[0][UDP].payload) == bytes(to_silent[1][UDP].payload)
+        assert 0.8 <= float(to_silent[1].time - to_silent[0].time) <= 2.0
+        assert len(to_real) == 1 and len(answers) == 1
+        assert 0.8 <= float(to_real[0].time - to_silent[1].time) <= 2.0
+        assert bytes(_attrs(to_real[0][Radius], 1)[0].value) == b"alice"
+        assert answers[0][Radius].id == to_real[0][Radius].id
 
 
 def test_radius_pap_password_is_hidden_on_the_wire():

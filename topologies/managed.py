@@ -30,7 +30,9 @@ from topologies import remote_access as ra
 
 RADIUS_SECRET = "vpnlab-radius-secret"
 INFRA = ra.FILESERVER  # 10.10.0.20: FreeRADIUS and dnsmasq run on the intranet file server
-SILENT_RADIUS = "10.10.0.21"  # radius_failover=yes: the first server listed never answers
+# radius_failover=yes: the first server listed never answers: the file server holds the address
+# too but drops RADIUS to it, so the requests and their retransmissions are on the wire
+SILENT_RADIUS = "10.10.0.21"
 DHCP_RANGE = ("10.10.0.100", "10.10.0.131")
 STATIC_ADDRESS = "10.10.100.50"
 ACCOUNTING_LOG = "accounting.jsonl"
@@ -247,6 +249,10 @@ def start(lab: Lab, params: Mapping[str, str]) -> None:
         spec = FreeRadiusSpec(address=INFRA, users=radius_users(params),
                               clients=(RadiusClientSpec("10.10.0.0/24", RADIUS_SECRET),))
         lab.freeradius = FreeRadius.on_node(infra, spec).start()  # type: ignore[attr-defined]
+    if params["radius_failover"] == "yes":
+        infra.run(["ip", "address", "add", f"{SILENT_RADIUS}/24", "dev", "eth0"], check=True)
+        infra.run(["iptables", "-A", "INPUT", "-d", SILENT_RADIUS, "-p", "udp", "--dport",
+                   "1812", "-j", "DROP"], check=True)
     if params["addresses"] == "dhcp":
         from testbed.dnsmasq import start_dnsmasq
 
