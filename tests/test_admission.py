@@ -5,10 +5,14 @@ from __future__ import annotations
 
 import datetime
 import ipaddress
+import json
+import os
+import time
 
 import pytest
 
 from tunnels.addresses import StaticPool
+from tunnels import monitor
 from tunnels.admission import Admission, Call
 from tunnels.monitor import connections, table
 from tunnels.policy import DEFAULT_POLICIES, Conditions, Policy, Profile
@@ -157,6 +161,19 @@ def test_status_rows_and_table():
     text = table(rows)
     assert text.splitlines()[0].split()[:3] == ["USER", "TUNNEL", "CLIENT"]
     assert "0:01:05" in text and "mppe-128" in text
+
+
+def test_status_of_a_server_that_stopped_writing_says_so(tmp_path, capsys):
+    path = tmp_path / "vpnsrv-status.json"
+    path.write_text(json.dumps({"role": "server", "sessions": [
+        {"user": "alice", "tunnel_type": "pptp", "started": time.time() - 30}]}))
+    assert monitor.main(str(path), as_json=True) == 0
+    fresh = json.loads(capsys.readouterr().out)
+    assert fresh["stale"] is False and len(fresh["connections"]) == 1
+    os.utime(path, (time.time() - 60, time.time() - 60))
+    assert monitor.main(str(path), as_json=True) == 0
+    out = capsys.readouterr()
+    assert json.loads(out.out)["stale"] is True and "last written 60 s ago" in out.err
 
 
 def test_pap_over_pptp_against_a_profile_that_wants_encryption_is_742():

@@ -14,6 +14,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+STALE_AFTER = 5.0  # seconds: the server rewrites its status file every second while it runs
+
 COLUMNS = (("user", "USER"), ("tunnel_type", "TUNNEL"), ("peer", "CLIENT"),
            ("address", "ADDRESS"), ("auth", "AUTH"), ("encryption", "ENCRYPTION"),
            ("bytes_in", "IN"), ("bytes_out", "OUT"), ("duration", "TIME"), ("policy", "POLICY"))
@@ -70,10 +72,16 @@ def main(path: str, as_json: bool) -> int:
               f"expected the server's", file=sys.stderr)
         return 2
     rows = connections(status)
+    age = max(0.0, time.time() - file.stat().st_mtime)
+    stale = age > STALE_AFTER
+    if stale:
+        print(f"vpnlab status: {file} was last written {age:.0f} s ago (a running server "
+              f"rewrites it every second): the server has stopped or hangs, and the "
+              f"connections below are what it last reported", file=sys.stderr)
     if as_json:
         print(json.dumps({"connections": rows, "totals": status.get("totals", {}),
-                          "ports": status.get("ports"), "addresses": status.get("addresses")},
-                         indent=1))
+                          "ports": status.get("ports"), "addresses": status.get("addresses"),
+                          "age_seconds": round(age, 1), "stale": stale}, indent=1))
     else:
         print(table(rows) if rows else "no active connections")
         totals = status.get("totals", {})
