@@ -15,6 +15,7 @@ import json
 import signal
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -33,11 +34,15 @@ from tunnels.runtime.keylog import log_child_keys
 from tunnels.runtime.udp import UDPSocket
 from tunnels.stacks.l2tp import L2TPServer
 from tunnels.stacks.pptp import ControlClosed, PPTPServer, SessionDown, SessionEvent, SessionUp
+from tunnels.stacks.sessions import SHUTDOWN_GRACE
 
 TUN_NAME = "vpns0"
 TUN_MTU = 1400
 STATUS_REFRESH = 1.0  # seconds between status-file rewrites (counters move without events)
 STATUS_EVERY_EVENT = 64  # up to this many calls (up or not), every event rewrites the status
+# The calls' PPP Terminate-Request and the tunnels' teardown say this; accounting maps it to
+# Acct-Terminate-Cause Admin-Reboot (tunnels/accounting.py), as for the Stops written at close
+SHUTDOWN_REASON = "server shutting down"
 
 
 class VPNServer:
@@ -376,6 +381,7 @@ class VPNServer:
             for srv in servers:
                 srv.close()
             self.emit("stopping", sessions=len(self.sessions))
+            await self._end_calls(loop)
             self._stop_everything()
             await asyncio.sleep(0.05)
         finally:
@@ -492,7 +498,36 @@ class VPNServer:
         loop.add_reader(tun.fd, readable)
         self._tun_reader = readable
 
+    async def _end_calls(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Shutdown, first the PPP way (RFC 1661 §5.5, as RRAS does): each stack sends LCP
+        Terminate-Request on its open calls; wait until their Terminate-Acks have ended them
+        or the stacks' bound (SHUTDOWN_GRACE) passes. The stacks decide; this only waits,
+        woken by their events. The control teardown (_stop_everything) clears the calls."""
+        started = loop.time()
+        changed = asyncio.Event()
+        for name, stack in self.stacks.items():
+            pump = self.pumps[name]
+            pump.on_event = _also_setting(pump.on_event, changed)
+            pump.feed("begin_shutdown", stack.begin_shutdown, SHUTDOWN_REASON, started)
+            pump.flush()
+        stacks = list(self.stacks.values())
+        deadline = max((s.shutdown_deadline or started for s in stacks), default=started)
+        while not all(s.shutdown_finished(loop.time()) for s in stacks):
+            changed.clear()
+            try:
+                await asyncio.wait_for(changed.wait(), max(0.0, deadline - loop.time()))
+            except TimeoutError:
+                pass
+        reports = {name: stack.shutdown_report() for name, stack in self.stacks.items()}
+        self.emit("calls-terminated",
+                  **{k: sum(r[k] for r in reports.values())
+                     for k in ("lcp_terminated", "acked", "unanswered")},
+                  waited=round(loop.time() - started, 3), bound=SHUTDOWN_GRACE,
+                  protocols=reports)
+
     def _stop_everything(self) -> None:
+        """Then the tunnels' control: PPTP StopCCRQ (reason 3) on each control connection,
+        L2TP StopCCN (result 6) on each tunnel; calls not ended by LCP go with them."""
         if "pptp" in self.stacks:
             pump = self.pumps["pptp"]
             for conn_id in list(self.stacks["pptp"].connections):
@@ -501,15 +536,12 @@ class VPNServer:
         for name in ("l2tp", "l2tp-ipsec"):
             if name in self.stacks:
                 pump = self.pumps[name]
-                pump.feed("stop", self.stacks[name].stop_all, "server shutting down",
-                          pump.now())
+                pump.feed("stop", self.stacks[name].stop_all, SHUTDOWN_REASON, pump.now())
                 pump.flush()
 
     def _stop_connection(self, conn_id: int, now: float) -> None:
-        """Shutdown: Stop-Control-Connection-Request (reason 3, local shutdown) on each."""
-        stack = self.stacks["pptp"]
-        stack.connections[conn_id].control.stop("server shutting down", 3)
-        stack._after_control(conn_id, now)
+        """One PPTP control connection (each in its own feed: one failing stops no other)."""
+        self.stacks["pptp"].stop_connection(conn_id, SHUTDOWN_REASON, now)
 
     def _fatal(self, reason: str) -> int:
         self.emit("failed", reason=reason)
@@ -564,6 +596,15 @@ class _ControlConnection(asyncio.Protocol):
                   pump.now())
         pump.writers.pop(self.conn_id, None)
         pump.flush()
+
+
+def _also_setting(on_event: Callable[[Any], None], changed: asyncio.Event
+                  ) -> Callable[[Any], None]:
+    """A pump's event handler that also wakes the shutdown's wait (_end_calls)."""
+    def handle(event: Any) -> None:
+        on_event(event)
+        changed.set()
+    return handle
 
 
 def _fields(event: Any) -> dict[str, Any]:

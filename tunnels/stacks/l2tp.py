@@ -8,7 +8,9 @@ The PPP engine is the one PPTP uses, unchanged: L2TP data messages carry the sam
 API (times are the caller's clock in seconds; nothing here reads a clock or a socket)
 - `L2TPServer(ppp_config_for, tunnel_config, max_sessions=0, random=os.urandom)`:
   `ppp_config_for(session_id, peer_addr) -> PPPConfig | str | None` (a string refuses the
-  call with a CDN saying why; None: the pool is empty).
+  call with a CDN saying why; None: the pool is empty). Shutdown: `begin_shutdown(reason,
+  now)` (LCP Terminate-Request on every open call), until `shutdown_finished(now)`, then
+  `stop_all(reason, now)` (StopCCN result 6, which clears the calls: no CDN).
 - `L2TPClient(ppp_config, server, tunnel_config, server_port=1701, random=os.urandom)`:
   `start(now)` sends SCCRQ and queues the call; `hang_up(now, reason)` closes PPP, then CDN,
   then StopCCN; `done` is True once the StopCCN is acknowledged (or the channel gave up).
@@ -404,7 +406,7 @@ class _Stack(SessionTable):
         self._events.append(SessionDown(s.tunnel.tunnel_id, s.session_id, reason))
         entry = self.tunnels.get(s.tunnel.tunnel_id)
         if entry is not None:
-            if notify_peer:
+            if notify_peer and not self._ended_by_shutdown(s.session_id, s):
                 entry.tunnel.close_session(s.session_id, reason, now)
             self._after_session_end(entry, reason, now)
             self._after_tunnel(entry, now)
@@ -464,7 +466,8 @@ class L2TPServer(_Stack):
         return self.ppp_config_for(session_id, entry.peer[0])
 
     def stop_all(self, reason: str, now: float) -> None:
-        """Shutdown: StopCCN result 6 ("requester is being shut down") on every tunnel."""
+        """Shutdown, after begin_shutdown's LCP Terminate: StopCCN result 6 ("requester is
+        being shut down") on every tunnel; the sessions still up go with it."""
         for entry in list(self.tunnels.values()):
             entry.tunnel.stop(reason, now, StopCCNResult.SHUTTING_DOWN)
             self._after_tunnel(entry, now)

@@ -80,6 +80,7 @@ from tunnels.ppp.config import EncryptionLevel, PPPConfig
 from tunnels.stacks.l2tp import NO_REPLY_REASON, L2TP_PORT, L2TPClient, L2TPServer
 from tunnels.stacks.l2tp_ipsec_data import DataPath
 from tunnels.stacks.pptp import ControlClosed
+from tunnels.stacks.sessions import SHUTDOWN_GRACE
 from tunnels.ppp.auth.base import Verdict
 
 IKE_PORT = 500
@@ -604,9 +605,25 @@ class L2TPIPsecServer(_IPsecStack):
     def _ike_status(self) -> Any:
         return {"sessions": self.ike.status(), "counters": dict(self.ike.counters)}
 
+    def begin_shutdown(self, reason: str, now: float, grace: float = SHUTDOWN_GRACE) -> int:
+        """LCP Terminate-Request on every open call, inside the SAs (the L2TP stack's)."""
+        closed = self.l2tp.begin_shutdown(reason, now, grace)
+        self._drain(now)
+        return closed
+
+    def shutdown_finished(self, now: float) -> bool:
+        return self.l2tp.shutdown_finished(now)
+
+    def shutdown_report(self) -> dict[str, int]:
+        return self.l2tp.shutdown_report()
+
+    @property
+    def shutdown_deadline(self) -> float | None:
+        return self.l2tp.shutdown_deadline
+
     def stop_all(self, reason: str, now: float) -> None:
-        """Shutdown: StopCCN on every tunnel (through the SAs), then every IKE session is
-        deleted (Delete payloads for its ESP SAs and its ISAKMP SA)."""
+        """Shutdown, after begin_shutdown: StopCCN on every tunnel (through the SAs), then
+        every IKE session is deleted (Delete payloads for its ESP SAs and its ISAKMP SA)."""
         self.l2tp.stop_all(reason, now)
         self._drain(now)
         for session in list(self.ike.sessions):

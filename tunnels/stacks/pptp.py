@@ -10,7 +10,10 @@ API (all times are the caller's clock in seconds; nothing here reads a clock or 
   string clears the call with that reason in the CDN, None as "no address left".
   `max_calls` > 0 refuses further OCRQs with Busy / No-Resource.
   Inputs: `connection_made(conn_id, peer_addr, now)`, `receive_control(conn_id, data, now)`
-  (TCP bytes in any chunking), `connection_lost(conn_id, now)`.
+  (TCP bytes in any chunking), `connection_lost(conn_id, now)`. Shutdown:
+  `begin_shutdown(reason, now)` (LCP Terminate-Request on every open call, sessions.py),
+  `shutdown_finished(now)`, `shutdown_report()`, then `stop_all(reason, now)` (StopCCRQ,
+  which clears the calls: no Call-Disconnect-Notify for those LCP ended).
 - `PPTPClient(ppp_config, server, host_name="vpnlab-client", echo_interval=60.0,
   gre_timeout=15.0, random=os.urandom)`: `start(now)` sends SCCRQ (its one control connection
   is conn_id 0), then OCRQ when connected; `hang_up(now, reason)` closes PPP, then
@@ -537,7 +540,7 @@ class _Stack(SessionTable):
         self._events.append(SessionDown(s.conn_id, s.call_id, reason))
         conn = self.connections.get(s.conn_id)
         if conn is not None:
-            if notify_peer:
+            if notify_peer and not self._ended_by_shutdown(s.call_id, s):
                 conn.control.clear_call(s.call_id, reason, now)
             self._after_session_end(s.conn_id, conn, reason)
             self._after_control(s.conn_id, now)
@@ -579,6 +582,18 @@ class PPTPServer(_Stack):
 
     def _ppp_config(self, conn: _Connection, call_id: int) -> PPPConfig | str | None:
         return self.ppp_config_for(call_id, conn.peer)
+
+    def stop_connection(self, conn_id: int, reason: str, now: float) -> None:
+        """Shutdown, after begin_shutdown's LCP Terminate: Stop-Control-Connection-Request
+        (reason 3, local shutdown, §2.3); the calls still up go with it."""
+        conn = self.connections.get(conn_id)
+        if conn is not None:
+            conn.control.stop(reason, StopReason.STOP_LOCAL_SHUTDOWN)
+            self._after_control(conn_id, now)
+
+    def stop_all(self, reason: str, now: float) -> None:
+        for conn_id in list(self.connections):
+            self.stop_connection(conn_id, reason, now)
 
 
 @dataclass

@@ -1,8 +1,9 @@
 """What the PPTP and L2TP stacks share around their calls (each `Session` has a `ppp` engine
 and an `up` flag): routing a TUN datagram to its call by destination address, a verifier's
 later answer, the server hanging a call up, and the public address lookup the server's TUN
-fan-out uses, and the address index both keep. Each stack supplies `sessions`,
-`by_address`, `_by_packed`, `_pump(session, now)`, `_default_session()` and `counters`."""
+fan-out uses, the address index both keep, and the server's shutdown of every call's PPP
+link. Each stack supplies `sessions`, `by_address`, `_by_packed`, `_pump(session, now)`,
+`_default_session()` and `counters`."""
 
 from __future__ import annotations
 
@@ -10,6 +11,15 @@ import ipaddress
 from typing import Any
 
 from tunnels.ppp.auth.base import Verdict
+from tunnels.ppp.fsm import State
+
+# How long a stopping server waits for the Terminate-Acks of its calls, in all. One round
+# trip is enough for a peer that is there; RFC 1661 §4.6's Restart timer (3 s) is the time
+# to retransmit a lost Terminate-Request, and a shutdown does not retransmit: a call still
+# unanswered then gets the tunnel's control teardown (PPTP StopCCRQ, L2TP StopCCN), which
+# ends it at the peer anyway. 1 s keeps the stop well inside a supervisor's SIGKILL delay
+# (testbed Daemon.stop: 5 s).
+SHUTDOWN_GRACE = 1.0
 
 
 class SessionTable:
@@ -17,6 +27,8 @@ class SessionTable:
     by_address: dict[str, Any]
     _by_packed: dict[bytes, Any]
     counters: dict[str, int]
+    _terminating: dict[int, Any]
+    _pending: dict[int, Any]
 
     def _pump(self, s: Any, now: float) -> None:
         raise NotImplementedError
@@ -67,6 +79,56 @@ class SessionTable:
         s.ppp.close(now, reason)
         self._pump(s, now)
         return True
+
+    # -- shutdown ------------------------------------------------------------------------------
+    shutdown_deadline: float | None = None  # set by begin_shutdown
+
+    def begin_shutdown(self, reason: str, now: float, grace: float = SHUTDOWN_GRACE) -> int:
+        """The server stops: RFC 1661 §5.5 Terminate-Request (the automaton's Close event) on
+        every call whose LCP is open; its Terminate-Ack ends the call (SessionDown). Calls
+        whose link is not open yet are left to the tunnel's control teardown. The caller
+        waits until `shutdown_finished`, then tears the control connections down (stop_all),
+        which clears the calls at the peer. Returns how many calls were closed."""
+        self.shutdown_deadline = now + grace
+        self._terminating = {cid: s for cid, s in self.sessions.items()
+                             if s.ppp.lcp.state is State.OPENED}
+        self._pending = dict(self._terminating)  # shutdown_finished prunes it
+        for s in self._terminating.values():
+            s.ppp.close(now, reason)
+            self._pump(s, now)
+        return len(self._terminating)
+
+    def _ended_by_shutdown(self, key: int, s: Any) -> bool:
+        """A call whose PPP the shutdown closed gets no call-clearing message of its own:
+        the control teardown that follows clears it (PPTP StopCCRQ, RFC 2637 §2.3; L2TP
+        StopCCN, RFC 2661 §6.4: "implicitly cleared (without sending any explicit CDN
+        message)"). A CDN would make a client that hangs its tunnel up after its last call
+        (ours, Windows) send its own StopCCRQ/StopCCN, crossing ours; over L2TP that
+        StopCCN wants an ack a stopping server no longer sends (its ZLB waits 100 ms), and
+        the client would retransmit it into the void for its stop grace."""
+        return getattr(self, "_terminating", {}).get(key) is s
+
+    def shutdown_finished(self, now: float) -> bool:
+        """Every call closed by begin_shutdown has ended, or its deadline has passed (a peer
+        that never acks cannot hold the stop up)."""
+        if self.shutdown_deadline is None or now >= self.shutdown_deadline:
+            return True
+        pending = self._pending  # ended calls leave it once: O(calls) over the whole wait
+        while pending:
+            cid, s = next(iter(pending.items()))
+            if self.sessions.get(cid) is s:
+                return False
+            del pending[cid]
+        return True
+
+    def shutdown_report(self) -> dict[str, int]:
+        """Calls closed by LCP, how many of those acked (RFC 1661 §4.1 RTA in Closing: LCP
+        Closed; a carrier cleared first leaves it Initial), how many had not ended."""
+        terminating = getattr(self, "_terminating", {})
+        ended = [s for cid, s in terminating.items() if self.sessions.get(cid) is not s]
+        return {"lcp_terminated": len(terminating),
+                "acked": sum(1 for s in ended if s.ppp.lcp.state is State.CLOSED),
+                "unanswered": len(terminating) - len(ended)}
 
     @property
     def by_packed_address(self) -> dict[bytes, Any]:
