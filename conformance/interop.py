@@ -71,7 +71,8 @@ def assert_pptp_wire(lab, cell: Cell) -> None:  # type: ignore[no-untyped-def]
         assert n <= uses[call], f"{side} to call {call}: sequence fell back {n - 1} times " \
                                 f"over {uses[call]} call(s)"
     rows = pcap.tshark_fields(lab.capture_path("ours", "isp"),
-                              ["ppp.protocol", "_ws.malformed"], "gre")
+                              ["ppp.protocol", "_ws.malformed"], "gre",
+                              pcap.TUNNEL_FRAMING_ONLY)
     assert not [r for r in rows if len(r) > 1 and r[1]], "tshark flags malformed frames"
 
 

@@ -51,6 +51,12 @@ def tshark_json(path: Path, display_filter: str = "", options: tuple[str, ...] =
     return json.loads(done.stdout or "[]")
 
 
+# For checks of the tunnel's own framing (PPP in GRE): the tunnelled datagrams' UDP and TCP are
+# left undissected, or a probe whose random source port some dissector claims (54328 is
+# Elasticsearch's) is "malformed" in a capture whose every tunnel frame is right
+TUNNEL_FRAMING_ONLY = ("--disable-protocol", "udp", "--disable-protocol", "tcp")
+
+
 def tshark_fields(path: Path, fields: list[str], display_filter: str = "",
                   options: list[str] | tuple[str, ...] = ()) -> list[list[str]]:
     """One row per packet, `fields` tab-separated; `options`: e.g. `-o l2tp.shared_secret:S`."""

@@ -19,14 +19,13 @@ import sys
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
 
 from testbed import pcap
 from testbed.errors import SpecError
 from testbed.lab import Lab
 from testbed.model import LabSpec, LinkSpec, NodeKind, NodeSpec, Route
 from testbed.process import Result
-from testbed.refpeer import _DIALS, PeerSpec
+from testbed.refpeer import PeerSpec
 from testbed.scenario import CheckResult, Param, Scenario
 from topologies import interop_ipsec as ipsec
 from topologies import interop_l2tp as l2tp
@@ -230,26 +229,9 @@ def start(lab: Lab, params: Mapping[str, str]) -> None:
     start_ours(lab, params)
     if params["peer"] not in OUR_CLIENT:
         t0 = time.monotonic()
-        lab.dial = _dial(lab.node("peer").peer)  # type: ignore[attr-defined]
+        lab.dial = lab.node("peer").peer.dial(timeout=40)  # type: ignore[attr-defined]
         lab.figures["tunnel_up_s"] = round(time.monotonic() - t0, 2)  # type: ignore[attr-defined]
     lab.figures["peer_memory_mb"] = round(lab.node("peer").peer.memory_kib() / 1024, 1)  # type: ignore[attr-defined]
-
-
-# The pptp-linux peer's pppd, on its command line (after `call vpnlab`, so over the peers
-# file): after the link ends pppd waits child-timeout (default 5 s) for its pty program, and
-# pptp-linux's `pptp` never exits by itself: it is sent SIGTERM at the end of it, which is
-# what clears its call. 1 s gives the same exchange 4 s sooner per hang-up. Reverted once
-# (a71f579: after a re-dial, `pptp` held the pty when our server stopped and pppd never saw
-# the hang-up); our server now ends each call with LCP Terminate-Request first, which pppd
-# acts on by itself.
-PPTP_LINUX_PPPD = ("child-timeout", "1")
-
-
-def _dial(peer: Any) -> Result:
-    """The peer dials our server (`RefPeer.dial`), pptp-linux with PPTP_LINUX_PPPD."""
-    if peer.spec.software == "pptp-linux":
-        return peer.run([*_DIALS["pptp-linux"], *PPTP_LINUX_PPPD], timeout=40)
-    return peer.dial(timeout=40)
 
 
 def status(lab: Lab) -> dict:
@@ -416,7 +398,7 @@ def wire(lab: Lab, params: Mapping[str, str], theirs: str) -> list[CheckResult]:
     out.append(CheckResult("GRE is enhanced GRE (version 1, protocol 0x880B, key present)",
                            bool(gre) and not bad, f"{len(gre)} GRE packets, {len(bad)} bad"))
     rows = pcap.tshark_fields(path, ["ppp.protocol", "_ws.malformed", "_ws.expert.severity"],
-                              "gre")
+                              "gre", pcap.TUNNEL_FRAMING_ONLY)
     malformed = [r for r in rows if len(r) > 1 and r[1]]
     protocols = {r[0] for r in rows if r and r[0]}
     out.append(CheckResult("tshark: PPP inside GRE decodes, nothing malformed",
@@ -475,7 +457,7 @@ def hang_ups(lab: Lab, params: Mapping[str, str]) -> list[CheckResult]:
     first = CheckResult(f"{params['peer']} hangs up: our server ends the session",
                         down and _pppd_gone(lab) and not status(lab).get("sessions"),
                         f"reason {reason!r}")
-    dial = _dial(peer)
+    dial = peer.dial(timeout=40)
     daemon = ours.daemons["vpnserver"]
     rc = daemon.stop()
     ended = _pppd_gone(lab)
