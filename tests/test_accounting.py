@@ -135,6 +135,8 @@ def test_accounting_request_encodes_and_scapy_reads_it() -> None:
     ("peer disconnected the call: result 3 (ADMINISTRATIVE): user hung up",
      AcctTerminateCause.USER_REQUEST),
     ("peer stopped the control connection", AcctTerminateCause.USER_REQUEST),
+    ("peer stopped the control connection (reason 3: the peer is shutting down)",
+     AcctTerminateCause.USER_REQUEST),  # the client's machine, not this NAS, shuts down
     ("LCP Terminate-Request from the peer", AcctTerminateCause.USER_REQUEST),
     ("TCP connection closed by the peer", AcctTerminateCause.LOST_CARRIER),
     ("no answer to 5 LCP echo requests", AcctTerminateCause.LOST_CARRIER),

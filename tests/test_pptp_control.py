@@ -171,7 +171,8 @@ def test_stop_control_connection_request_and_reply():
     assert p.pns.state is p.pac.state is ControlState.CLOSED
     assert not p.pns.calls and not p.pac.calls
     assert p.pns.reason == "user quit"
-    assert p.pac.reason == "peer stopped the control connection"
+    assert p.pac.reason == "peer stopped the control connection (reason 3: the peer is " \
+        "shutting down)"
 
 
 def test_echo_request_after_idle_interval_is_answered():

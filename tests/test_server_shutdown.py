@@ -31,6 +31,8 @@ from tunnels.stacks.pptp import ControlClosed, SessionDown, SessionUp
 from tunnels.stacks.sessions import SHUTDOWN_GRACE
 
 LCP = b"\xc0\x21"
+# what our PPTP client reports of the server's StopCCRQ (reason 3, RFC 2637 §2.3)
+SHUTDOWN_SEEN = "peer stopped the control connection (reason 3: the peer is shutting down)"
 
 
 class PPTPPair(VirtualClockNet):
@@ -149,7 +151,7 @@ def test_pptp_shutdown_terminates_each_open_call_by_lcp_then_stops_the_control()
     assert net.control("c2s", mark) == [T.StopCCRP] * 2
     for i in range(2):
         down = [e for e in net.events[i] if isinstance(e, SessionDown)]
-        assert len(down) == 1 and down[0].reason == "peer stopped the control connection"
+        assert len(down) == 1 and down[0].reason == SHUTDOWN_SEEN
         assert any(isinstance(e, ControlClosed) for e in net.events[i])
     assert not net.server.sessions and net.closed == {0, 1}
 
@@ -367,7 +369,7 @@ def test_server_waits_for_the_acks_then_tears_down_and_accounts_every_call(tmp_p
     assert len(stops) == 2 and {s["terminate_cause"] for s in stops} == {"admin-reboot"}
     for i in range(2):  # the Terminate-Ack, then the StopCCRQ cleared the client's call
         assert [e.reason for e in net.events[i] if isinstance(e, SessionDown)] == \
-            ["peer stopped the control connection"]
+            [SHUTDOWN_SEEN]
         assert any(isinstance(e, ControlClosed) for e in net.events[i])
     assert [c for c, _ in net.lcp("c2s")[-2:]] == [Code.TERMINATE_ACK] * 2
 

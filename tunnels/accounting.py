@@ -81,7 +81,7 @@ class SessionIds:
 _CAUSES: tuple[tuple[str, AcctTerminateCause], ...] = (
     # the peer's own words first: a LAC's CDN "result 3 (ADMINISTRATIVE): user hung up" is
     # the user's request, not an administrator's reset of our port
-    (r"user hung up|user request", AcctTerminateCause.USER_REQUEST),
+    (r"user hung up|user request|^peer stopped", AcctTerminateCause.USER_REQUEST),
     (r"idle", AcctTerminateCause.IDLE_TIMEOUT),
     (r"session[ -]?time", AcctTerminateCause.SESSION_TIMEOUT),
     (r"admin", AcctTerminateCause.ADMIN_RESET),

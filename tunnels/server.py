@@ -79,7 +79,8 @@ class VPNServer:
         self.sockets: dict[str, Any] = {}
         self._next_conn = 0
         self.sessions: dict[tuple[str, int], dict[str, Any]] = {}
-        self.history: list[dict[str, Any]] = []
+        # the last calls that ended, for the status file (bounded: a server runs for months)
+        self.history: collections.deque[dict[str, Any]] = collections.deque(maxlen=50)
         self.totals = {"calls_up": 0, "calls_down": 0, "auth_failures": 0,
                        "pool_exhausted": 0, "ports_exhausted": 0, "control_connections": 0}
         self.pump: StackPump | None = None
@@ -222,7 +223,7 @@ class VPNServer:
                       for t in ("pptp", "l2tp")},
             "addresses": self.pool.status(), "admission": dict(self.admission.counters),
             "sessions": [self._live_info(k, v) for k, v in self.sessions.items()],
-            "ended": self.history[-50:], "refused": list(self.refusals),
+            "ended": list(self.history), "refused": list(self.refusals),
             "totals": dict(self.totals),
             "stacks": {name: self._stack_status(stack) for name, stack in self.stacks.items()},
             "pumps": {name: dict(pump.counters) for name, pump in self.pumps.items()},

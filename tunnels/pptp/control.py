@@ -225,7 +225,10 @@ class ControlConnection:
 
     def _on_stopccrq(self, msg: m.ControlMessage, now: float) -> None:
         self._send(m.StopControlConnectionReply())
-        self._closed("peer stopped the control connection")
+        reason = getattr(msg, "reason", m.StopReason.NONE)
+        why = _STOP_REASONS.get(reason, f"reason {reason}") if reason != m.StopReason.NONE \
+            else None
+        self._closed("peer stopped the control connection" + (f" ({why})" if why else ""))
 
     def _on_stopccrp(self, msg: m.ControlMessage, now: float) -> None:
         self._closed(self.reason or "control connection stopped")
@@ -363,3 +366,8 @@ _HANDLERS: dict[tuple[ControlState, m.ControlMessageType], _Handler] = {
     (C.WAIT_STOP_REPLY, T.StopCCRQ): ControlConnection._on_stopccrq,
     (C.WAIT_STOP_REPLY, T.ECHORQ): ControlConnection._on_echo_request,
 }
+
+
+# RFC 2637 §2.3's StopCCRQ Reasons, in the words a call's end is reported with
+_STOP_REASONS = {m.StopReason.STOP_PROTOCOL: "reason 2: protocol version not supported",
+                 m.StopReason.STOP_LOCAL_SHUTDOWN: "reason 3: the peer is shutting down"}
