@@ -336,13 +336,17 @@ def test_ipcp_gives_the_address_and_the_name_servers_on_the_wire(params):
             given
 
 
-def test_an_exhausted_pool_and_the_port_limit_refuse_cleanly():
-    for extra, why in ((dict(ports="1"), "ports are in use"),
-                       (dict(pool="10.10.100.0/30"), "no address left")):
-        with start_scenario("managed-server", nat="pptp-helper", clients="2",
-                            **extra) as lab:
-            assert managed.second_refusal(lab.params) == why
-            _all_pass(lab)
+@pytest.mark.parametrize("protocol", ["pptp", "l2tp-ipsec"])
+@pytest.mark.parametrize("extra, why", [(dict(ports="1"), "ports are in use"),
+                                        (dict(pool="10.10.100.0/30"), "no address left")],
+                         ids=["port-limit", "pool-exhausted"])
+def test_an_exhausted_pool_and_the_port_limit_refuse_cleanly(protocol, extra, why):
+    """The second caller (behind the same NAT) is refused with the reason in the CDN and the
+    server's status, and the first one keeps its tunnel."""
+    with start_scenario("managed-server", nat="pptp-helper", clients="2", protocol=protocol,
+                        **extra) as lab:
+        assert managed.second_refusal(lab.params) == why
+        _all_pass(lab)
 
 
 def test_ports_are_counted_per_tunnel_type():
