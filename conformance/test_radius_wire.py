@@ -13,7 +13,8 @@ call's PPP is inside ESP: there only RADIUS is checked).
 
 One lab per case: pap, a wrong PAP password of two hiding blocks (Access-Reject), chap,
 eap-md5 (encryption none under the default policy: those carry no MPPE keys), mschap,
-mschapv2, an L2TP/IPsec call, and accounting on an MS-CHAP v2 call.
+mschapv2, an L2TP/IPsec call, accounting on an MS-CHAP v2 call, and an MS-CHAP v2 Reject
+whose MS-CHAP-Error becomes the client's Failure.
 """
 
 from __future__ import annotations
@@ -57,7 +58,7 @@ START, STOP, INTERIM_UPDATE = 1, 2, 3  # Acct-Status-Type (RFC 2866 §5.1, RFC 2
 COUNTERS = (ACCT_INPUT_OCTETS, ACCT_OUTPUT_OCTETS, ACCT_SESSION_TIME, ACCT_INPUT_PACKETS,
             ACCT_OUTPUT_PACKETS)
 # Microsoft vendor types (RFC 2548 §2)
-MS_CHAP_RESPONSE, MS_CHAP_CHALLENGE, MS_CHAP_MPPE_KEYS = 1, 11, 12
+MS_CHAP_RESPONSE, MS_CHAP_ERROR, MS_CHAP_CHALLENGE, MS_CHAP_MPPE_KEYS = 1, 2, 11, 12
 MS_MPPE_ENCRYPTION_POLICY, MS_MPPE_ENCRYPTION_TYPES = 7, 8
 MS_MPPE_SEND_KEY, MS_MPPE_RECV_KEY, MS_CHAP2_RESPONSE, MS_CHAP2_SUCCESS = 16, 17, 25, 26
 
@@ -625,6 +626,32 @@ def test_access_request_and_reply_on_the_wire(case):
             if pptp:
                 _check_mppe_traffic(lab, send, recv)
         _check_tshark(lab, pap_password=password if auth == "pap" else "")
+
+
+def test_mschapv2_reject_carries_ms_chap_error_to_the_client():
+    """RFC 2548 §2.1.5: the Access-Reject's MS-CHAP-Error (Ident, then "E=691 R=.. C=..
+    V=3 M=..") gives the NAS's MS-CHAP v2 Failure (RFC 2759 §6) its error and message, with
+    the same Identifier as the client's Response; the client reports error 691. Ours says
+    R=0 with a challenge of its own: a retry would need FreeRADIUS's C= and a second
+    Access-Request, which our server does not offer (RRAS's default is no retry either)."""
+    with start_scenario("managed-server", provider="radius", user="alice",
+                        password="not-her-password") as lab:
+        _up(lab, granted=False)
+        req, reply = _exchange(lab)
+        _check_reply(req, reply, ACCESS_REJECT)
+        error = reply.vsa(MS_CHAP_ERROR)
+        ident, text = error[0], error[1:].decode()
+        assert text.startswith("E=691 R=") and " C=" in text and " V=3" in text, text
+        assert ident == req.vsa(MS_CHAP2_RESPONSE)[0]
+        failures = [p for p in _auth_packets(lab, 0xC223)
+                    if p[0] == _server_address(lab) and p[1] == 4]
+        assert len(failures) == 1 and failures[0][2] == ident, failures
+        said = dict(f.split("=", 1) for f in failures[0][3].decode().split(" M=")[0].split())
+        theirs = dict(f.split("=", 1) for f in text.split(" M=")[0].split())
+        assert said["E"] == theirs["E"] == "691" and said["V"] == theirs["V"] == "3", said
+        assert said["R"] == "0" and len(bytes.fromhex(said["C"])) == 16, said
+        assert failures[0][3].decode().split(" M=", 1)[1] == text.split(" M=", 1)[1]
+        assert "error 691" in ra.status(lab, "client")["reason"]
 
 
 def test_accounting_requests_on_the_wire():
