@@ -17,7 +17,7 @@ API (times are the caller's clock in seconds; nothing here reads a clock or a so
 - Both: `receive_datagram(src, data, now)` (`src` = (address, port) of a UDP 1701 datagram),
   `send_datagram(ip_packet, now)` (from the TUN device; routed by destination address),
   `datagrams_to_send() -> [((address, port), bytes)]`, `datagrams_to_tun()`, `next_event()`
-  (the PPTP stack's `SessionUp`, `SessionDown`, `ControlClosed`, `SessionEvent`, with
+  (sessions.py's `SessionUp`, `SessionDown`, `ControlClosed`, `SessionEvent`, with
   conn_id = our Tunnel ID and call_id = our Session ID, unique in the whole stack),
   `get_timer()` / `handle_timer(now)` (one deadline heap: only what is due is touched),
   `status()`, `sessions` (by Session ID) and `tunnels` (by Tunnel ID).
@@ -42,12 +42,10 @@ from tunnels.l2tp.avp import AVP, AVPType, GeneralError, ResultCode, StopCCNResu
 from tunnels.l2tp.control import CallMode, Session, Tunnel, TunnelConfig, TunnelEvent
 from tunnels.l2tp.messages import ControlMessage, ControlPacket, DataPacket, MessageType
 from tunnels.l2tp.messages import decode_data, decode_packet, encode_data
-from tunnels.ppp import events as pev
 from tunnels.ppp.config import PPPConfig
 from tunnels.ppp.engine import PPPEngine
 from tunnels.stacks.deadlines import DeadlineHeap
-from tunnels.stacks.pptp import _DATA_PROTOCOLS, ControlClosed, SessionDown, SessionEvent, SessionUp
-from tunnels.stacks.sessions import SessionTable
+from tunnels.stacks.sessions import ControlClosed, SessionDown, SessionTable
 
 Address = tuple[str, int]
 DataFields = tuple[int, int, "int | None", bytes]  # Tunnel ID, Session ID, Ns, PPP frame
@@ -363,34 +361,19 @@ class _Stack(SessionTable):
         control.data_ns = (ns + 1) & 0xFFFF
         return encode_data(s.tunnel.peer_tunnel_id, control.peer_session_id, frame, ns)
 
-    def _pump(self, s: L2TPSession, now: float) -> None:
-        moved = False  # did PPP do anything but carry datagrams? (then its timer may move)
-        for frame in s.ppp.frames_to_send():
-            if frame[2:4] not in _DATA_PROTOCOLS:
-                moved = True
-            self._out.append((s.peer, self._data_message(s, frame)))
-        while (event := s.ppp.next_event()) is not None:
-            if type(event) is pev.DatagramReceived:
-                self._tun_out.append(event.packet)
-                continue
-            moved = True
-            self._events.append(SessionEvent(s.tunnel.tunnel_id, s.session_id, event))
-            if isinstance(event, pev.NetworkOpened):
-                self._address_up(s, event.peer_address)
-                self._events.append(SessionUp(s.tunnel.tunnel_id, s.session_id,
-                                              f"{s.peer[0]}:{s.peer[1]}", s.ppp.username,
-                                              event.local_address, event.peer_address,
-                                              event.dns, event.nbns))
-            elif isinstance(event, pev.LinkTerminated):
-                self._end_session(s, event.reason, now, notify_peer=True)
-                return
-        if self.sessions.get(s.session_id) is s:
-            # As the PPTP stack's _reschedule: carrying datagrams arms no PPP timer, so a
-            # data packet keeps the deadline (per packet O(1), PPP's timers not scanned); a
-            # deadline that moved later costs one early no-op handle_timer.
-            key = ("s", s.session_id)
-            if moved or self._deadlines.get(key) is None:
-                self._schedule(key, s.ppp.get_timer())
+    def _send_frame(self, s: L2TPSession, frame: bytes) -> None:
+        self._out.append((s.peer, self._data_message(s, frame)))
+
+    def _call_ids(self, s: L2TPSession) -> tuple[int, int, str]:
+        return s.tunnel.tunnel_id, s.session_id, f"{s.peer[0]}:{s.peer[1]}"
+
+    def _reschedule(self, s: L2TPSession, moved: bool) -> None:
+        """PPP's timers only (L2TP data has no ack timer of its own), recomputed when PPP
+        did more than carry datagrams (SessionTable._pump); a deadline that moved later
+        costs one early no-op handle_timer."""
+        key = ("s", s.session_id)
+        if moved or self._deadlines.get(key) is None:
+            self._schedule(key, s.ppp.get_timer())
 
     def _end_session(self, s: L2TPSession, reason: str, now: float, notify_peer: bool) -> None:
         if self.sessions.pop(s.session_id, None) is None:

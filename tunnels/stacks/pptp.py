@@ -50,16 +50,24 @@ from dataclasses import dataclass
 from tunnels.errors import RemoteProtocolError
 from tunnels.gre.header import GREPacket, decode_data
 from tunnels.gre.session import GRESession
-from tunnels.ppp import events as pev
 from tunnels.ppp.config import PPPConfig
 from tunnels.ppp.engine import PPPEngine
 from tunnels.ppp.fsm import State
 from tunnels.stacks.deadlines import DeadlineHeap
 from tunnels.pptp.control import ControlConnection, ControlEvent
 from tunnels.pptp.messages import ControlStream, StopReason
-from tunnels.stacks.sessions import SessionTable
+from tunnels.stacks.sessions import (  # the stacks' events, defined once for both
+    ControlClosed,
+    SessionDown,
+    SessionEvent,
+    SessionTable,
+    SessionUp,
+    StackEvent,
+)
 
-_DATA_PROTOCOLS = (b"\x00\xfd", b"\x00\x21")  # PPP protocol fields of MPPE and IP frames
+__all__ = ["NO_GRE_REASON", "ControlClosed", "PPTPClient", "PPTPServer", "SessionDown",
+           "SessionEvent", "SessionUp", "StackEvent"]
+
 # The data path's GRE data packets (header.encode_data's shapes), with the PPP frame's
 # address, control and protocol as one more 32-bit field on receive.
 _GRE_FLAGS = 0x30  # K and S
@@ -72,43 +80,6 @@ _PPP_MPPE_U32, _PPP_IP_U32 = 0xFF0300FD, 0xFF030021
 _OPENED = State.OPENED
 NO_GRE_REASON = ("control connection up, no GRE received: is GRE (IP protocol 47) filtered or "
                  "not translated by a NAT without the PPTP helper?")
-
-
-@dataclass(frozen=True, slots=True)
-class SessionUp:
-    conn_id: int
-    call_id: int
-    peer: str
-    username: str
-    local_address: str
-    peer_address: str
-    dns: tuple[str, ...]
-    nbns: tuple[str, ...]
-
-
-@dataclass(frozen=True, slots=True)
-class SessionDown:
-    conn_id: int
-    call_id: int
-    reason: str
-
-
-@dataclass(frozen=True, slots=True)
-class ControlClosed:
-    conn_id: int
-    reason: str
-
-
-@dataclass(frozen=True, slots=True)
-class SessionEvent:
-    """A PPP event of one session, for logs and status."""
-
-    conn_id: int
-    call_id: int
-    event: pev.PPPEvent
-
-
-StackEvent = SessionUp | SessionDown | ControlClosed | SessionEvent
 
 
 @dataclass
@@ -484,31 +455,13 @@ class _Stack(SessionTable):
         for src, packet in self._early.pop(call_id, []):
             self.receive_gre(src, packet, now)
 
-    def _pump(self, s: Session, now: float) -> None:
-        gre, peer, gre_out = s.gre, s.peer, self._gre_out
-        control = False  # did PPP do anything but carry datagrams?
-        for frame in s.ppp.frames_to_send():
-            if frame[2:4] not in _DATA_PROTOCOLS:
-                control = True
-            packet = gre.encapsulate(frame)
-            if packet is not None:
-                gre_out.append((peer, packet))
-        while (event := s.ppp.next_event()) is not None:
-            if type(event) is pev.DatagramReceived:
-                self._tun_out.append(event.packet)
-                continue
-            control = True
-            self._events.append(SessionEvent(s.conn_id, s.call_id, event))
-            if isinstance(event, pev.NetworkOpened):
-                self._address_up(s, event.peer_address)
-                self._events.append(SessionUp(s.conn_id, s.call_id, s.peer, s.ppp.username,
-                                              event.local_address, event.peer_address,
-                                              event.dns, event.nbns))
-            elif isinstance(event, pev.LinkTerminated):
-                self._end_session(s, event.reason, now, notify_peer=True)
-                return
-        if self.sessions.get(s.call_id) is s:
-            self._reschedule(s, control)
+    def _send_frame(self, s: Session, frame: bytes) -> None:
+        packet = s.gre.encapsulate(frame)
+        if packet is not None:
+            self._gre_out.append((s.peer, packet))
+
+    def _call_ids(self, s: Session) -> tuple[int, int, str]:
+        return s.conn_id, s.call_id, s.peer
 
     def _reschedule(self, s: Session, control: bool) -> None:
         """The session's deadline after an input. Carrying datagrams moves no PPP timer (they

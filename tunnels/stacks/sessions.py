@@ -1,17 +1,62 @@
 """What the PPTP and L2TP stacks share around their calls (each `Session` has a `ppp` engine
-and an `up` flag): routing a TUN datagram to its call by destination address, a verifier's
-later answer, the server hanging a call up, and the public address lookup the server's TUN
-fan-out uses, the address index both keep, and the server's shutdown of every call's PPP
-link. Each stack supplies `sessions`, `by_address`, `_by_packed`, `_pump(session, now)`,
-`_default_session()` and `counters`."""
+and an `up` flag): their events, a call's PPP output and events after each input (`_pump`),
+routing a TUN datagram to its call by destination address, a verifier's later answer, the
+server hanging a call up, the public address lookup the server's TUN fan-out uses, the
+address index both keep, and the server's shutdown of every call's PPP link. Each stack
+supplies `sessions`, `by_address`, `_by_packed`, `_send_frame`, `_call_ids`, `_reschedule`,
+`_end_session`, `_default_session()`, `_events`, `_tun_out` and `counters`."""
 
 from __future__ import annotations
 
 import ipaddress
+from dataclasses import dataclass
 from typing import Any
 
+from tunnels.ppp import events as pev
 from tunnels.ppp.auth.base import Verdict
 from tunnels.ppp.fsm import State
+
+DATA_PROTOCOLS = (b"\x00\xfd", b"\x00\x21")  # PPP protocol fields of MPPE and IP frames
+
+
+# The stacks' events (PPTP: conn_id is the control connection, call_id our Call ID; L2TP: the
+# tunnel ID and the session ID)
+@dataclass(frozen=True, slots=True)
+class SessionUp:
+    conn_id: int
+    call_id: int
+    peer: str
+    username: str
+    local_address: str
+    peer_address: str
+    dns: tuple[str, ...]
+    nbns: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class SessionDown:
+    conn_id: int
+    call_id: int
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class ControlClosed:
+    conn_id: int
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class SessionEvent:
+    """A PPP event of one session, for logs and status."""
+
+    conn_id: int
+    call_id: int
+    event: pev.PPPEvent
+
+
+StackEvent = SessionUp | SessionDown | ControlClosed | SessionEvent
+
 
 # How long a stopping server waits for the Terminate-Acks of its calls, in all. One round
 # trip is enough for a peer that is there; RFC 1661 §4.6's Restart timer (3 s) is the time
@@ -30,8 +75,53 @@ class SessionTable:
     _terminating: dict[int, Any]
     _pending: dict[int, Any]
 
-    def _pump(self, s: Any, now: float) -> None:
+    _events: Any  # deque[StackEvent]
+    _tun_out: Any  # deque[bytes]
+
+    def _send_frame(self, s: Any, frame: bytes) -> None:
+        """One PPP frame of the call into its tunnel (GRE, an L2TP data message)."""
         raise NotImplementedError
+
+    def _call_ids(self, s: Any) -> tuple[int, int, str]:
+        """(conn_id or tunnel ID, call_id or session ID, the peer as events name it)."""
+        raise NotImplementedError
+
+    def _reschedule(self, s: Any, moved: bool) -> None:
+        """The call's deadline after `_pump`; `moved`: PPP did more than carry datagrams."""
+        raise NotImplementedError
+
+    def _end_session(self, s: Any, reason: str, now: float, notify_peer: bool) -> None:
+        raise NotImplementedError
+
+    def _pump(self, s: Any, now: float) -> None:
+        """After any input to a call's PPP engine: its frames into the tunnel, a received
+        datagram to the TUN queue, other events to the stack's (NetworkOpened also as
+        SessionUp, its address indexed; LinkTerminated ends the call), then the call's
+        deadline. Carrying datagrams arms no PPP timer, so then `moved` stays False and the
+        stack may keep the deadline (per packet O(1), PPP's timers not scanned)."""
+        moved = False
+        ppp, send = s.ppp, self._send_frame
+        for frame in ppp.frames_to_send():
+            if frame[2:4] not in DATA_PROTOCOLS:
+                moved = True
+            send(s, frame)
+        while (event := ppp.next_event()) is not None:
+            if type(event) is pev.DatagramReceived:
+                self._tun_out.append(event.packet)
+                continue
+            moved = True
+            outer, call, peer = self._call_ids(s)
+            self._events.append(SessionEvent(outer, call, event))
+            if isinstance(event, pev.NetworkOpened):
+                self._address_up(s, event.peer_address)
+                self._events.append(SessionUp(outer, call, peer, ppp.username,
+                                              event.local_address, event.peer_address,
+                                              event.dns, event.nbns))
+            elif isinstance(event, pev.LinkTerminated):
+                self._end_session(s, event.reason, now, notify_peer=True)
+                return
+        if self.sessions.get(self._call_ids(s)[1]) is s:
+            self._reschedule(s, moved)
 
     def _default_session(self) -> Any:
         return None
