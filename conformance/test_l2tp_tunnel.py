@@ -125,6 +125,35 @@ def test_two_sessions_in_one_tunnel_each_carry_traffic_and_hang_up(auth):
         assert len(ra.status(lab, "vpnsrv")["sessions"]) == 1
 
 
+def test_a_stopping_server_ends_the_call_with_lcp_terminate_then_stopccn():
+    """LCP Terminate-Request on the session (RFC 1661 §5.5) and the client's Terminate-Ack,
+    then StopCCN with result 6 ("shutting down", RFC 2661 §4.4.2), which clears the session
+    without a CDN of its own (§6.4), acknowledged by the client."""
+    from testbed import pcap
+
+    with start_scenario("remote-access", protocol="l2tp") as lab:
+        _up_and_checked(lab)
+        assert lab.node("vpnsrv").daemons["vpnserver"].stop() == 0
+        server, client = lab.address("vpnsrv", "isp"), lab.address("client")
+        def acked(ms: list[w.Msg]) -> bool:  # the client's ZLB acknowledges the StopCCN
+            return any(z.type is None and z.src == client and z.nr == s.ns + 1
+                       for s in ms if s.type == w.StopCCN for z in ms)
+
+        msgs = w.wait_control(lab, acked, timeout=5)
+        assert acked(msgs), [(m.src, m.name, m.ns, m.nr) for m in msgs][-6:]
+        path = lab.capture_path("vpnsrv", "isp")
+        lcp = [(float(t), src, int(code)) for t, src, code in
+               pcap.tshark_fields(path, ["frame.time_relative", "ip.src", "ppp.code"], "lcp")
+               if code in ("5", "6")]
+        assert [(src, code) for _, src, code in lcp] == [(server, 5), (client, 6)], lcp
+        stops = [m for m in msgs if m.type == w.StopCCN]
+        assert len(stops) == 1 and stops[0].src == server and stops[0].result == 6, stops
+        assert stops[0].time >= lcp[-1][0]
+        assert not [m for m in msgs if m.type == 14 and m.src == server]  # no CDN of ours
+        st = ra.status(lab, "client")
+        assert st.get("state") != "up", st
+
+
 def test_outgoing_call_mode_places_the_call_with_ocrq():
     """call_mode=outgoing: OCRQ from the client, OCRP and OCCN from the server, each with the
     AVPs §6.7-§6.9 require; no ICRQ on the wire; the data path works the same."""

@@ -59,6 +59,40 @@ def test_hang_up_removes_tun_and_routes_and_the_server_clears_the_call():
         assert types.index(w.CCRQ) < types.index(w.STOPCCRQ)
 
 
+def test_a_stopping_server_ends_the_call_with_lcp_terminate_then_stopccrq():
+    """As RRAS does: LCP Terminate-Request on the call (RFC 1661 §5.5), the client's
+    Terminate-Ack, then Stop-Control-Connection-Request with reason 3 (local shutdown, RFC
+    2637 §2.3); the client goes down saying so, the server says every call acked."""
+    from scapy.layers.inet import IP, TCP
+    from scapy.layers.ppp import PPP, PPP_LCP_Terminate
+    from scapy.layers.pptp import PPTP
+
+    with start_scenario("remote-access") as lab:
+        assert lab.node("vpnsrv").daemons["vpnserver"].stop() == 0
+        server, client = lab.address("vpnsrv", "isp"), lab.address("client")
+        lcp, stops = [], []
+        for p in pcap.read(lab.capture_path("vpnsrv", "isp")):
+            if IP in p and p[IP].proto == 47:
+                payload = w.gre_fields(bytes(p[IP])[p[IP].ihl * 4:p[IP].len])["payload"]
+                frame = PPP(payload) if payload else None
+                if frame is not None and frame.haslayer(PPP_LCP_Terminate):
+                    lcp.append((float(p.time), p[IP].src, frame[PPP_LCP_Terminate].code))
+            elif TCP in p and p[TCP].sport == 1723 and len(p[TCP].payload) >= 12:
+                message = PPTP(bytes(p[TCP].payload))
+                if int(message.ctrl_msg_type) == w.STOPCCRQ:
+                    stops.append((float(p.time), int(message.reason)))
+        assert [(src, code) for _, src, code in lcp] == [(server, 5), (client, 6)], lcp
+        assert len(stops) == 1 and stops[0][1] == 3 and stops[0][0] >= lcp[-1][0], stops
+        ended = w.wait_event(lab, "vpnsrv", "calls-terminated")
+        assert ended["lcp_terminated"] == ended["acked"] == 1 and ended["unanswered"] == 0
+        assert ended["waited"] < 1.0, ended
+        deadline = time.monotonic() + 10
+        while ra.status(lab, "client").get("state") == "up" and time.monotonic() < deadline:
+            time.sleep(0.1)
+        st = ra.status(lab, "client")
+        assert st.get("state") != "up" and "shutting down" in st.get("reason", ""), st
+
+
 def test_encryption_required_by_the_server_refused_by_the_client():
     """Server requires MPPE-128, client refuses encryption: no IP crosses, the call is
     cleared at both ends, and the client names MPPE as the reason."""

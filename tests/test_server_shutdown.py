@@ -239,6 +239,24 @@ def test_l2tp_shutdown_terminates_by_lcp_then_stopccn_result_6():
         assert clients[i].done  # its ack is all it owed: nothing left to retransmit
 
 
+def test_l2tp_client_is_done_only_once_it_has_acknowledged_the_stopccn():
+    """RFC 2661 §5.7: the receiver of a StopCCN MUST send a ZLB ACK. Our client's runtime
+    exits when `done`, so `done` waits for that ZLB (ack_delay, 100 ms) to have gone out."""
+    server, client = l2tp.make_server(), l2tp.make_client()
+    net = l2tp.Net(server, [client])
+    client.start(0.0)
+    net.run(10, stop=lambda: net.ups(0))
+    mark = len(net.wire)
+    server.stop_all(SHUTDOWN_REASON, net.now)
+    closed = lambda: any(isinstance(e, ControlClosed) for e in net.events[0])  # noqa: E731
+    net.run(0.05, stop=closed)
+    assert closed() and not client.done
+    net.run(1.0, stop=lambda: client.done)
+    assert client.done
+    net.wire = net.wire[mark:]
+    assert l2tp.names(net, "c2s") == ["ZLB"]
+
+
 def test_l2tp_peer_that_never_acks_is_cut_off_at_the_bound():
     server = l2tp.make_server()
     net = l2tp.Net(server, [l2tp.make_client()])

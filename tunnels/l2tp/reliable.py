@@ -281,6 +281,12 @@ class ReliableChannel:
         """Nothing unacknowledged and nothing held."""
         return not self._queue
 
+    def ack_owed(self) -> bool:
+        """A received message waits for our acknowledgement (a ZLB due within ack_delay):
+        an end that goes away now would leave e.g. the peer's StopCCN unacknowledged
+        (RFC 2661 §5.7: its receiver MUST send a ZLB ACK)."""
+        return self._ack_deadline is not None
+
     def unacknowledged(self) -> int:
         """Our messages on the wire the peer has not acknowledged (never above peer_window,
         unless set_peer_window shrank it after they went out)."""

@@ -481,13 +481,14 @@ class L2TPClient(_Stack):
 
     @property
     def done(self) -> bool:
-        """The tunnel is gone, or closing with nothing left unacknowledged."""
+        """The tunnel is gone, or closing with nothing left unacknowledged either way (ours
+        acked by the peer, the peer's, e.g. its StopCCN, acked by our ZLB)."""
         entry = self.tunnels.get(self.tunnel_id)
         if entry is None:
             return True
         t = entry.tunnel
-        return t.state.value in ("closing", "closed") and (t.channel.idle() or
-                                                           bool(t.channel.failed))
+        return t.state.value in ("closing", "closed") and (
+            (t.channel.idle() and not t.channel.ack_owed()) or bool(t.channel.failed))
 
     def _ppp_config(self, entry: _TunnelEntry, session_id: int) -> PPPConfig | str | None:
         return self.ppp_config
