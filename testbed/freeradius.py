@@ -4,8 +4,11 @@
 (no copy of /etc/freeradius: only what a VPN server's RADIUS needs): one listener pair on the
 spec's address, clients with their secrets, users with Cleartext-Password and reply items, the
 pap, chap and mschap modules (MPPE keys on, `require_encryption`/`require_strong` off, so the
-NAS's own policy decides), a Message-Authenticator in every Access-Accept/Reject (stock 3.2.1
-signs only EAP replies, 3.2.5 signs all; our client requires it), and accounting written by
+NAS's own policy decides), the eap module with EAP-MD5 only (`default_eap_type = md5`, no TLS:
+EAP relayed by the NAS in EAP-Message attributes, RFC 3579, is answered with Access-Challenges
+carrying the MD5 Request and State, then Accept/Reject with EAP-Success/Failure), a
+Message-Authenticator in every Access-Accept/Reject (stock 3.2.1 signs only EAP replies, 3.2.5
+signs all; our client requires it), and accounting written by
 the `detail` module under `run_dir/radacct` plus one line per request in `accounting.log`.
 It starts `freeradius -f` under `testbed.process.Daemon` in the namespaces of `pid` and waits
 for "Ready to process requests" (logged after the sockets are bound). Several instances on
@@ -252,6 +255,15 @@ modules {{
 		require_strong = no
 		with_ntdomain_hack = yes
 	}}
+	eap {{
+		default_eap_type = md5
+		timer_expire = 60
+		ignore_unknown_eap_types = no
+		cisco_accounting_username_bug = no
+		max_sessions = ${{max_requests}}
+		md5 {{
+		}}
+	}}
 	files {{
 		filename = ${{confdir}}/users
 	}}
@@ -289,6 +301,7 @@ server default {{
 	authorize {{
 		chap
 		mschap
+		eap
 		files
 {authorize}
 		pap
@@ -302,6 +315,9 @@ server default {{
 		}}
 		Auth-Type MS-CHAP {{
 			mschap
+		}}
+		Auth-Type EAP {{
+			eap
 		}}
 	}}
 	accounting {{

@@ -7,7 +7,9 @@ the one RFC 2759 computes and its MPPE keys (and MS-CHAP v1's 128-bit one: FreeR
 LM key) equal what RFC 3079 derives from the password; a
 wrong password gets 691 from MS-CHAP-Error; the Accountant's Start, Interim-Update and Stop land
 in FreeRADIUS's detail file with our counters (Gigawords too) and the Class echoed; with the
-first server's address silent the second instance answers.
+first server's address silent the second instance answers. EAP relayed (RFC 3579) to its eap
+module: EAP-MD5 over Access-Challenge with State, accepted with the right password and
+rejected with a wrong one, FreeRADIUS's EAP packets reaching the peer unchanged.
 
 Our client requires a Message-Authenticator in every Access-Accept/Reject, which stock 3.2.1
 sends only with EAP, so the helper's site adds it to every reply as 3.2.5 does."""
@@ -297,3 +299,108 @@ def test_access_accounting_and_fail_over_against_freeradius(radius_lab) -> None:
     assert second.running() and not second.detail_records()
     print(f"Access round trip to FreeRADIUS (MS-CHAP v2, 20 runs): median "
           f"{statistics.median(out['rtts']) * 1000:.2f} ms, max {max(out['rtts']) * 1000:.2f} ms")
+
+
+EAP_DRIVER = """
+import asyncio, json
+from tunnels.ppp.auth.eap import EapAuthenticator, EapPeer
+from tunnels.radius.access import NasInfo, access_request, verdict_from
+from tunnels.radius.attributes import Attr, TunnelType
+from tunnels.radius.client import RadiusClient
+from tunnels.runtime.radius import RadiusRuntime
+
+SECRET, A, NAS_ADDRESS = %(args)r
+NAS = NasInfo("vpnlab", NAS_ADDRESS, 7, TunnelType.PPTP, "198.51.100.20", NAS_ADDRESS)
+
+class Relay:
+    # the EAP authenticator's verifier: each Response to FreeRADIUS, the answer back later
+    relays_eap = True
+
+    def __init__(self, rt, loop):
+        self.rt, self.loop, self.auth, self.trace = rt, loop, None, []
+
+    def verify(self, creds):
+        attrs = access_request(creds, NAS)
+        def answered(event):
+            got = getattr(event, "attributes", None)
+            verdict = verdict_from(event, creds)
+            self.trace.append({
+                "sent_eap": creds.eap_message.hex(), "sent_state": creds.state.hex(),
+                "event": type(event).__name__,
+                "eap": b"".join(got.get_all(Attr.EAP_MESSAGE)).hex() if got else "",
+                "state": bytes(got.get(Attr.STATE) or b"").hex() if got else "",
+                "success": verdict.success, "message": verdict.message,
+                "peer_address": verdict.authorization.peer_address})
+            self.auth.conclude(verdict, self.loop.time())
+        self.rt.submit_access(attrs, answered)
+        return None
+
+async def conversation(rt, user, password):
+    loop = asyncio.get_running_loop()
+    relay = Relay(rt, loop)
+    auth = EapAuthenticator(relay, __import__("os").urandom)
+    relay.auth = auth
+    peer = EapPeer(user, password)
+    wire = []
+    auth.start(loop.time())
+    deadline = loop.time() + 20
+    while (auth.outcome is None or peer.outcome is None) and loop.time() < deadline:
+        for info in auth.packets_to_send():
+            wire.append(["server", info.hex()])
+            peer.receive(info, loop.time())
+        for info in peer.packets_to_send():
+            wire.append(["peer", info.hex()])
+            auth.receive(info, loop.time())
+        await asyncio.sleep(0.005)
+    for info in auth.packets_to_send():
+        wire.append(["server", info.hex()])
+    return {"auth": [auth.outcome.success, auth.outcome.error_code, auth.outcome.message]
+            if auth.outcome else None,
+            "peer": peer.outcome.success if peer.outcome else None,
+            "wire": wire, "trace": relay.trace}
+
+async def main():
+    loop = asyncio.get_running_loop()
+    rt = RadiusRuntime(loop, RadiusClient([(A, 1812, SECRET)], timeout=1.0, retries=3),
+                       bind_address=NAS_ADDRESS)
+    out = {"bob": await conversation(rt, "bob", "hello"),
+           "alice": await conversation(rt, "alice", "s3cret-2"),
+           "bob-bad": await conversation(rt, "bob", "wrong"),
+           "runtime": rt.counters()}
+    rt.close()
+    print(json.dumps(out))
+
+asyncio.run(main())
+"""
+
+
+def test_eap_md5_relayed_to_freeradius(radius_lab) -> None:
+    """RFC 3579 against FreeRADIUS's eap module (md5): the Identity Response goes in
+    EAP-Message, the Access-Challenge's EAP-MD5 Request reaches the peer unchanged, the second
+    Access-Request echoes its State, and the Accept's EAP-Success (or the Reject's
+    EAP-Failure for a wrong password) is what the peer gets."""
+    ns, first, _ = radius_lab
+    out = ns.python(EAP_DRIVER % {"args": (SECRET, A, NAS_ADDRESS)}, timeout=60)
+    for user, granted in (("bob", True), ("alice", True), ("bob-bad", False)):
+        got = out[user]
+        assert got["auth"] is not None and got["auth"][0] is granted, (user, got,
+                                                                     first.output()[-3000:])
+        assert got["peer"] is granted, (user, got)
+        trace, wire = got["trace"], got["wire"]
+        final = "AccessAccepted" if granted else "AccessRejected"
+        assert [t["event"] for t in trace] == ["AccessChallenged", final], trace
+        challenge, last = trace
+        peer_sent = [info for who, info in wire if who == "peer"]
+        server_sent = [info for who, info in wire if who == "server"]
+        # the peer's Identity and MD5 Responses, as sent; State only on the second
+        assert [t["sent_eap"] for t in trace] == peer_sent
+        assert challenge["sent_state"] == "" and challenge["state"]
+        assert last["sent_state"] == challenge["state"]
+        # FreeRADIUS's MD5 Request (type 4) and Success/Failure went to the peer unchanged
+        assert bytes.fromhex(challenge["eap"])[4] == 4
+        assert server_sent[1:] == [challenge["eap"], last["eap"]], (server_sent, trace)
+        assert bytes.fromhex(last["eap"])[0] == (3 if granted else 4)
+    assert out["bob"]["trace"][-1]["peer_address"] == "10.9.0.7"  # reply items as for CHAP
+    assert out["bob-bad"]["auth"][1] == 691
+    dropped = {k: v for k, v in out["runtime"].items() if k.startswith("client_") and v}
+    assert not dropped, out["runtime"]

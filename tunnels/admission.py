@@ -13,6 +13,13 @@ A call's PPP authenticator hands its `Credentials` to the call's verifier (`veri
    profile's static address before the pool's.
 The verdict carries the `Authorization` the PPP engine applies (address, encryption levels,
 session and idle timeouts); `decisions` keeps which policy matched and why, for status.
+
+EAP with RADIUS (`eap = "relay"`, the default, as RRAS with IAS): the call's verifier
+`relays_eap`, so the EAP authenticator hands over each EAP Response and the RADIUS server
+runs the method over Access-Challenges. A challenge is passed straight through to the call
+(nothing is decided or recorded); steps 2 and 3 run on the final Access-Accept as for any
+method. `eap = "md5-as-chap"`: the authenticator runs EAP-MD5 itself and RADIUS gets
+CHAP-Password.
 """
 
 from __future__ import annotations
@@ -79,12 +86,13 @@ class Admission:
     addresses: Addresses
     complete: Callable[[Call, Verdict], None]  # a later verdict (RADIUS) for a call
     radius: RadiusAccess | None = None  # None: the local account store authenticates
+    eap: str = "relay"  # with RADIUS: relay | md5-as-chap ([authentication] eap)
     clock: Callable[[], datetime.datetime] = datetime.datetime.now
 
     def __post_init__(self) -> None:
         self.decisions: dict[CallKey, dict[str, Any]] = {}
         self.counters = {"granted": 0, "refused_credentials": 0, "refused_policy": 0,
-                         "refused_address": 0, "radius_pending": 0}
+                         "refused_address": 0, "radius_pending": 0, "radius_challenges": 0}
 
     def verifier_for(self, call: Call) -> _CallVerifier:
         return _CallVerifier(self, call)
@@ -104,6 +112,10 @@ class Admission:
     def from_radius(self, call: Call, credentials: Credentials, verdict: Verdict,
                     groups: tuple[str, ...]) -> None:
         self.counters["radius_pending"] -= 1
+        if verdict.challenge is not None:  # EAP goes on: the call relays the next Request
+            self.counters["radius_challenges"] += 1
+            self.complete(call, verdict)
+            return
         if verdict.success:
             # RADIUS vouched for the user: with our own policies configured they decide the
             # permission ("control access through policy"); with none, the Accept admits.
@@ -172,6 +184,11 @@ class _CallVerifier:
 
     def __init__(self, admission: Admission, call: Call):
         self.admission, self.call = admission, call
+
+    @property
+    def relays_eap(self) -> bool:
+        """RADIUS runs the EAP method (RFC 3579) unless told to get EAP-MD5 as CHAP."""
+        return self.admission.radius is not None and self.admission.eap == "relay"
 
     def verify(self, credentials: Credentials) -> Verdict | None:
         admission = self.admission

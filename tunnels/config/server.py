@@ -57,6 +57,11 @@ before anything is created (no socket, TUN device or route), so a bad file chang
     provider = "local"             # local ([users]) | radius; RADIUS users' groups are the
                                    #   Accept's Filter-Id values; [[policies]] apply to them
                                    #   too (under the default policy the Accept admits)
+    eap = "relay"                  # radius only: relay | md5-as-chap. relay: the EAP
+                                   #   conversation goes to RADIUS in EAP-Message attributes
+                                   #   and the RADIUS server runs the method (RFC 3579, as
+                                   #   RRAS with IAS); md5-as-chap: we run EAP-MD5 and send
+                                   #   CHAP-Password/CHAP-Challenge
     [[authentication.radius]]      # radius: one or two servers, in fail-over order
     address = "10.10.0.3"
     port = 1812
@@ -151,6 +156,7 @@ class AddressSettings:
 class AuthenticationSettings:
     provider: str = "local"  # local | radius
     radius: tuple[RadiusServer, ...] = ()  # fail-over order, at most two
+    eap: str = "relay"  # radius: relay (RFC 3579) | md5-as-chap
 
 
 @dataclass(frozen=True, slots=True)
@@ -375,18 +381,22 @@ def _radius_servers(data: Any, where: str, table: str, port: int,
 
 
 def _authentication(data: Any, where: str, name: str) -> AuthenticationSettings:
-    f = sub_table(data, "authentication", where, {"provider", "radius"})
+    f = sub_table(data, "authentication", where, {"provider", "radius", "eap"})
     provider = f.choice("provider", "local", ("local", "radius"))
     if provider == "local":
         if "radius" in f.data:
             f.fail("radius", 'no RADIUS servers with provider = "local" (or provider = '
                              '"radius")')
+        if "eap" in f.data:
+            f.fail("eap", 'no eap with provider = "local" (the local account store runs '
+                          'EAP-MD5 itself), or provider = "radius"')
         return AuthenticationSettings()
     if "radius" not in f.data:
         f.required("radius", 'one or two [[authentication.radius]] servers with provider = '
                              '"radius"')
+    eap = f.choice("eap", "relay", ("relay", "md5-as-chap"))
     return AuthenticationSettings("radius", _radius_servers(
-        f.get("radius"), where, "authentication.radius", 1812, name))
+        f.get("radius"), where, "authentication.radius", 1812, name), eap)
 
 
 def _accounting(data: Any, where: str, name: str) -> AccountingSettings:

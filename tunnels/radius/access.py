@@ -17,7 +17,18 @@ What an Access-Accept gives MPPE (RFC 2548 §2.4, RFC 3079):
   (`mppe_start_keys` raises `NO_LM_KEY`). One pair of keys cannot carry both, so
   `mppe_start_keys(verdict, key_bits)` is the rule an engine follows; its results equal
   `derive_start_keys` on the password's own material for every length
-  (tests/test_radius_access.py)."""
+  (tests/test_radius_access.py).
+
+EAP relayed (RFC 3579; `Credentials.eap_message` set, as Windows 2000 RRAS does with IAS): the
+Access-Request carries User-Name (the EAP identity), the peer's EAP packet split into
+EAP-Message attributes of at most 253 octets (§3.1), State when the previous Access-Challenge
+had one (RFC 2865 §5.24), Framed-MTU (the largest EAP packet we relay, §2.4) and the NAS
+attributes; the client adds the Message-Authenticator (§3.2). An Access-Challenge gives
+`Verdict.challenged` with the next EAP Request and the State; an Access-Accept a success with
+the EAP-Success in `Verdict.eap_message` (and MS-MPPE keys as after MS-CHAP v2, when the
+method makes any: EAP-MD5 makes none); an Access-Reject a refusal with the EAP-Failure. The
+decision follows the RADIUS code (§2.6.3); an EAP-Message that is malformed, too large, or of
+a code conflicting with it refuses the call by name (`bad_eap`)."""
 
 from __future__ import annotations
 
@@ -25,7 +36,7 @@ import hashlib
 import ipaddress
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 from tunnels.errors import LocalProtocolError
@@ -38,7 +49,9 @@ from tunnels.ppp.auth.base import (
     WindowsError_,
 )
 from tunnels.ppp.auth.chap import MSCHAPFailure, MSCHAPv1Response, MSCHAPv2Response
+from tunnels.ppp.auth.eap import RELAY_MAX, EapCode, packet_length
 from tunnels.radius.attributes import (
+    MAX_VALUE,
     Attr,
     Attributes,
     ChapPassword,
@@ -152,6 +165,17 @@ def _mschap_v2(c: Credentials) -> list[tuple[Key, Any]]:
                                                    r.nt_response, r.flags))]
 
 
+def _eap(c: Credentials) -> list[tuple[Key, Any]]:
+    """RFC 3579 §3.1: the EAP packet in as many EAP-Message attributes as it takes, State
+    echoed (RFC 2865 §5.24), Framed-MTU the largest EAP packet we can relay (§2.4)."""
+    m = c.eap_message
+    items: list[tuple[Key, Any]] = [(Attr.EAP_MESSAGE, m[i:i + MAX_VALUE])
+                                    for i in range(0, len(m), MAX_VALUE)]
+    if c.state:
+        items.append((Attr.STATE, c.state))
+    return items + [(Attr.FRAMED_MTU, RELAY_MAX)]
+
+
 _CREDENTIALS: Mapping[AuthMethod, Callable[[Credentials], list[tuple[Key, Any]]]] = {
     AuthMethod.PAP: _pap, AuthMethod.CHAP: _md5, AuthMethod.EAP_MD5: _md5,
     AuthMethod.MSCHAP: _mschap_v1, AuthMethod.MSCHAPV2: _mschap_v2,
@@ -165,7 +189,8 @@ def access_request(credentials: Credentials, nas: NasInfo) -> Attributes:
     LocalProtocolError for credentials the wire cannot carry (empty PAP password) and
     RemoteProtocolError for a malformed MS-CHAP response value."""
     items: list[tuple[Key, Any]] = [(Attr.USER_NAME, credentials.username)]
-    items += _CREDENTIALS[credentials.method](credentials)
+    encode = _eap if credentials.eap_message else _CREDENTIALS[credentials.method]
+    items += encode(credentials)
     return Attributes(items + nas_attributes(nas))
 
 
@@ -173,6 +198,9 @@ def access_request(credentials: Credentials, nas: NasInfo) -> Attributes:
 
 def verdict_from(event: AccessEvent, credentials: Credentials) -> Verdict:
     """The Verdict for the RadiusClient's answer to `access_request(credentials, ...)`."""
+    if credentials.eap_message and isinstance(event, AccessAccepted | AccessRejected |
+                                              AccessChallenged):
+        return _eap_verdict(event, credentials)
     if isinstance(event, AccessAccepted):
         return _accepted(event, credentials)
     if isinstance(event, AccessRejected):
@@ -197,6 +225,54 @@ def _accepted(event: AccessAccepted, c: Credentials) -> Verdict:
     return Verdict(True, message=_reply_message(attrs), authenticator_response=s,
                    mppe_material=material, mppe_keys=keys,
                    authorization=authorization_from(attrs, event.server))
+
+
+def bad_eap(problem: str) -> Verdict:
+    return Verdict.refused(FAILED, f"RADIUS EAP-Message unusable: {problem}")
+
+
+def eap_message(attrs: Attributes) -> bytes | str:
+    """The EAP packet of a reply's EAP-Message attributes, concatenated (RFC 3579 §3.1), or why
+    it is unusable; b"" when there is none."""
+    raw = b"".join(bytes(v) for v in attrs.get_all(Attr.EAP_MESSAGE))
+    if not raw:
+        return raw
+    if len(raw) > RELAY_MAX:
+        return f"{len(raw)} octets, more than the {RELAY_MAX} we relay (Framed-MTU)"
+    if len(raw) < 4 or packet_length(raw) != len(raw):
+        return f"an EAP Length of {packet_length(raw)} in {len(raw)} octets"
+    if raw[0] not in tuple(EapCode):
+        return f"EAP code {raw[0]}"
+    if raw[0] in (EapCode.REQUEST, EapCode.RESPONSE) and len(raw) < 5:
+        return "an EAP Request without a Type"
+    if raw[0] in (EapCode.SUCCESS, EapCode.FAILURE) and len(raw) != 4:
+        return f"an EAP {EapCode(raw[0]).name.title()} of {len(raw)} octets (RFC 3748 §4.2: 4)"
+    return raw
+
+
+_EAP_CODE = {AccessAccepted: EapCode.SUCCESS, AccessRejected: EapCode.FAILURE,
+             AccessChallenged: EapCode.REQUEST}
+
+
+def _eap_verdict(event: AccessAccepted | AccessRejected | AccessChallenged,
+                 c: Credentials) -> Verdict:
+    """RFC 3579 §2.6.3: the RADIUS code decides; the EAP packet must agree with it (a
+    Challenge without an EAP Request cannot be relayed)."""
+    raw = eap_message(event.attributes)
+    if isinstance(raw, str):
+        return bad_eap(raw)
+    want = _EAP_CODE[type(event)]
+    if raw and raw[0] != want:
+        return bad_eap(f"EAP code {raw[0]} in an {type(event).__name__} "
+                       f"(expected {want.name})")
+    if isinstance(event, AccessChallenged):
+        if not raw:
+            return bad_eap("an Access-Challenge without EAP-Message")
+        state = event.attributes.get(Attr.STATE)
+        return Verdict.challenged(raw, bytes(state) if state is not None else b"")
+    if isinstance(event, AccessRejected):
+        return replace(_rejected(event), eap_message=raw)
+    return replace(_accepted(event, c), eap_message=raw)
 
 
 def _authenticator_response(attrs: Attributes, ident: int) -> str | Verdict:
@@ -323,5 +399,5 @@ def groups_from(reply: Reply | Attributes) -> tuple[str, ...]:
 
 
 __all__ = ["CHALLENGED", "NO_LM_KEY", "NO_SUCCESS", "NasInfo", "access_request",
-           "authorization_from", "encryption_levels", "groups_from", "mppe_start_keys",
-           "nas_attributes", "v1_start_key_128", "verdict_from"]
+           "authorization_from", "bad_eap", "eap_message", "encryption_levels", "groups_from",
+           "mppe_start_keys", "nas_attributes", "v1_start_key_128", "verdict_from"]

@@ -146,7 +146,12 @@ class Credentials:
     PAP: `password`. CHAP-MD5 and EAP-MD5: `identifier`, `challenge`, `response` (the 16-octet
     MD5 value; EAP-MD5 computes it exactly as CHAP does, RFC 3748 §5.4). MS-CHAP v1 and v2:
     `challenge` (8 or 16 octets) and the 49-octet Response value. `username` is as sent
-    (it may be "DOMAIN\\user")."""
+    (it may be "DOMAIN\\user").
+
+    EAP relayed to RADIUS (RFC 3579): `eap_message` is the peer's EAP Response packet as it
+    arrived (Identity first, then whatever the RADIUS server's method asks), `identifier` its
+    Identifier, `username` the EAP identity, and `state` the State of the Access-Challenge it
+    answers (RFC 2865 §5.24; empty for the first request)."""
 
     method: AuthMethod
     username: str
@@ -154,6 +159,8 @@ class Credentials:
     challenge: bytes = b""
     response: bytes = b""
     password: bytes = b""
+    eap_message: bytes = b""
+    state: bytes = b""
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,11 +178,25 @@ class Authorization:
 
 
 @dataclass(frozen=True, slots=True)
+class EapChallenge:
+    """Not a verdict yet: the verifier runs the EAP method (RADIUS Access-Challenge, RFC 3579
+    §2.1) and wants `eap_message` (one EAP Request packet, as the server sent it) relayed to
+    the peer; the peer's answer goes back with `state` echoed."""
+
+    eap_message: bytes
+    state: bytes = b""
+
+
+@dataclass(frozen=True, slots=True)
 class Verdict:
     """A verifier's answer. On success `mppe_material` (local: from the password) or
     `mppe_keys` (RADIUS: MS-MPPE-Send-Key and Recv-Key, the server's send and receive start
     keys) gives MPPE its keys, and MS-CHAP v2 needs `authenticator_response` ("S=" + 40 hex,
-    RFC 2759 §5). On failure `error_code` is the Windows code the peer is shown (691, 649...)."""
+    RFC 2759 §5). On failure `error_code` is the Windows code the peer is shown (691, 649...).
+
+    EAP relayed to RADIUS: `challenge` set means the exchange goes on (success is False, and
+    nothing is final: the authenticator relays the Request and asks again); on a final verdict
+    `eap_message` is the EAP Success/Failure the RADIUS server sent, when it sent one."""
 
     success: bool
     error_code: int | None = None
@@ -184,10 +205,16 @@ class Verdict:
     mppe_material: MPPEMaterial | None = None
     mppe_keys: tuple[bytes, bytes] | None = None
     authorization: Authorization = field(default_factory=Authorization)
+    challenge: EapChallenge | None = None
+    eap_message: bytes = b""
 
     @classmethod
     def refused(cls, code: int, message: str) -> Verdict:
         return cls(False, int(code), message)
+
+    @classmethod
+    def challenged(cls, eap_message: bytes, state: bytes = b"") -> Verdict:
+        return cls(False, challenge=EapChallenge(eap_message, state))
 
 
 @dataclass(frozen=True, slots=True)
@@ -242,6 +269,14 @@ class Verifier(Protocol):
     def verify(self, credentials: Credentials) -> Verdict | None:
         """The verdict now, or None when it comes later through
         `PPPEngine.complete_authentication` (the runtime then owns the wait)."""
+
+
+def relays_eap(verifier: Verifier) -> bool:
+    """Whether the verifier runs EAP methods itself (RADIUS, RFC 3579): the EAP authenticator
+    then relays the peer's Responses (`Credentials.eap_message`) and the verifier's Requests
+    (`Verdict.challenge`) instead of running EAP-MD5. A verifier says so with a true
+    `relays_eap` attribute; the local account store has none."""
+    return bool(getattr(verifier, "relays_eap", False))
 
 
 @dataclass(frozen=True)

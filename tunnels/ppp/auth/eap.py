@@ -4,6 +4,12 @@ Methods plug in through `EAPMethod` (type number, the authenticator's request da
 `Credentials` a response gives the verifier, the peer's answer), so EAP-TLS or EAP-MSCHAPv2
 can be added without touching the exchange. A peer asked for a method it lacks answers with a
 legacy Nak listing its own.
+
+With a verifier that runs EAP itself (`relays_eap`: RADIUS, RFC 3579, as Windows 2000 RRAS
+does with IAS) the authenticator is a pass-through after the Identity: each EAP Response
+packet goes to the verifier as it arrived (`Credentials.eap_message`, with the State to echo),
+each `Verdict.challenge` goes to the peer byte for byte, and the final verdict ends it (see
+`EapAuthenticator.conclude`). The RADIUS server chooses the method and handles Naks.
 """
 
 from __future__ import annotations
@@ -26,7 +32,13 @@ from tunnels.ppp.auth.base import (
     Verdict,
     Verifier,
     WindowsError_,
+    relays_eap,
 )
+
+# The largest EAP packet relayed to the peer, sent to RADIUS as Framed-MTU so that its methods
+# fragment to fit (RFC 3579 §2.4): within the 1400-octet MRU PPTP and L2TP clients negotiate
+# (below PPP's default 1500, RFC 1661 §6.1). A larger Request from RADIUS refuses the call.
+RELAY_MAX = 1400
 
 
 class EapCode(IntEnum):
@@ -132,7 +144,8 @@ class EapAuthenticator(_Base, AwaitsVerdict):
                  method: int | Sequence[int] = EapType.MD5_CHALLENGE,
                  restart: float = 3.0, max_tries: int = 10):
         """`method`: the EAP type to request, or several in order of preference; a peer's Nak
-        (RFC 3748 §5.3.1) moves to the next one it asks for."""
+        (RFC 3748 §5.3.1) moves to the next one it asks for. Unused when the verifier relays
+        EAP (its server picks the method)."""
         super().__init__()
         wanted = [method] if isinstance(method, int) else list(method)
         self._candidates = [METHODS[t] for t in wanted]
@@ -140,15 +153,19 @@ class EapAuthenticator(_Base, AwaitsVerdict):
         self.restart, self.max_tries = restart, max_tries
         self._id = random(1)[0]
         self._request: EapPacket | None = None
+        self._request_raw = b""
         self._tries = 0
+        self._relaying = False  # past the Identity with a relaying verifier
+        self._state = b""  # the RADIUS State to echo with the next Response
         self.identity = ""
 
     def start(self, now: float) -> None:
         self._send(EapPacket(EapCode.REQUEST, self._id, EapType.IDENTITY), now)
 
-    def _send(self, packet: EapPacket, now: float) -> None:
-        self._request, self._tries = packet, 1
-        self._out.append(packet.encode())
+    def _send(self, packet: EapPacket, now: float, raw: bytes | None = None) -> None:
+        """Send a Request (retransmitted as these very octets: `raw` when relayed)."""
+        self._request, self._request_raw, self._tries = packet, raw or packet.encode(), 1
+        self._out.append(self._request_raw)
         self.deadline = now + self.restart
 
     def handle_timer(self, now: float) -> None:
@@ -158,11 +175,12 @@ class EapAuthenticator(_Base, AwaitsVerdict):
             self._finish(False, None, "no EAP response")
             return
         self._tries += 1
-        self._out.append(self._request.encode())
+        self._out.append(self._request_raw)
         self.deadline = now + self.restart
 
-    def _finish(self, ok: bool, code: int | None, message: str) -> None:
-        self._out.append(EapPacket(EapCode.SUCCESS if ok else EapCode.FAILURE, self._id).encode())
+    def _finish(self, ok: bool, code: int | None, message: str, packet: bytes = b"") -> None:
+        self._out.append(packet or EapPacket(EapCode.SUCCESS if ok else EapCode.FAILURE,
+                                             self._id).encode())
         self.deadline, self._request = None, None
         self.outcome = AuthOutcome(ok, self.identity, AuthMethod.EAP_MD5, code, message)
 
@@ -171,8 +189,15 @@ class EapAuthenticator(_Base, AwaitsVerdict):
         if packet.code != EapCode.RESPONSE or self._request is None or \
                 packet.identifier != self._id:
             return  # RFC 3748 §4.1: responses must match the outstanding request
-        if packet.type == EapType.IDENTITY:
+        if self._relaying:
+            if self._verifying is None:  # RFC 3579 §2.1: the server's method answers it
+                self._relay(info[:packet_length(info)], packet.identifier, now)
+        elif packet.type == EapType.IDENTITY:
             self.identity = packet.data.decode("utf-8", "replace")
+            if relays_eap(self.verifier):
+                self._relaying = True
+                self._relay(info[:packet_length(info)], packet.identifier, now)
+                return
             self._id = (self._id + 1) & 0xFF
             self._send(EapPacket(EapCode.REQUEST, self._id, self.method.type,
                                  self.method.request(self.random) + b"vpnlab"), now)
@@ -192,15 +217,57 @@ class EapAuthenticator(_Base, AwaitsVerdict):
             self._ask(self.verifier, self.method.credentials(
                 self.identity, packet.identifier, self._request.data, packet.data), now)
 
+    def _relay(self, response: bytes, identifier: int, now: float) -> None:
+        """The peer's Response to the verifier; no retransmission while it decides."""
+        self.deadline = None
+        self._ask(self.verifier, Credentials(AuthMethod.EAP_MD5, self.identity, identifier,
+                                             eap_message=response, state=self._state), now)
+
     def conclude(self, verdict: Verdict, now: float) -> None:
-        """The verifier's answer (at once or later): EAP Success or Failure."""
+        """The verifier's answer (at once or later). A challenge: its EAP Request goes to the
+        peer as it is (its Identifier is the one the next Response must carry). Final: EAP
+        Success or Failure, the relaying verifier's own packet when it sent one of the right
+        code and Identifier (RFC 3748 §4.2), otherwise one we build with the Identifier of
+        the Response it answers."""
         credentials = self._answered()
         if credentials is None:
             return
+        if verdict.challenge is not None:
+            self._challenge(verdict.challenge.eap_message, verdict.challenge.state, now)
+            return
         text = "Access granted" if verdict.success else (verdict.message or "bad credentials")
-        self._finish(verdict.success, verdict.error_code, text)
+        self._finish(verdict.success, verdict.error_code, text,
+                     self._final_packet(verdict.eap_message, verdict.success))
         assert self.outcome is not None
         self.outcome = AuthOutcome.of(verdict, self.identity, AuthMethod.EAP_MD5, text)
+
+    def _challenge(self, raw: bytes, state: bytes, now: float) -> None:
+        try:
+            packet = EapPacket.decode(raw)
+            problem = "" if packet.code == EapCode.REQUEST else f"code {packet.code}"
+            if packet_length(raw) != len(raw):
+                problem = f"{len(raw)} octets for an EAP length of {packet_length(raw)}"
+            elif len(raw) > RELAY_MAX:
+                problem = f"{len(raw)} octets, more than the {RELAY_MAX} we relay"
+        except RemoteProtocolError as exc:
+            problem = str(exc)
+        if problem:
+            message = f"the verifier's EAP Request cannot be relayed: {problem}"
+            self._finish(False, WindowsError_.AUTHENTICATION_FAILURE, message)
+            return
+        self._id, self._state = packet.identifier, state
+        self._send(packet, now, raw)
+
+    def _final_packet(self, raw: bytes, success: bool) -> bytes:
+        want = EapCode.SUCCESS if success else EapCode.FAILURE
+        if len(raw) == 4 and raw[0] == want and raw[1] == self._id and packet_length(raw) == 4:
+            return raw
+        return b""
+
+
+def packet_length(info: bytes) -> int:
+    """An EAP packet's Length field (RFC 3748 §4); 0 when too short to have one."""
+    return int.from_bytes(info[2:4], "big") if len(info) >= 4 else 0
 
 
 class EapPeer(_Base):
