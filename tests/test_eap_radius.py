@@ -466,6 +466,14 @@ def test_eap_setting_defaults_to_relay_with_radius(tmp_path):
     assert load(tmp_path, eap='eap = "relay"').authentication.eap == "relay"
 
 
+@pytest.mark.parametrize("eap", ["relay", "md5-as-chap"])
+def test_the_server_hands_the_eap_setting_to_its_admission(tmp_path, eap):
+    from tunnels.server import VPNServer
+
+    server = VPNServer(load(tmp_path, eap=f'eap = "{eap}"'))
+    assert server.admission.eap == eap
+
+
 @pytest.mark.parametrize("provider,eap,servers,message", [
     ("radius", 'eap = "peap"', SERVERS,
      "authentication.eap: got 'peap'; expected one of relay, md5-as-chap (line 9)"),

@@ -53,7 +53,7 @@ class VPNServer:
         self.status_path = status_path
         self.pool = self._address_source()
         self.admission = Admission(config.accounts, config.policies, self.pool,
-                                   self._late_verdict)
+                                   self._late_verdict, eap=config.authentication.eap)
         self._esp_ciphers: dict[str, str] = {}  # L2TP/IPsec: client address -> its ESP cipher
         self._live: dict[tuple[str, int], Any] = {}  # the stacks' session objects, while up
         self.refusals: collections.deque[dict[str, Any]] = collections.deque(maxlen=50)
