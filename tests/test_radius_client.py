@@ -125,6 +125,40 @@ def test_answer_from_the_second_server_makes_it_current() -> None:
     assert c.datagrams_to_send()[0][0] == B
 
 
+EAP = [(Attr.USER_NAME, "bob"), (Attr.EAP_MESSAGE, b"\x02\x01\x00\x08\x01bob"),
+       (Attr.NAS_IDENTIFIER, "vpn")]
+
+
+def test_a_request_with_a_challenges_state_goes_to_the_challenger_only() -> None:
+    """B challenged; A then became current (it answered another request); the next round
+    of B's conversation still goes to B, and when B is silent it fails, never to A."""
+    c = client(timeout=1.0, retries=1)
+    c.authenticate(EAP, 0.0)
+    c.datagrams_to_send()
+    c.handle_timer(1.0)  # A is silent: fail-over to B
+    (dest, datagram), = c.datagrams_to_send()
+    assert dest == B
+    c.receive_datagram(B, answer(B, datagram, Code.ACCESS_CHALLENGE, [(Attr.STATE, b"s1")]),
+                       1.1)
+    assert isinstance(events(c)[0], AccessChallenged)
+    c.authenticate(PAP, 1.5)  # someone else's request: B is silent now, A answers it
+    c.datagrams_to_send()
+    c.handle_timer(2.5)
+    (dest, datagram), = c.datagrams_to_send()
+    assert dest == A
+    c.receive_datagram(A, answer(A, datagram), 2.6)
+    assert isinstance(events(c)[0], AccessAccepted)  # A is current again
+    c.authenticate([*EAP, (Attr.STATE, b"s1")], 3.0)
+    (dest, _), = c.datagrams_to_send()
+    assert dest == B
+    c.handle_timer(4.0)
+    assert c.datagrams_to_send() == []
+    (failed,) = events(c)
+    assert isinstance(failed, RequestFailed) and failed.servers_tried == (B,)
+    c.authenticate(PAP, 5.0)  # a new conversation goes to the current server
+    assert c.datagrams_to_send()[0][0] == A
+
+
 def test_late_answer_from_the_first_server_after_fail_over_is_dropped() -> None:
     c = client(timeout=1.0, retries=1)
     c.authenticate(PAP, 0.0)

@@ -6,6 +6,8 @@ answer it is sent again after `timeout` with the same Identifier and authenticat
 are the same), `retries` transmissions in all per server; then it fails over to the next server
 (a new Identifier and authenticator: the secret differs) and after the last one it fails with
 "no answer from any RADIUS server". A server that answered stays the one new requests go to.
+A request carrying the State of an Access-Challenge goes to the server that sent it, and only
+there (no other server knows the conversation, RFC 2865 §5.24; an EAP relay's next round).
 
 A reply is matched by (server address and port, Identifier) and accepted only when its Response
 Authenticator verifies against that request and, for Access-Accept/Reject/Challenge, when it
@@ -38,6 +40,7 @@ AUTH_PORT, ACCT_PORT = 1812, 1813
 _CREDENTIALS = (Attr.USER_PASSWORD, Attr.CHAP_PASSWORD, Attr.STATE, Attr.EAP_MESSAGE,
                 MS.MS_CHAP_RESPONSE, MS.MS_CHAP2_RESPONSE)
 Address = tuple[str, int]
+_STATES_KEPT = 4096  # conversations in progress whose State we remember the server of
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,6 +135,8 @@ class RadiusClient:
         self._next_identifier: dict[Address, int] = {}
         self._outbox: list[tuple[Address, bytes]] = []
         self._events: deque[Event] = deque()
+        # State of an Access-Challenge -> the index of the server that sent it (bounded)
+        self._state_origin: dict[bytes, int] = {}
 
     # API -------------------------------------------------------------------------------------
 
@@ -199,6 +204,11 @@ class RadiusClient:
         else:
             del self._pending[(tuple(src), data[1])]  # type: ignore[index]
             self._current[pending.code] = pending.server_index
+            state = reply.attributes.get(Attr.STATE)
+            if reply.code == Code.ACCESS_CHALLENGE and state is not None:
+                if len(self._state_origin) >= _STATES_KEPT:
+                    del self._state_origin[next(iter(self._state_origin))]
+                self._state_origin[bytes(state)] = pending.server_index
             event = _EVENTS[Code(reply.code)]
             self._events.append(event(pending.request_id, reply.attributes, tuple(src)))
 
@@ -211,6 +221,10 @@ class RadiusClient:
         self._next_id += 1
         servers = self._servers(code)
         pending = _Pending(self._next_id, code, attrs, self._current[code], len(servers))
+        state = attrs.get(Attr.STATE) if code is Code.ACCESS_REQUEST else None
+        origin = self._state_origin.pop(bytes(state), None) if state is not None else None
+        if origin is not None:  # the challenger's conversation: that server, no fail-over
+            pending.server_index, pending.servers_left = origin, 1
         self._assign(pending, now)
         return pending.request_id
 
