@@ -54,7 +54,6 @@ class MultiSocket:
         self._by_port: dict[int, _Member] = {}
         self._esp: _Member | None = None
         self._ready: list[int] = []
-        self._targets: dict[Transport, tuple[_Member, tuple[str, int]]] = {}  # see send
         self.counters = {"no_socket": 0}
         self._epoll = select.epoll()
         ports = list(udp_ports) + ([L2TP_PORT] if l2tp_port else [])
@@ -144,31 +143,17 @@ class MultiSocket:
             return ("udp", src, sport, member.port), data
 
     def send(self, dst: Transport, data: bytes) -> None:
-        """One datagram; an error is counted on its socket and affects this datagram only.
-        The socket and socket address of each transport tuple are looked up once (a data
-        path sends to few)."""
-        target = self._targets.get(dst)
-        if target is None:
-            target = self._target(dst)
-            if target is None:
-                self.counters["no_socket"] += 1
-                return
-        member, address = target
-        try:
-            member.sock.sendto(data, address)
-            member.counters["sent"] += 1
-        except OSError as exc:
-            self._failed(member, "send_errors", exc)
-
-    def _target(self, dst: Transport) -> tuple[_Member, tuple[str, int]] | None:
+        """One datagram; an error is counted on its socket and affects this datagram only."""
         kind, address, peer_port, local_port = dst
         member = self._esp if kind == "esp" else self._by_port.get(local_port)
         if member is None:
-            return None
-        if len(self._targets) >= 1024:
-            self._targets.clear()  # peers come and go; the live ones come back at once
-        target = self._targets[dst] = (member, (address, peer_port if member.port else 0))
-        return target
+            self.counters["no_socket"] += 1
+            return
+        try:
+            member.sock.sendto(data, (address, peer_port if member.port else 0))
+            member.counters["sent"] += 1
+        except OSError as exc:
+            self._failed(member, "send_errors", exc)
 
     def _failed(self, member: _Member, counter: str, exc: OSError) -> None:
         member.counters[counter] += 1
@@ -189,6 +174,5 @@ class MultiSocket:
             member.sock.close()
         self._members.clear()
         self._by_port.clear()
-        self._targets.clear()
         self._esp = None
         self._epoll.close()

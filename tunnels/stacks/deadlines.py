@@ -16,12 +16,16 @@ class DeadlineHeap:
     def __init__(self) -> None:
         self._deadline: dict[Hashable, float] = {}
         self._heap: list[tuple[float, Hashable]] = []
+        # bumped by every schedule() and due(): equal counts mean next() has not moved, so a
+        # pump need not re-arm its timer (runtime/pump.py's one-call flush)
+        self.moves = 0
 
     def get(self, key: Hashable) -> float | None:
         return self._deadline.get(key)
 
     def schedule(self, key: Hashable, deadline: float | None) -> None:
         """Set (or with None, clear) the deadline of `key`."""
+        self.moves += 1
         if deadline is None:
             self._deadline.pop(key, None)
         elif self._deadline.get(key) != deadline:
@@ -40,6 +44,7 @@ class DeadlineHeap:
 
     def due(self, now: float) -> list:
         """The keys whose deadline is `now` or earlier, each cleared (the owner reschedules)."""
+        self.moves += 1
         keys = []
         while self._heap and self._heap[0][0] <= now:
             deadline, key = heapq.heappop(self._heap)

@@ -79,7 +79,7 @@ from tunnels.l2tp.control import TunnelConfig
 from tunnels.ppp.config import EncryptionLevel, PPPConfig
 from tunnels.stacks.l2tp import NO_REPLY_REASON, L2TP_PORT, L2TPClient, L2TPServer
 from tunnels.stacks.l2tp_ipsec_data import DataPath
-from tunnels.stacks.pptp import ControlClosed
+from tunnels.stacks.sessions import ControlClosed
 from tunnels.stacks.sessions import SHUTDOWN_GRACE
 from tunnels.ppp.auth.base import Verdict
 

@@ -126,7 +126,6 @@ class _Stack(SessionTable):
         # kept in a heap with lazy deletion: get_timer() and handle_timer() touch only what
         # is due, never every session (the per-packet path stays O(1) in the session count).
         self._deadlines = DeadlineHeap()
-        self.timer_moves = 0  # bumped on every schedule: the pump re-arms only after a move
         self.counters = {"gre_in": 0, "gre_unknown_call": 0, "gre_wrong_source": 0,
                          "gre_malformed": 0, "tun_no_session": 0}
 
@@ -355,8 +354,12 @@ class _Stack(SessionTable):
         return self._deadlines.next()
 
     def _schedule(self, key: tuple[str, int], deadline: float | None) -> None:
-        self.timer_moves += 1
         self._deadlines.schedule(key, deadline)
+
+    @property
+    def timer_moves(self) -> int:
+        """Changes whenever the next deadline may have (the pump's one-call flush)."""
+        return self._deadlines.moves
 
     def _session_deadline(self, s: Session) -> float | None:
         valid = [d for d in (s.ppp.get_timer(), s.gre.get_timer(), self._gre_deadline(s))
@@ -367,7 +370,6 @@ class _Stack(SessionTable):
         return s.started + self.gre_timeout if s.last_gre is None and self.gre_timeout else None
 
     def handle_timer(self, now: float) -> None:
-        self.timer_moves += 1  # due() clears what it returns
         for kind, ident in self._deadlines.due(now):
             if kind == "c":
                 conn = self.connections.get(ident)

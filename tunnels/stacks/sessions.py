@@ -190,9 +190,10 @@ class SessionTable:
 
     def _ended_by_shutdown(self, key: int, s: Any) -> bool:
         """A call whose PPP the shutdown closed gets no call-clearing message of its own:
-        the control teardown that follows clears it (PPTP StopCCRQ, RFC 2637 §2.3; L2TP
-        StopCCN, RFC 2661 §6.4: "implicitly cleared (without sending any explicit CDN
-        message)"). A CDN would make a client that hangs its tunnel up after its last call
+        the control teardown that follows clears it (RFC 2637 §2.3, StopCCRQ: "all active
+        user calls are implicitly cleared"; RFC 2661 §6.4, StopCCN: "all active sessions are
+        implicitly cleared (without sending any explicit call control messages)"). A CDN
+        would make a client that hangs its tunnel up after its last call
         (ours, Windows) send its own StopCCRQ/StopCCN, crossing ours; over L2TP that
         StopCCN wants an ack a stopping server no longer sends (its ZLB waits 100 ms), and
         the client would retransmit it into the void for its stop grace."""
