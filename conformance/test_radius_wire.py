@@ -15,8 +15,8 @@ One lab per case: pap, a wrong PAP password of two hiding blocks (Access-Reject)
 eap-md5 (relayed as RRAS does with IAS, RFC 3579: EAP-Message and State through an
 Access-Challenge, FreeRADIUS's eap module running MD5; encryption none under the default
 policy: those carry no MPPE keys), mschap,
-mschapv2, an L2TP/IPsec call, accounting on an MS-CHAP v2 call, and an MS-CHAP v2 Reject
-whose MS-CHAP-Error becomes the client's Failure.
+mschapv2, an L2TP/IPsec call, accounting on an MS-CHAP v2 call, an MS-CHAP v2 Reject whose
+MS-CHAP-Error becomes the client's Failure, and a fail-over from a silent first server.
 """
 
 from __future__ import annotations
@@ -701,6 +701,29 @@ def test_access_request_and_reply_on_the_wire(case):
             if pptp:
                 _check_mppe_traffic(lab, send, recv)
         _check_tshark(lab, pap_password=password if auth == "pap" else "")
+
+
+def test_retransmits_then_fails_over_to_the_second_server():
+    """RFC 2865 §2.5 and RFC 5080 §2.2.1: a request that gets no answer is sent again with the
+    same Identifier and Request Authenticator (the same bytes) after the timeout (1 s, 2
+    transmissions per server here), then goes to the next server, whose Accept lets the user
+    in. The first server listed is an address on the file server that drops UDP 1812."""
+    with start_scenario("managed-server", provider="radius", user="alice",
+                        radius_failover="yes") as lab:
+        failed = [f"{r.name}: {r.detail}" for r in managed.checks(lab, lab.params)
+                  if not r.passed]
+        assert not failed, failed
+        messages = _messages(lab, lambda ms: any(m.code == ACCESS_ACCEPT for m in ms))
+        to_silent = [m for m in messages if m.dst == managed.SILENT_RADIUS]
+        to_real = [m for m in messages if m.dst == managed.INFRA and m.code == ACCESS_REQUEST]
+        answers = [m for m in messages if m.src == managed.INFRA and m.code == ACCESS_ACCEPT]
+        assert len(to_silent) == 2, [(m.dst, m.code) for m in messages]
+        assert to_silent[0].raw == to_silent[1].raw
+        assert 0.8 <= to_silent[1].time - to_silent[0].time <= 2.0
+        assert len(to_real) == 1 and len(answers) == 1
+        assert 0.8 <= to_real[0].time - to_silent[1].time <= 2.0
+        assert to_real[0].attr(USER_NAME) == b"alice"
+        assert answers[0].ident == to_real[0].ident
 
 
 def test_mschapv2_reject_carries_ms_chap_error_to_the_client():
