@@ -115,9 +115,13 @@ def test_dh_agrees_and_rejects_degenerate_values():
     assert a.shared_secret(b.public) == b.shared_secret(a.public)
     assert len(a.public) == 128
     for bad in (b"\0" * 128, (1).to_bytes(128, "big"),
-                (c.MODP_PRIMES[2] - 1).to_bytes(128, "big"), b"\1" * 127):
+                (c.MODP_PRIMES[2] - 1).to_bytes(128, "big"), b"\1" * 129, b""):
         with pytest.raises(RemoteProtocolError):
             a.shared_secret(bad)
+    # a value without its leading zero octets is the same number (SoftEther sends those)
+    y = 2**1000 + 12345
+    assert a.shared_secret(y.to_bytes(126, "big")) == a.shared_secret(y.to_bytes(128, "big"))
+    assert len(a.shared_secret(y.to_bytes(126, "big"))) == 128
 
 
 def test_skeyid_e_expansion_appendix_b():

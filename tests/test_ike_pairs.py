@@ -22,6 +22,7 @@ from tunnels.ipsec.ike import (
     Phase1Established,
 )
 from tunnels.ipsec.ike import constants as ikc
+from tunnels.ipsec.ike import crypto
 from tunnels.ipsec.ike import payloads as pl
 
 SERVER = ("192.0.2.1", 500)
@@ -375,6 +376,56 @@ def test_pfs_both_ends():
     net.run(until=10)
     ci, cr = net.children()
     assert_keys_agree(ci[0], cr[0])
+
+
+def _unpadded_keys(monkeypatch) -> None:
+    """Every DH key a public value with a leading zero octet, sent without it, as SoftEther
+    sends OpenSSL's BN_bn2bin bytes (RFC 2409 §5 says MUST pad)."""
+    generate = crypto.DHKeyPair.generate.__func__
+
+    def short(cls, group, random):
+        while (pair := generate(cls, group, random)).public[0] != 0:
+            pass
+        return cls(group, pair.private, pair.public.lstrip(b"\0"))
+    monkeypatch.setattr(crypto.DHKeyPair, "generate", classmethod(short))
+
+
+def test_ke_without_leading_zeros_is_accepted_and_counted(monkeypatch):
+    _unpadded_keys(monkeypatch)
+    net = Net(cfg(pfs_group=2), cfg(pfs_group=2))
+    net.run(until=10)
+    ci, cr = net.children()
+    assert_keys_agree(ci[0], cr[0])  # the HASHes and the IV took the KE data as sent
+    plain = [pl.decode_plain(d) for _s, _d, d in net.log if not d[19] & 1]  # MM1-MM4
+    kes = [len(ke.data) for m in plain for ke in m.find(pl.KE)]
+    assert len(kes) == 2 and all(n < crypto.group_size(2) for n in kes), kes
+    p1s = [e for e in net.client_events[0] + net.server_events
+           if isinstance(e, Phase1Established)]
+    assert len(p1s) == 2 and all(e.peer_ke_unpadded for e in p1s)
+    # phase 1 and the Quick Mode's PFS KE, at each end
+    assert net.clients[0].counters["ke_unpadded"] == 2
+    assert net.server.sessions[0].counters["ke_unpadded"] == 2
+
+
+def test_padded_ke_is_not_flagged():
+    net = Net(cfg(pfs_group=2), cfg(pfs_group=2))
+    net.run(until=10)
+    p1 = [e for e in net.client_events[0] if isinstance(e, Phase1Established)][0]
+    assert not p1.peer_ke_unpadded and net.clients[0].counters["ke_unpadded"] == 0
+
+
+def test_ke_longer_than_the_prime_is_invalid_key_information(monkeypatch):
+    generate = crypto.DHKeyPair.generate.__func__
+
+    def long(cls, group, random):
+        pair = generate(cls, group, random)
+        return cls(group, pair.private, b"\0" + pair.public)
+    monkeypatch.setattr(crypto.DHKeyPair, "generate", classmethod(long))
+    net = Net(cfg())
+    net.run(until=60)
+    fails = [e for e in net.server_events if isinstance(e, IKEFailed)]
+    assert fails and "KE of 129 bytes for group 2 (expected 128)" in fails[0].reason
+    assert not net.children()[0]
 
 
 def test_pfs_required_by_responder_refused_without():

@@ -110,6 +110,7 @@ class IKEEstablished:
     group: int
     auth: str
     nat: bool  # a NAT was detected (NAT-T floats to 4500)
+    peer_ke_unpadded: bool = False  # its KE lacked leading zeros (RFC 2409 §5), accepted
 
 
 @dataclass(frozen=True, slots=True)
@@ -588,7 +589,8 @@ class L2TPIPsecServer(_IPsecStack):
         elif isinstance(event, Phase1Established):
             self._events.append(IKEEstablished(peer, event.peer_id, event.cipher, event.hash,
                                                event.group, event.auth,
-                                               event.remote_behind_nat))
+                                               event.remote_behind_nat,
+                                               event.peer_ke_unpadded))
             if event.nat_without_nat_t:
                 # ESP from behind this NAT cannot work: refuse now, with a Delete the client
                 # can read, instead of letting L2TP time out.
@@ -733,7 +735,8 @@ class L2TPIPsecClient(_IPsecStack):
         elif isinstance(event, Phase1Established):
             self._nat = event.local_behind_nat or event.remote_behind_nat
             self._events.append(IKEEstablished(peer, event.peer_id, event.cipher, event.hash,
-                                               event.group, event.auth, self._nat))
+                                               event.group, event.auth, self._nat,
+                                               event.peer_ke_unpadded))
         elif isinstance(event, IKEFailed | ChildSAFailed):
             self._fail(peer, event.reason, event.notify, now)
         elif isinstance(event, IKEClosed):

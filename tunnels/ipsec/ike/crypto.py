@@ -59,15 +59,27 @@ class DHKeyPair:
         return cls(group, private, pow(GENERATOR, private, p).to_bytes(group_size(group), "big"))
 
     def shared_secret(self, peer_public: bytes) -> bytes:
-        """g^xy, as many bytes as the prime (leading zeros kept: RFC 2409 §5 hashes it)."""
+        """g^xy, as many bytes as the prime (leading zeros kept: RFC 2409 §5 hashes it).
+
+        A public value shorter than the prime is read as the number it is: RFC 2409 §5 says
+        it MUST be padded with zeros, but SoftEther sends OpenSSL's BN_bn2bin bytes as they
+        come, one octet short once in 256 keys (see `ke_unpadded`)."""
         p = MODP_PRIMES[self.group]
         y = int.from_bytes(peer_public, "big")
-        if len(peer_public) != group_size(self.group):
+        if not peer_public or len(peer_public) > group_size(self.group):
             raise malformed(f"KE of {len(peer_public)} bytes for group {self.group} "
                             f"(expected {group_size(self.group)})")
         if not 1 < y < p - 1:  # 0, 1 and p-1 would force a known shared secret
             raise malformed("KE public value out of range (1 < y < p-1)")
         return pow(y, self.private, p).to_bytes(group_size(self.group), "big")
+
+
+def ke_unpadded(group: int, public: bytes) -> bool:
+    """A peer's KE data shorter than the prime: its leading zero octets left out, against
+    RFC 2409 §5 ("MUST be the length of the negotiated Diffie-Hellman group enforced, if
+    necessary, by pre-pending the value with zeros"). Accepted and counted: the value is
+    unambiguous, and the HASHes and the phase-1 IV take the KE data as it was sent."""
+    return 0 < len(public) < group_size(group)
 
 
 # -- prf and hashes -------------------------------------------------------------------------

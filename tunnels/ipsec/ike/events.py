@@ -23,6 +23,7 @@ class Phase1Established:
     peer_id: str
     initial_contact: bool = False  # the peer said INITIAL-CONTACT (RFC 2407 §4.6.3.3)
     nat_without_nat_t: bool = False  # a NAT rewrote the peer's address and NAT-T is off
+    peer_ke_unpadded: bool = False  # the peer's KE left out leading zeros (RFC 2409 §5)
 
 
 @dataclass(frozen=True, slots=True)

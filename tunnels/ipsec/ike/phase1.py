@@ -175,6 +175,7 @@ class MainMode:
         self.initial_contact = False  # initiator: say INITIAL-CONTACT in MM5
         self.peer_initial_contact = False
         self.nat_without_nat_t = False  # the peer's ID address is not where it sends from
+        self.peer_ke_unpadded = False  # its KE left out leading zeros (c.ke_unpadded)
         self._dh: c.DHKeyPair | None = None
         self._sai_b = b""
         self._ni = self._nr = self._gxi = self._gxr = b""
@@ -366,9 +367,13 @@ class MainMode:
             raise NegotiationFailed("Main Mode key exchange without KE or Nonce",
                                     NotifyType.PAYLOAD_MALFORMED)
         assert self.proposal is not None
-        if len(ke.data) != c.group_size(self.proposal.group):
+        size = c.group_size(self.proposal.group)
+        if not ke.data or len(ke.data) > size:
             raise NegotiationFailed(f"KE of {len(ke.data)} bytes for group "
-                                    f"{self.proposal.group}", NotifyType.INVALID_KEY_INFORMATION)
+                                    f"{self.proposal.group} (expected {size})",
+                                    NotifyType.INVALID_KEY_INFORMATION)
+        # Kept as sent: the HASHes and the IV are over the KE data on the wire.
+        self.peer_ke_unpadded = c.ke_unpadded(self.proposal.group, ke.data)
         return ke.data, nonce.data
 
     def _on_mm3(self, header: p.Header, body: bytes, src: Address) -> bytes:

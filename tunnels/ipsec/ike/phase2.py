@@ -140,6 +140,7 @@ class QuickMode:
         self._ni = self._nr = b""
         self._dh: c.DHKeyPair | None = None
         self._gqm = b""
+        self.peer_ke_unpadded = False  # its PFS KE left out leading zeros (c.ke_unpadded)
         self._offer: ESPOffer | None = None
         self._lifetime = config.lifetime_phase2
 
@@ -274,6 +275,7 @@ class QuickMode:
             self._dh = c.DHKeyPair.generate(offer.group, self.random)
         try:
             self._gqm = self._dh.shared_secret(ke.data)
+            self.peer_ke_unpadded = c.ke_unpadded(offer.group, ke.data)
         except RemoteProtocolError as exc:
             raise NegotiationFailed(str(exc), NotifyType.INVALID_KEY_INFORMATION) from exc
 

@@ -130,7 +130,7 @@ class IKESession:
         self.reason = ""
         self.counters: dict[str, int] = {
             "received": 0, "sent": 0, "dropped": 0, "duplicates": 0, "retransmits": 0,
-            "unauthenticated": 0}
+            "unauthenticated": 0, "ke_unpadded": 0}
         self.last_drop = ""
 
     # -- API ----------------------------------------------------------------------------
@@ -442,7 +442,9 @@ class IKESession:
         self._events.append(Phase1Established(
             sa.icookie, sa.rcookie, sa.proposal.cipher, sa.proposal.hash, sa.proposal.group,
             sa.proposal.auth, sa.lifetime, sa.nat.local_behind_nat, sa.nat.remote_behind_nat,
-            sa.peer_id, sa.peer_initial_contact, sa.nat_without_nat_t))
+            sa.peer_id, sa.peer_initial_contact, sa.nat_without_nat_t, sa.peer_ke_unpadded))
+        if sa.peer_ke_unpadded:
+            self.counters["ke_unpadded"] += 1
         if not sa.initiator and sa.peer_initial_contact:
             # RFC 2407 §4.6.3.3: the peer restarted; what this session held before is gone
             # there (it reached us from the address of a session it no longer knows).
@@ -534,6 +536,8 @@ class IKESession:
         self._children[qm.spi_in] = _Child(qm.result, now + life, rekey)
         self._qms.pop(qm.message_id, None)  # repeats are answered from the answer cache
         self._events.append(qm.result)
+        if qm.peer_ke_unpadded:
+            self.counters["ke_unpadded"] += 1
         old = self._qm_replaces.pop(qm.message_id, None)
         if old is not None and old in self._children:
             child = self._children[old]
