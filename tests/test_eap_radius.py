@@ -189,10 +189,11 @@ def test_a_response_with_another_identifier_is_not_relayed():
 
 
 @pytest.mark.parametrize("raw,why", [
-    (b"\x01\x05\x00\x09\x04", "EAP length 9 with 5 octets"),
-    (b"\x01\x05\x00\x05\x04xx", "7 octets for an EAP length of 5"),
-    (EapPacket(EapCode.SUCCESS, 5).encode(), "code 3"),
-    (b"\x07\x05\x00\x04", "unknown EAP code 7"),
+    (b"\x01\x05\x00\x09\x04", "an EAP Length of 9 in 5 octets"),
+    (b"\x01\x05\x00\x05\x04xx", "an EAP Length of 5 in 7 octets"),
+    (EapPacket(EapCode.SUCCESS, 5).encode(), "EAP code 3 (expected REQUEST)"),
+    (b"\x07\x05\x00\x04", "EAP code 7"),
+    (b"\x01\x05\x00\x04", "an EAP Request without a Type"),
     (EapPacket(EapCode.REQUEST, 5, 4, bytes(RELAY_MAX)).encode(),
      "1405 octets, more than the 1400 we relay"),
 ])

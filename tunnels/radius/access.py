@@ -49,7 +49,7 @@ from tunnels.ppp.auth.base import (
     WindowsError_,
 )
 from tunnels.ppp.auth.chap import MSCHAPFailure, MSCHAPv1Response, MSCHAPv2Response
-from tunnels.ppp.auth.eap import RELAY_MAX, EapCode, packet_length
+from tunnels.ppp.auth.eap import RELAY_MAX, EapCode, relay_problem
 from tunnels.radius.attributes import (
     MAX_VALUE,
     Attr,
@@ -235,19 +235,7 @@ def eap_message(attrs: Attributes) -> bytes | str:
     """The EAP packet of a reply's EAP-Message attributes, concatenated (RFC 3579 §3.1), or why
     it is unusable; b"" when there is none."""
     raw = b"".join(bytes(v) for v in attrs.get_all(Attr.EAP_MESSAGE))
-    if not raw:
-        return raw
-    if len(raw) > RELAY_MAX:
-        return f"{len(raw)} octets, more than the {RELAY_MAX} we relay (Framed-MTU)"
-    if len(raw) < 4 or packet_length(raw) != len(raw):
-        return f"an EAP Length of {packet_length(raw)} in {len(raw)} octets"
-    if raw[0] not in tuple(EapCode):
-        return f"EAP code {raw[0]}"
-    if raw[0] in (EapCode.REQUEST, EapCode.RESPONSE) and len(raw) < 5:
-        return "an EAP Request without a Type"
-    if raw[0] in (EapCode.SUCCESS, EapCode.FAILURE) and len(raw) != 4:
-        return f"an EAP {EapCode(raw[0]).name.title()} of {len(raw)} octets (RFC 3748 §4.2: 4)"
-    return raw
+    return (relay_problem(raw) or raw) if raw else raw
 
 
 _EAP_CODE = {AccessAccepted: EapCode.SUCCESS, AccessRejected: EapCode.FAILURE,

@@ -242,15 +242,14 @@ class EapAuthenticator(_Base, AwaitsVerdict):
         self.outcome = AuthOutcome.of(verdict, self.identity, AuthMethod.EAP_MD5, text)
 
     def _challenge(self, raw: bytes, state: bytes, now: float) -> None:
-        try:
-            packet = EapPacket.decode(raw)
-            problem = "" if packet.code == EapCode.REQUEST else f"code {packet.code}"
-            if packet_length(raw) != len(raw):
-                problem = f"{len(raw)} octets for an EAP length of {packet_length(raw)}"
-            elif len(raw) > RELAY_MAX:
-                problem = f"{len(raw)} octets, more than the {RELAY_MAX} we relay"
-        except RemoteProtocolError as exc:
-            problem = str(exc)
+        problem = relay_problem(raw)
+        if not problem and raw[0] != EapCode.REQUEST:
+            problem = f"EAP code {raw[0]} (expected {EapCode.REQUEST.name})"
+        if not problem:
+            try:
+                packet = EapPacket.decode(raw)
+            except RemoteProtocolError as exc:
+                problem = str(exc)
         if problem:
             message = f"the verifier's EAP Request cannot be relayed: {problem}"
             self._finish(False, WindowsError_.AUTHENTICATION_FAILURE, message)
@@ -268,6 +267,23 @@ class EapAuthenticator(_Base, AwaitsVerdict):
 def packet_length(info: bytes) -> int:
     """An EAP packet's Length field (RFC 3748 §4); 0 when too short to have one."""
     return int.from_bytes(info[2:4], "big") if len(info) >= 4 else 0
+
+
+def relay_problem(raw: bytes) -> str:
+    """Why an EAP packet from the verifier (RADIUS's EAP-Message, RFC 3579 §3.1) cannot be
+    passed on as it is, or "": one check for the RADIUS reply and the authenticator."""
+    if len(raw) > RELAY_MAX:
+        return f"{len(raw)} octets, more than the {RELAY_MAX} we relay (Framed-MTU)"
+    if len(raw) < 4 or packet_length(raw) != len(raw):
+        return f"an EAP Length of {packet_length(raw)} in {len(raw)} octets"
+    if raw[0] not in tuple(EapCode):
+        return f"EAP code {raw[0]}"
+    code = EapCode(raw[0])
+    if code in (EapCode.REQUEST, EapCode.RESPONSE) and len(raw) < 5:
+        return f"an EAP {code.name.title()} without a Type"
+    if code in (EapCode.SUCCESS, EapCode.FAILURE) and len(raw) != 4:
+        return f"an EAP {code.name.title()} of {len(raw)} octets (RFC 3748 §4.2: 4)"
+    return ""
 
 
 class EapPeer(_Base):
