@@ -376,3 +376,75 @@ def stop_ccn(our_tid: int, ns: int, nr: int, result: int = 1) -> str:
 def zlb(ns: int, nr: int) -> str:
     """A ZLB acknowledgement (§5.8) to the server's tunnel, as a raw_exchange step."""
     return with_tid(packet(0, 0, ns, nr))
+
+
+# A scripted LNS in a node (plain sockets and struct, nothing of ours): it answers the
+# client's SCCRQ with `sccrp`, then sends `stop` twice a second apart (the client's ack of
+# the first is dropped by the case), with TTTT replaced by the client's Assigned Tunnel ID
+# and Nr set to what it has received; it prints what it sent and got, with times.
+_LNS_SCRIPT = r"""
+import json, socket, struct, sys, time
+address, sccrp, stop = sys.argv[1], sys.argv[2], sys.argv[3]
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind((address, 1701))
+got, sent, peer, tid, next_nr = [], [], None, None, 0
+
+def collect(until):
+    global peer, tid, next_nr
+    while (left := until - time.monotonic()) > 0:
+        s.settimeout(left)
+        try:
+            data, src = s.recvfrom(65535)
+        except socket.timeout:
+            return
+        got.append((time.monotonic(), data.hex()))
+        peer = peer or src
+        if len(data) > 12 and data[0] & 0x80:
+            next_nr = max(next_nr, (struct.unpack_from("!H", data, 8)[0] + 1) & 0xFFFF)
+            pos = 12
+            while tid is None and len(data) >= pos + 8:
+                word, vendor, attr = struct.unpack_from("!HHH", data, pos)
+                if (word & 0x3FF) < 6:
+                    break
+                if not vendor and attr == 9:
+                    tid = "%04x" % struct.unpack_from("!H", data, pos + 6)[0]
+                pos += word & 0x3FF
+
+def send(hexdata):
+    data = bytearray.fromhex(hexdata.replace("TTTT", tid))
+    struct.pack_into("!H", data, 10, next_nr)
+    s.sendto(bytes(data), peer)
+    sent.append((time.monotonic(), bytes(data).hex()))
+
+deadline = time.monotonic() + 30
+while tid is None and time.monotonic() < deadline:
+    collect(time.monotonic() + 0.2)
+if tid is None:
+    print(json.dumps({"error": "no SCCRQ within 30 s", "got": got}))
+    sys.exit(0)
+send(sccrp)
+collect(time.monotonic() + 0.5)
+send(stop)
+collect(time.monotonic() + 1.0)
+send(stop)
+collect(time.monotonic() + 2.0)
+print(json.dumps({"sent": sent, "got": got}))
+"""
+
+SCRIPTED_LNS_TID = 0x4C4E
+
+
+def scripted_lns(lab, node: str = "vpnsrv", result: int = 1):  # type: ignore[no-untyped-def]
+    """Start the scripted LNS on the node's Internet address (UDP 1701); returns the Popen
+    (its last stdout line is the JSON report)."""
+    import subprocess
+
+    sccrp = packet(0, 0, 0, 0, message(
+        SCCRP, avp(PROTOCOL_VERSION, b"\x01\x00"), avp(FRAMING_CAPABILITIES, u32(3)),
+        avp(HOST_NAME, b"scripted-lns"), avp(ASSIGNED_TUNNEL_ID, u16(SCRIPTED_LNS_TID)),
+        avp(RECEIVE_WINDOW_SIZE, u16(4))))
+    stop = packet(0, 0, 1, 0, message(
+        StopCCN, avp(ASSIGNED_TUNNEL_ID, u16(SCRIPTED_LNS_TID)), avp(RESULT_CODE, u16(result))))
+    return lab.node(node).popen(
+        ["python3", "-c", _LNS_SCRIPT, lab.address(node, "isp"), with_tid(sccrp),
+         with_tid(stop)], stdout=subprocess.PIPE, text=True)

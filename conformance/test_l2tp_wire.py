@@ -5,6 +5,7 @@ provoked by dropping one datagram, and the Hello keepalive noticing a cut path.
 
 from __future__ import annotations
 
+import json
 import time
 
 import pytest
@@ -143,3 +144,68 @@ def test_hello_notices_a_cut_path_and_both_ends_clean_up():
         assert gaps == [1, 2, 4, 8, 8], [(m.frame, m.ns, m.time) for m in first]
         later = sorted({m.ns for m in hellos})
         assert later == list(range(later[0], later[0] + len(later))), later
+
+
+def test_a_lost_ack_of_the_servers_stopccn_is_given_again_while_the_client_lingers():
+    """§5.7: "the recipient of a StopCCN MUST send a ZLB ACK ... and maintain enough control
+    connection state to properly accept StopCCN retransmissions over at least a full
+    retransmission cycle". A scripted LNS (plain sockets in the server's node, our server
+    stopped) brings a tunnel up and stops it; the client's first ZLB is dropped in its own
+    namespace, so the LNS sends the StopCCN again (same Ns) and the client, lingering,
+    acknowledges it again. The client then exits 1 when its --stop-linger (4 s) is over."""
+    with start_scenario("remote-access", protocol="l2tp", encryption="none") as lab:
+        client, server = lab.node("client"), lab.node("vpnsrv")
+        assert client.daemons["vpnclient"].stop() == 0
+        assert server.daemons["vpnserver"].stop() == 0
+        # the first ZLB the client sends (IP 20 + UDP 8 + L2TP header 12 = 40 octets)
+        rule = ["OUTPUT", "-p", "udp", "--dport", "1701", "-m", "length", "--length", "40",
+                "-m", "quota", "--quota", "40", "-j", "DROP"]
+        client.run(["iptables", "-I", *rule], check=True)
+        lns = w.scripted_lns(lab)
+        try:
+            ra.connect(lab, "client", lab.params, extra=("--stop-linger", "4"), wait=False)
+            out, _ = lns.communicate(timeout=45)
+        finally:
+            if lns.poll() is None:
+                lns.kill()
+                lns.wait(5)
+        report = json.loads(out.strip().splitlines()[-1])
+        assert "error" not in report, report
+        daemon = client.daemons["vpnclient"]
+        assert daemon.running(), "the client did not linger"
+        assert daemon.wait(10) == 1
+        exited = time.monotonic()
+        counters = client.run(["iptables", "-vnxL", "OUTPUT"], check=True).stdout
+        assert [line.split()[0] for line in counters.splitlines() if "quota" in line] \
+            == ["1"], counters
+        # what the LNS sent and got, by its clock (CLOCK_MONOTONIC, as ours)
+        (t_stop, stop), (t_again, again) = report["sent"][1:]
+        # the same message: header up to Ns and every AVP alike, only Nr may differ (§5.8)
+        assert stop[:20] == again[:20] and stop[24:] == again[24:], (stop, again)
+        acks = [(t, bytes.fromhex(h)) for t, h in report["got"] if len(h) == 24]
+        assert not [t for t, _ in acks if t_stop <= t < t_again], "the first ack got through"
+        later = [(t, d) for t, d in acks if t >= t_again]
+        assert later and later[0][0] - t_again < 0.5, report["got"]
+        stop_ns = int(stop[16:20], 16)
+        assert int.from_bytes(later[0][1][10:12], "big") == (stop_ns + 1) & 0xFFFF
+        # the linger is the client's: 4 s after the StopCCN, not the 8 s stop grace
+        assert 3.5 < exited - t_stop < 7.0, f"exited {exited - t_stop:.1f}s after StopCCN"
+        events = w.events(lab, "client")
+        down = [e for e in events if e["event"] == "tunnel-down"][-1]
+        assert "peer stopped the tunnel" in down["reason"], down
+        linger = [e for e in events if e["event"] == "stop-linger"]
+        assert linger and linger[0]["seconds"] == 4, events
+        # tshark on the server's link: the StopCCN twice with one Ns, then the client's ZLB
+        lns_address = lab.address("vpnsrv", "isp")
+
+        def scripted(ms: list[w.Msg]) -> list[w.Msg]:  # from the client's last SCCRQ on
+            start = max(m.frame for m in ms if m.type == w.SCCRQ)
+            return [m for m in ms if m.frame >= start]
+        msgs = scripted(w.wait_control(lab, lambda ms: sum(
+            m.type == w.StopCCN and m.src == lns_address for m in scripted(ms)) >= 2))
+        stops = [m for m in msgs if m.type == w.StopCCN]
+        assert len(stops) == 2 and stops[0].ns == stops[1].ns == stop_ns
+        assert {m.src for m in stops} == {lns_address}
+        zlbs = [m for m in msgs if m.type is None and m.src != lns_address
+                and m.frame > stops[0].frame]
+        assert len(zlbs) == 1 and zlbs[0].frame > stops[1].frame and zlbs[0].nr == stop_ns + 1

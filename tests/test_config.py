@@ -158,6 +158,14 @@ def test_client_reconnect_is_off_by_default():
     assert c.reconnect == 0
 
 
+def test_client_stop_linger_is_a_full_retransmission_cycle_by_default():
+    """RFC 2661 §5.7/§5.8: 1 + 2 + 4 + 8 + 8 + 8 s with the recommended timers."""
+    from tunnels.l2tp.reliable import ReliableChannel
+
+    c = ClientConfig(server="203.0.113.2", username="a", password="b")
+    assert c.stop_linger == ReliableChannel(16, 4, 1.0, 8.0, 5, 0.1).linger_time() == 31.0
+
+
 BAD_CLIENT = [
     ("server-name", GOOD_CLIENT.replace('"203.0.113.2"', '"vpn"'), "client.server: got 'vpn'"),
     ("no-user", GOOD_CLIENT.replace('user = "alice"\n', ""), "client.user: missing"),
@@ -171,6 +179,10 @@ BAD_CLIENT = [
      "client.reconnect: got -1; expected an integer >= 0"),
     ("mppe-with-pap", GOOD_CLIENT.replace('["mschapv2"]', '["pap"]'),
      "client.encryption: got 'strong'; expected none or optional"),
+    ("stop-linger-long", GOOD_CLIENT.replace("reconnect = 2", "reconnect = 2\nstop_linger = 301"),
+     "client.stop_linger: got 301; expected a number from 1 to 300"),
+    ("stop-linger-zero", GOOD_CLIENT.replace("reconnect = 2", "reconnect = 2\nstop_linger = 0"),
+     "client.stop_linger: got 0; expected a number from 1 to 300"),
 ]
 
 
@@ -191,8 +203,9 @@ def test_client_errors_name_the_file_and_field(tmp_path, text, message):
     ({"encryption": EncryptionLevel.BASIC, "auth": (AuthMethod.CHAP,)}, "--encryption basic"),
     ({"interface": "x" * 16}, "--interface"),
     ({"echo_interval": -1.0}, "--echo-interval"),
+    ({"stop_linger": 0.5}, "--stop-linger 0.5: expected seconds from 1 to 300"),
 ], ids=["server", "user", "split-missing", "split-bad", "mppe-without-mschap", "ifname",
-        "echo"])
+        "echo", "stop-linger"])
 def test_client_flags_are_checked_like_the_file(kwargs, message):
     base = {"server": "203.0.113.2", "username": "alice", "password": "p"}
     with pytest.raises(ConfigError, match=message.replace("(", r"\(")):

@@ -236,13 +236,16 @@ def test_l2tp_shutdown_terminates_by_lcp_then_stopccn_result_6():
         down = [e for e in net.events[i] if isinstance(e, SessionDown)]
         assert len(down) == 1 and "SHUTTING_DOWN" in down[0].reason, down
         assert any(isinstance(e, ControlClosed) for e in net.events[i])
-        assert clients[i].done  # its ack is all it owed: nothing left to retransmit
+        # its ack is all it owed; it keeps the tunnel to re-ack a re-sent StopCCN (§5.7)
+        assert clients[i].lingering and not clients[i].done
 
 
-def test_l2tp_client_is_done_only_once_it_has_acknowledged_the_stopccn():
-    """RFC 2661 §5.7: the receiver of a StopCCN MUST send a ZLB ACK. Our client's runtime
-    exits when `done`, so `done` waits for that ZLB (ack_delay, 100 ms) to have gone out."""
-    server, client = l2tp.make_server(), l2tp.make_client()
+def test_l2tp_client_acks_the_stopccn_then_lingers_until_done():
+    """RFC 2661 §5.7: the receiver of a StopCCN MUST send a ZLB ACK and keep the state to
+    accept the StopCCN's retransmissions. Our client's runtime exits when `done`: the ZLB
+    (ack_delay, 100 ms) goes out, then the client lingers (`TunnelConfig.linger`)."""
+    server = l2tp.make_server()
+    client = l2tp.make_client(l2tp.TunnelConfig(host_name="lac", linger=5.0))
     net = l2tp.Net(server, [client])
     client.start(0.0)
     net.run(10, stop=lambda: net.ups(0))
@@ -251,10 +254,13 @@ def test_l2tp_client_is_done_only_once_it_has_acknowledged_the_stopccn():
     closed = lambda: any(isinstance(e, ControlClosed) for e in net.events[0])  # noqa: E731
     net.run(0.05, stop=closed)
     assert closed() and not client.done
-    net.run(1.0, stop=lambda: client.done)
-    assert client.done
+    stopped = net.now
+    net.run(1.0)
+    assert client.lingering and not client.done
     net.wire = net.wire[mark:]
     assert l2tp.names(net, "c2s") == ["ZLB"]
+    net.run(10, stop=lambda: client.done)
+    assert client.done and not client.lingering and 4.9 < net.now - stopped < 5.2
 
 
 def test_l2tp_peer_that_never_acks_is_cut_off_at_the_bound():

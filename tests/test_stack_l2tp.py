@@ -191,6 +191,49 @@ def test_server_shutdown_stops_every_tunnel_with_result_6():
         assert any(isinstance(e, ControlClosed) for e in net.events[i])
 
 
+def test_the_servers_stopccn_is_acked_again_while_the_client_lingers():
+    """RFC 2661 §5.7: the receiver of a StopCCN acks it and keeps enough state to accept
+    its retransmissions "over at least a full retransmission cycle". Our first ZLB is lost:
+    the server sends the StopCCN again (same Ns) and the lingering client acks it again; the
+    client is done only when its linger is over (its own StopCCN would not linger)."""
+    server = make_server()
+    client = make_client(TunnelConfig(host_name="lac", linger=10.0))
+    net = Net(server, [client])
+    client.start(0.0)
+    net.run(10, stop=lambda: net.ups(0))
+    lost, deliver = [], net._deliver
+
+    def first_zlb_to_the_server_lost(batch):
+        kept = []
+        for fn, src, data in batch:
+            packet = decode_packet(data)
+            if not lost and fn == server.receive_datagram and \
+                    isinstance(packet, ControlPacket) and not packet.payload:
+                lost.append(packet)
+                continue
+            kept.append((fn, src, data))
+        deliver(kept)
+    net._deliver = first_zlb_to_the_server_lost
+    mark = len(net.wire)
+    server.stop_all("administrator", net.now)
+    net.run(0.5)
+    assert lost and client.lingering and not client.done
+    net.run(3)
+    wire = net.wire[mark:]
+    stops = [decode_packet(d) for way, d in wire if way == "s2c"]
+    assert [ControlMessage.decode(p.payload).message_type for p in stops] == \
+        [MessageType.StopCCN] * 2 and stops[0].ns == stops[1].ns  # the StopCCN, again
+    zlbs = [decode_packet(d) for way, d in wire if way == "c2s"]
+    assert len(zlbs) == 2 and all(not z.payload for z in zlbs)
+    assert zlbs[1].nr == (stops[1].ns + 1) & 0xFFFF
+    [entry] = server.tunnels.values()
+    assert entry.tunnel.channel.idle()  # the second ZLB reached it
+    assert client.lingering and not client.done
+    net.run(10)
+    assert client.done and not client.lingering and not client.tunnels
+    assert [n for n in names(net, "c2s")][-2:] == ["ZLB", "ZLB"]  # nothing of ours but acks
+
+
 def test_two_tunnels_and_several_sessions_per_tunnel():
     server = make_server()
     clients = [make_client(seed=s) for s in (2, 3, 4)]

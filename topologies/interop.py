@@ -38,6 +38,7 @@ POOL = "10.10.100.0/24"
 SERVER_TUNNEL = "10.10.100.1"
 XFER_BYTES = 300_000
 XFER_PORT = 5001
+STOP_LINGER = 3  # seconds our L2TP client waits out a peer's StopCCN in these labs
 MPPE_BITS = {"none": "none", "basic": "40", "strongest": "128"}
 PEERS = ("pptpd", "pptp-linux")
 # the peers our client dials; the others dial our server
@@ -190,6 +191,10 @@ def start_ours(lab: Lab, params: Mapping[str, str]) -> None:
         protocol = (l2tp.client_args(params) if params["peer"] in l2tp.L2TP_PEERS else
                     ipsec.client_args(params, lab) if ipsec.applies(params) else
                     ["--protocol", "pptp"])
+        if protocol[1] != "pptp":
+            # a peer's StopCCN keeps our client STOP_LINGER s to re-ack it (RFC 2661 §5.7),
+            # not the default 31: the linger itself is test_l2tp_wire's case
+            protocol += ["--stop-linger", str(STOP_LINGER)]
         argv = _cli("connect", *protocol, "--server", f"{PEER_NET}.2", "--user",
                     USER, "--password", PASSWORD, "--auth", params["auth"], "--encryption",
                     params["encryption"], "--mppe", params["mppe"], "--routes", "split",

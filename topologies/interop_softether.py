@@ -162,9 +162,13 @@ def hang_ups(lab: Lab, params: Mapping[str, str]) -> list[CheckResult]:
     daemon = ours.daemons["vpnclient"]
     gone = _wait(lambda: not daemon.running(), 20)
     no_tun = not ours.run(["ip", "link", "show", "vpn0"]).ok
-    reason = next((e.get("reason") for e in reversed(interop._events(lab))
-                   if e["event"] == "tunnel-down"), None)
+    events = interop._events(lab)
+    reason = next((e.get("reason") for e in reversed(events) if e["event"] == "tunnel-down"),
+                  None)
+    # SoftEther follows its CDN with a StopCCN of its own: we re-ack it for --stop-linger
+    lingered = [e["seconds"] for e in events if e["event"] == "stop-linger"]
     second = CheckResult("SoftEther disconnects the session: our client notices, exits, removes "
                          "vpn0", up and gone and no_tun,
-                         f"re-dialled {up}, exited {daemon.returncode}, reason {reason!r}")
+                         f"re-dialled {up}, exited {daemon.returncode}, reason {reason!r}, "
+                         f"lingered {lingered[0] if lingered else 0} s for SoftEther's StopCCN")
     return [first, second]

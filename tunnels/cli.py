@@ -50,7 +50,7 @@ def cmd_connect(args: argparse.Namespace) -> int:
                 reconnect_delay=args.reconnect_delay, protocol=args.protocol,
                 tunnel_secret=args.tunnel_secret or "", hide_avps=args.hide_avps,
                 call_mode=args.call_mode, hello_interval=args.hello_interval,
-                psk=args.psk or "", nat_t=not args.no_nat_t,
+                stop_linger=args.stop_linger, psk=args.psk or "", nat_t=not args.no_nat_t,
                 ipsec_ciphers=tuple(args.ipsec_cipher),
                 keylog=Path(args.keylog) if args.keylog else None,
                 **_credentials(args))
@@ -117,6 +117,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "OCRQ (outgoing, the chapter's Table 9.6)")
     p.add_argument("--hello-interval", type=float, default=60.0,
                    help="L2TP Hello keepalive interval in seconds (0: off)")
+    p.add_argument("--stop-linger", type=float, default=31.0, metavar="SECONDS",
+                   help="L2TP: after the server's StopCCN, keep acking its retransmissions "
+                        "this long before exiting (RFC 2661 §5.7; SIGTERM ends it at once)")
     p.add_argument("--psk", metavar="KEY", help="L2TP/IPsec: IKE pre-shared key")
     p.add_argument("--no-nat-t", action="store_true",
                    help="L2TP/IPsec: no NAT traversal (through a NAT the connection then fails, "

@@ -5,8 +5,9 @@ L2TP: binds UDP 1701 on the address that reaches the server and runs the L2TP LA
 When PPP's network phase opens it creates the TUN device with the assigned address and
 installs routes (the server through the original gateway first). It exits 0 after a clean
 hang-up (SIGTERM/SIGINT) and 1 with a named reason when the tunnel could not come up or went
-down. Reconnecting is off by default (`--reconnect N` turns it on): a test or a person
-should see the failure, not a retry loop hiding it.
+down (after an L2TP server's StopCCN, once `stop_linger` has passed: RFC 2661 §5.7).
+Reconnecting is off by default (`--reconnect N` turns it on): a test or a person should see
+the failure, not a retry loop hiding it.
 """
 
 from __future__ import annotations
@@ -303,7 +304,7 @@ class VPNClient:
         c = self.config
         return TunnelConfig(host_name="vpnlab-client", secret=c.tunnel_secret.encode() or None,
                             hide_avps=c.hide_avps, hello_interval=c.hello_interval,
-                            call_mode=CallMode(c.call_mode))
+                            call_mode=CallMode(c.call_mode), linger=c.stop_linger)
 
     async def _l2tp_session(self) -> int:
         """L2TP: UDP 1701 from the address that reaches the server, to 1701; with IPsec,
@@ -333,17 +334,34 @@ class VPNClient:
         pump.flush()
         try:
             await self.done.wait()
-            # the StopCCN is acknowledged and the SAs deleted (or given up) before we go
-            for _ in range(int(L2TP_STOP_GRACE / 0.05)):
-                if stack.done:
-                    break
-                await asyncio.sleep(0.05)
+            await self._l2tp_closed(stack)
         finally:
             self._teardown_local()
             self.write_status()
             pump.close()
             sock.close()
         return 0 if self.hung_up else 1
+
+    async def _l2tp_closed(self, stack: Any) -> None:
+        """Our StopCCN acknowledged and the SAs deleted (or given up) before we go; after the
+        server's StopCCN, its retransmissions re-acked for `stop_linger` (RFC 2661 §5.7, in
+        case our ZLB was lost). The tunnel is down and vpn0 gone meanwhile; a hang-up (SIGTERM)
+        or a redial ends the linger at once."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + L2TP_STOP_GRACE + self.config.stop_linger
+        told = False
+        while not stack.done and loop.time() < deadline:
+            if stack.lingering:
+                if self.hung_up or self.attempt < self.config.reconnect:
+                    return
+                if not told:
+                    told = True
+                    self.emit("stop-linger", seconds=self.config.stop_linger,
+                              why="re-acking the server's StopCCN if it comes again "
+                                  "(RFC 2661 §5.7); SIGTERM ends it")
+            elif loop.time() >= deadline - self.config.stop_linger:
+                return  # what we sent was never acknowledged: give up as before
+            await asyncio.sleep(0.05)
 
     def _l2tp_stack(self, local: str, ipsec: bool) -> Any:
         if not ipsec:

@@ -22,6 +22,7 @@ A client file has one [client] table with the `vpnlab connect` options as fields
     hide_avps = false
     call_mode = "incoming"         # L2TP: incoming (ICRQ, as Windows and xl2tpd) | outgoing (OCRQ)
     hello_interval = 60
+    stop_linger = 31               # L2TP: seconds to re-ack a StopCCN of the server's (§5.7)
 """
 
 from __future__ import annotations
@@ -68,6 +69,9 @@ class ClientConfig:
     hide_avps: bool = False
     call_mode: str = "incoming"  # L2TP: ICRQ (incoming) or OCRQ (outgoing, Table 9.6)
     hello_interval: float = 60.0
+    # L2TP: after the server's StopCCN, how long we keep re-acking its retransmissions
+    # (RFC 2661 §5.7: "at least a full retransmission cycle", 31 s with the §5.8 timers)
+    stop_linger: float = 31.0
     psk: str = ""
     nat_t: bool = True
     ipsec_ciphers: tuple[str, ...] = ()
@@ -137,6 +141,9 @@ class ClientConfig:
             raise ConfigError(f"--call-mode {self.call_mode!r}: expected incoming or outgoing")
         if self.hello_interval < 0:
             raise ConfigError(f"--hello-interval {self.hello_interval}: expected seconds >= 0")
+        if not 1 <= self.stop_linger <= 300:
+            raise ConfigError(f"--stop-linger {self.stop_linger}: expected seconds from 1 to "
+                              "300 (RFC 2661 §5.7 asks for a full retransmission cycle, 31 s)")
         if not self.interface or len(self.interface) > 15 or "/" in self.interface:
             raise ConfigError(f"--interface {self.interface!r}: expected a name of 1 to 15 "
                               "characters (IFNAMSIZ)")
@@ -152,7 +159,7 @@ class ClientConfig:
                                             "hello_interval", "psk", "nat_t",
                                             "ipsec_ciphers", "keylog", "certificate",
                                             "private_key", "ca", "ipsec_lifetime",
-                                            "ipsec_lifetime_kb"})
+                                            "ipsec_lifetime_kb", "stop_linger"})
         auth = f.auth("auth", tuple(AuthMethod))
         routes = f.choice("routes", "default", ("default", "split"))
         split = f.prefixes("split")
@@ -173,6 +180,7 @@ class ClientConfig:
                    reconnect_delay=float(f.number("reconnect_delay", 5, 0)),
                    protocol=f.choice("protocol", "pptp", PROTOCOLS),
                    call_mode=f.choice("call_mode", "incoming", CALL_MODES),
+                   stop_linger=float(f.number("stop_linger", 31, 1, maximum=300)),
                    **l2tp_fields(f, False))
     @classmethod
     def load(cls, path: Path) -> ClientConfig:

@@ -84,11 +84,16 @@ class Fields:
             self.fail(name, f"one of {', '.join(choices)}")
         return str(value)
 
-    def number(self, name: str, default: float, minimum: float, integer: bool = False) -> Any:
+    def number(self, name: str, default: float, minimum: float, integer: bool = False,
+               maximum: float | None = None) -> Any:
         value = self.get(name, default)
         kinds = (int,) if integer else (int, float)
+        kind = "an integer" if integer else "a number"
         if isinstance(value, bool) or not isinstance(value, kinds) or value < minimum:
-            self.fail(name, f"{'an integer' if integer else 'a number'} >= {minimum}")
+            self.fail(name, f"{kind} >= {minimum}" if maximum is None
+                      else f"{kind} from {minimum} to {maximum}")
+        if maximum is not None and value > maximum:
+            self.fail(name, f"{kind} from {minimum} to {maximum}")
         return value
 
     def string(self, name: str, default: str | None = None, max_len: int = 255) -> str:

@@ -139,6 +139,7 @@ class Tunnel:
         self._challenge: bytes | None = None  # the one we sent, awaiting a response
         self._hello_due: float | None = None
         self._linger_until: float | None = None
+        self.stopped_by_peer = False  # its StopCCN ended the tunnel: ours to re-ack (§5.7)
         self._serial = 0
         self._spoken = False  # we sent SCCRQ or heard the peer: a StopCCN has someone to go to
         self.counters = {"messages_in": 0, "unknown_optional_avp": 0, "malformed": 0,
@@ -479,6 +480,7 @@ class Tunnel:
     def _on_stopccn(self, msg: ControlMessage, now: float) -> None:
         rc = _result(msg)
         text = f"peer stopped the tunnel: {_describe(rc, StopCCNResult)}"
+        self.stopped_by_peer = True
         self._closing(text, now)
 
     def _on_hello(self, msg: ControlMessage, now: float) -> None:

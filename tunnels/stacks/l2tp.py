@@ -482,13 +482,23 @@ class L2TPClient(_Stack):
     @property
     def done(self) -> bool:
         """The tunnel is gone, or closing with nothing left unacknowledged either way (ours
-        acked by the peer, the peer's, e.g. its StopCCN, acked by our ZLB)."""
+        acked by the peer, the peer's acked by our ZLB) and not `lingering`."""
         entry = self.tunnels.get(self.tunnel_id)
         if entry is None:
             return True
         t = entry.tunnel
         return t.state.value in ("closing", "closed") and (
-            (t.channel.idle() and not t.channel.ack_owed()) or bool(t.channel.failed))
+            (t.channel.idle() and not t.channel.ack_owed() and not t.stopped_by_peer)
+            or bool(t.channel.failed))
+
+    @property
+    def lingering(self) -> bool:
+        """The peer's StopCCN is acked and the tunnel waits out its linger (RFC 2661 §5.7: the
+        receiver "MUST ... maintain enough control connection state to properly accept StopCCN
+        retransmissions over at least a full retransmission cycle", in case our ZLB was lost):
+        nothing but the control channel is left, and a re-sent StopCCN is acked again."""
+        entry = self.tunnels.get(self.tunnel_id)
+        return entry is not None and entry.tunnel.stopped_by_peer and not self.done
 
     def _ppp_config(self, entry: _TunnelEntry, session_id: int) -> PPPConfig | str | None:
         return self.ppp_config

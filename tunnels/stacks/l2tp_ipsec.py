@@ -677,8 +677,14 @@ class L2TPIPsecClient(_IPsecStack):
             return False
         if self._failed:
             return True
-        l2tp_over = not self._l2tp_started or self.l2tp.done
+        l2tp_over = not self._l2tp_started or self.l2tp.done or (
+            self.l2tp.lingering and self.ike.closed)  # no SA left to carry a re-ack
         return l2tp_over and self.ike.closed and (self._hung_up or self._l2tp_started)
+
+    @property
+    def lingering(self) -> bool:
+        """L2TP re-acks the server's StopCCN (L2TPClient.lingering), inside SAs still up."""
+        return self.l2tp.lingering and not self.ike.closed
 
     def _rekey(self, event: RekeyDue, now: float) -> None:
         for spi_in, child in list(self.children.items()):
