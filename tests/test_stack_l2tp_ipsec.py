@@ -622,3 +622,20 @@ def test_ipv6_from_the_tun_device_is_not_sent_as_ppp_ipv4():
     ppp = next(iter(net.clients[0].sessions.values())).ppp
     assert ppp.counters["not_ipv4_dropped"] == 1
     ping_both_ways(net)
+
+
+def test_a_stopccn_is_re_acked_inside_the_sas_and_a_hang_up_then_deletes_them():
+    """RFC 2661 §5.7 through IPsec: after the server's StopCCN the client lingers with its
+    SAs up (a re-sent StopCCN would come, and be acked, inside them); hanging up meanwhile
+    deletes the SAs at once, as a hang-up after L2TP does."""
+    net = connect(Net(make_server(), [make_client(CLIENT_PUBLIC)]))
+    client = net.clients[0]
+    net.server.l2tp.stop_all("administrator", net.now)  # the LNS alone: the SAs stay
+    net.run(1.0)
+    assert client.lingering and not client.done and client.children
+    mark = len(net.wire)
+    client.hang_up(net.now)
+    net.run(5, stop=lambda: client.done)
+    assert client.done and not client.lingering and not client.children
+    deletes = [w for w in net.wire[mark:] if w[0] == "c2s" and w[1] == "udp" and w[6][18] == 5]
+    assert len(deletes) == 2  # ESP's SA pair and the ISAKMP SA (RFC 2408 §3.15)

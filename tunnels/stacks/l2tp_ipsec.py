@@ -662,9 +662,9 @@ class L2TPIPsecClient(_IPsecStack):
     def hang_up(self, now: float, reason: str = "user hung up") -> None:
         self._hung_up = True
         self._reason = self._reason or reason
-        if self._l2tp_started and not self.l2tp.done:
+        if self._l2tp_started and not self.l2tp.done and not self.l2tp.lingering:
             self.l2tp.hang_up(now, reason)
-        else:
+        else:  # L2TP is over (or only re-acking the server's StopCCN): the SAs go now
             self.ike.delete(now)
             self._ike_dirty = True
         self._drain(now)
