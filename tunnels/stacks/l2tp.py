@@ -364,8 +364,11 @@ class _Stack(SessionTable):
     def _send_frame(self, s: L2TPSession, frame: bytes) -> None:
         self._out.append((s.peer, self._data_message(s, frame)))
 
-    def _call_ids(self, s: L2TPSession) -> tuple[int, int, str]:
-        return s.tunnel.tunnel_id, s.session_id, f"{s.peer[0]}:{s.peer[1]}"
+    def _call_ids(self, s: L2TPSession) -> tuple[int, int]:
+        return s.tunnel.tunnel_id, s.session_id
+
+    def _peer_name(self, s: L2TPSession) -> str:
+        return f"{s.peer[0]}:{s.peer[1]}"
 
     def _reschedule(self, s: L2TPSession, moved: bool) -> None:
         """PPP's timers only (L2TP data has no ack timer of its own), recomputed when PPP

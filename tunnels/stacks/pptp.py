@@ -462,8 +462,11 @@ class _Stack(SessionTable):
         if packet is not None:
             self._gre_out.append((s.peer, packet))
 
-    def _call_ids(self, s: Session) -> tuple[int, int, str]:
-        return s.conn_id, s.call_id, s.peer
+    def _call_ids(self, s: Session) -> tuple[int, int]:
+        return s.conn_id, s.call_id
+
+    def _peer_name(self, s: Session) -> str:
+        return s.peer
 
     def _reschedule(self, s: Session, control: bool) -> None:
         """The session's deadline after an input. Carrying datagrams moves no PPP timer (they

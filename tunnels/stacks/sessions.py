@@ -3,8 +3,8 @@ and an `up` flag): their events, a call's PPP output and events after each input
 routing a TUN datagram to its call by destination address, a verifier's later answer, the
 server hanging a call up, the public address lookup the server's TUN fan-out uses, the
 address index both keep, and the server's shutdown of every call's PPP link. Each stack
-supplies `sessions`, `by_address`, `_by_packed`, `_send_frame`, `_call_ids`, `_reschedule`,
-`_end_session`, `_default_session()`, `_events`, `_tun_out` and `counters`."""
+supplies `sessions`, `by_address`, `_by_packed`, `_send_frame`, `_call_ids`, `_peer_name`,
+`_reschedule`, `_end_session`, `_default_session()`, `_events`, `_tun_out` and `counters`."""
 
 from __future__ import annotations
 
@@ -72,8 +72,9 @@ class SessionTable:
     by_address: dict[str, Any]
     _by_packed: dict[bytes, Any]
     counters: dict[str, int]
-    _terminating: dict[int, Any]
-    _pending: dict[int, Any]
+    # begin_shutdown replaces both with dicts of its own; this empty one is never mutated
+    _terminating: dict[int, Any] = {}
+    _pending: dict[int, Any] = {}
 
     _events: Any  # deque[StackEvent]
     _tun_out: Any  # deque[bytes]
@@ -82,8 +83,12 @@ class SessionTable:
         """One PPP frame of the call into its tunnel (GRE, an L2TP data message)."""
         raise NotImplementedError
 
-    def _call_ids(self, s: Any) -> tuple[int, int, str]:
-        """(conn_id or tunnel ID, call_id or session ID, the peer as events name it)."""
+    def _call_ids(self, s: Any) -> tuple[int, int]:
+        """(conn_id or tunnel ID, call_id or session ID: the key of `sessions`)."""
+        raise NotImplementedError
+
+    def _peer_name(self, s: Any) -> str:
+        """The call's peer as SessionUp names it (built only then, not per packet)."""
         raise NotImplementedError
 
     def _reschedule(self, s: Any, moved: bool) -> None:
@@ -110,11 +115,11 @@ class SessionTable:
                 self._tun_out.append(event.packet)
                 continue
             moved = True
-            outer, call, peer = self._call_ids(s)
+            outer, call = self._call_ids(s)
             self._events.append(SessionEvent(outer, call, event))
             if isinstance(event, pev.NetworkOpened):
                 self._address_up(s, event.peer_address)
-                self._events.append(SessionUp(outer, call, peer, ppp.username,
+                self._events.append(SessionUp(outer, call, self._peer_name(s), ppp.username,
                                               event.local_address, event.peer_address,
                                               event.dns, event.nbns))
             elif isinstance(event, pev.LinkTerminated):
@@ -197,7 +202,7 @@ class SessionTable:
         (ours, Windows) send its own StopCCRQ/StopCCN, crossing ours; over L2TP that
         StopCCN wants an ack a stopping server no longer sends (its ZLB waits 100 ms), and
         the client would retransmit it into the void for its stop grace."""
-        return getattr(self, "_terminating", {}).get(key) is s
+        return self._terminating.get(key) is s
 
     def shutdown_finished(self, now: float) -> bool:
         """Every call closed by begin_shutdown has ended, or its deadline has passed (a peer
@@ -215,7 +220,7 @@ class SessionTable:
     def shutdown_report(self) -> dict[str, int]:
         """Calls closed by LCP, how many of those acked (RFC 1661 §4.1 RTA in Closing: LCP
         Closed; a carrier cleared first leaves it Initial), how many had not ended."""
-        terminating = getattr(self, "_terminating", {})
+        terminating = self._terminating
         ended = [s for cid, s in terminating.items() if self.sessions.get(cid) is not s]
         return {"lcp_terminated": len(terminating),
                 "acked": sum(1 for s in ended if s.ppp.lcp.state is State.CLOSED),
