@@ -242,24 +242,20 @@ class EapAuthenticator(_Base, AwaitsVerdict):
         self.outcome = AuthOutcome.of(verdict, self.identity, AuthMethod.EAP_MD5, text)
 
     def _challenge(self, raw: bytes, state: bytes, now: float) -> None:
-        problem = relay_problem(raw)
-        if not problem and raw[0] != EapCode.REQUEST:
-            problem = f"EAP code {raw[0]} (expected {EapCode.REQUEST.name})"
-        if not problem:
-            try:
-                packet = EapPacket.decode(raw)
-            except RemoteProtocolError as exc:
-                problem = str(exc)
+        problem = relay_problem(raw) or (
+            f"EAP code {raw[0]} (expected {EapCode.REQUEST.name})"
+            if raw[0] != EapCode.REQUEST else "")
         if problem:
             message = f"the verifier's EAP Request cannot be relayed: {problem}"
             self._finish(False, WindowsError_.AUTHENTICATION_FAILURE, message)
             return
+        packet = EapPacket.decode(raw)  # relay_problem vouched for its Length, code and Type
         self._id, self._state = packet.identifier, state
         self._send(packet, now, raw)
 
     def _final_packet(self, raw: bytes, success: bool) -> bytes:
         want = EapCode.SUCCESS if success else EapCode.FAILURE
-        if len(raw) == 4 and raw[0] == want and raw[1] == self._id and packet_length(raw) == 4:
+        if not relay_problem(raw) and raw[0] == want and raw[1] == self._id:
             return raw
         return b""
 
