@@ -284,41 +284,47 @@ def message(mtype: int, *avps: bytes) -> bytes:
 
 TID = "TTTT"  # in a step: replaced by the Assigned Tunnel ID of the first SCCRP received
 
-_SCRIPT = r"""
-import json, socket, struct, sys, time
-server, steps, wait = sys.argv[1], json.loads(sys.argv[2]), float(sys.argv[3])
-s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-s.bind(("", 0))
-got, tid = [], None
+# The receive loop both scripts below share (plain sockets and struct, nothing of ours):
+# every datagram kept as (time, hex); `peer` the first source; `tid` the first Assigned Tunnel
+# ID AVP in the clear (§4.4.3); `next_nr` one past the highest Ns of a control message.
+_COLLECT = r"""
+peer, tid, next_nr, got = None, None, 0, []
 
 def collect(until):
-    global tid
-    while True:
-        left = until - time.monotonic()
-        if left <= 0:
-            return
+    global peer, tid, next_nr
+    while (left := until - time.monotonic()) > 0:
         s.settimeout(left)
         try:
             data, src = s.recvfrom(65535)
         except socket.timeout:
             return
-        got.append(data.hex())
-        pos = 12
-        while tid is None and len(data) >= pos + 6:
-            word, vendor, attr = struct.unpack_from("!HHH", data, pos)
-            if (word & 0x3FF) < 6:
-                break
-            if not vendor and attr == 9 and not word & 0x4000:
-                tid = "%04x" % struct.unpack_from("!H", data, pos + 6)[0]
-            pos += word & 0x3FF
+        got.append((time.monotonic(), data.hex()))
+        peer = peer or src
+        if len(data) > 12 and data[0] & 0x80:
+            next_nr = max(next_nr, (struct.unpack_from("!H", data, 8)[0] + 1) & 0xFFFF)
+            pos = 12
+            while tid is None and len(data) >= pos + 8:
+                word, vendor, attr = struct.unpack_from("!HHH", data, pos)
+                if (word & 0x3FF) < 6:
+                    break
+                if not vendor and attr == 9 and not word & 0x4000:
+                    tid = "%04x" % struct.unpack_from("!H", data, pos + 6)[0]
+                pos += word & 0x3FF
+"""
 
+_SCRIPT = r"""
+import json, socket, struct, sys, time
+server, steps, wait = sys.argv[1], json.loads(sys.argv[2]), float(sys.argv[3])
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind(("", 0))
+""" + _COLLECT + r"""
 for hexdata, pause in steps:
     if "TTTT" in hexdata and tid is None:
         collect(time.monotonic() + 2.0)
     s.sendto(bytes.fromhex(hexdata.replace("TTTT", tid or "0000")), (server, 1701))
     collect(time.monotonic() + pause)
 collect(time.monotonic() + wait)
-print(json.dumps({"port": s.getsockname()[1], "replies": got}))
+print(json.dumps({"port": s.getsockname()[1], "replies": [h for _, h in got]}))
 """
 
 
@@ -387,29 +393,8 @@ import json, socket, struct, sys, time
 address, sccrp, stop = sys.argv[1], sys.argv[2], sys.argv[3]
 s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
 s.bind((address, 1701))
-got, sent, peer, tid, next_nr = [], [], None, None, 0
-
-def collect(until):
-    global peer, tid, next_nr
-    while (left := until - time.monotonic()) > 0:
-        s.settimeout(left)
-        try:
-            data, src = s.recvfrom(65535)
-        except socket.timeout:
-            return
-        got.append((time.monotonic(), data.hex()))
-        peer = peer or src
-        if len(data) > 12 and data[0] & 0x80:
-            next_nr = max(next_nr, (struct.unpack_from("!H", data, 8)[0] + 1) & 0xFFFF)
-            pos = 12
-            while tid is None and len(data) >= pos + 8:
-                word, vendor, attr = struct.unpack_from("!HHH", data, pos)
-                if (word & 0x3FF) < 6:
-                    break
-                if not vendor and attr == 9:
-                    tid = "%04x" % struct.unpack_from("!H", data, pos + 6)[0]
-                pos += word & 0x3FF
-
+sent = []
+""" + _COLLECT + r"""
 def send(hexdata):
     data = bytearray.fromhex(hexdata.replace("TTTT", tid))
     struct.pack_into("!H", data, 10, next_nr)
